@@ -1,0 +1,36 @@
+# cove_library(NAME <name> [DEPS <targets>...])
+# Builds cove_<name> (alias cove::<name>) from <dir>/src/*.cpp with public headers in
+# <dir>/include, and — when tests are on — cove_<name>_test from <dir>/tests/*.cpp
+# (doctest, registered with ctest under the label "unit").
+set(COVE_WARNINGS -Wall -Wextra -Werror -Wno-missing-field-initializers)
+
+function(cove_library)
+  cmake_parse_arguments(ARG "" "NAME" "DEPS;TEST_DEPS" ${ARGN})
+  set(target cove_${ARG_NAME})
+  file(GLOB srcs CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/src/*.cpp)
+  add_library(${target} STATIC ${srcs})
+  add_library(cove::${ARG_NAME} ALIAS ${target})
+  target_include_directories(${target} PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/include)
+  target_compile_options(${target} PRIVATE ${COVE_WARNINGS})
+  target_link_libraries(${target} PUBLIC ${ARG_DEPS})
+  if(COVE_TESTS)
+    file(GLOB test_srcs CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/tests/*.cpp)
+    if(test_srcs)
+      add_executable(${target}_test ${test_srcs})
+      target_compile_options(${target}_test PRIVATE ${COVE_WARNINGS})
+      target_link_libraries(${target}_test PRIVATE ${target} cove_test_main ${ARG_TEST_DEPS})
+      target_compile_definitions(${target}_test PRIVATE
+        COVE_FIXTURES_DIR="${COVE_FIXTURES_DIR}" COVE_SOURCE_DIR="${PROJECT_SOURCE_DIR}")
+      add_test(NAME unit.${ARG_NAME} COMMAND ${target}_test)
+      set_tests_properties(unit.${ARG_NAME} PROPERTIES LABELS unit TIMEOUT 300)
+    endif()
+  endif()
+endfunction()
+
+# cove_executable(NAME <binary> SRCS <files> DEPS <targets>)
+function(cove_executable)
+  cmake_parse_arguments(ARG "" "NAME" "SRCS;DEPS" ${ARGN})
+  add_executable(${ARG_NAME} ${ARG_SRCS})
+  target_compile_options(${ARG_NAME} PRIVATE ${COVE_WARNINGS})
+  target_link_libraries(${ARG_NAME} PRIVATE ${ARG_DEPS})
+endfunction()

@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# cove's one entry point. Usage: ./cove.sh <command>
+#   demo    install deps, build, run the sample computation end to end
+#   test    install deps, build, run the whole suite (normal build, then ASan+UBSan)
+#   build   install deps and build (build/)
+#   bench   build in Release and run the benchmark suite
+#   fuzz    build the libFuzzer targets with clang and run each for a while
+#   format  clang-format the tree in place;  lint: clang-format check + clang-tidy
+set -euo pipefail
+cd "$(dirname "$0")"
+root=$(pwd)
+jobs=$(nproc)
+
+install_deps() { bash "$root/deploy/install-deps.sh"; }
+
+configure_build() {  # dir, extra cmake args...
+  local dir=$1; shift
+  cmake -S "$root" -B "$dir" -G Ninja "$@" >/dev/null
+  cmake --build "$dir" -j "$jobs"
+}
+
+cmd=${1:-help}
+shift || true
+case "$cmd" in
+  build)
+    install_deps
+    configure_build build "$@"
+    ;;
+  test)
+    install_deps
+    configure_build build
+    (cd build && ctest --output-on-failure -j "$jobs" "$@")
+    echo "== ASan+UBSan build =="
+    configure_build build-asan -DCOVE_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
+    (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+      ctest --output-on-failure -j "$jobs" -LE no-sanitize "$@")
+    ;;
+  demo)
+    install_deps
+    configure_build build
+    exec bash "$root/deploy/demo.sh" "$root/build"
+    ;;
+  bench)
+    install_deps
+    configure_build build-release -DCMAKE_BUILD_TYPE=Release -DCOVE_BENCH=ON -DCOVE_TESTS=OFF
+    exec bash "$root/tests/bench/run.sh" "$root/build-release"
+    ;;
+  fuzz)
+    install_deps
+    CC=clang-14 CXX=clang++-14 configure_build build-fuzz -DCOVE_FUZZ=ON -DCOVE_TESTS=ON -DCMAKE_BUILD_TYPE=Debug
+    for f in build-fuzz/tests/fuzz/fuzz_*; do
+      [ -x "$f" ] || continue
+      echo "== $f"
+      "$f" -max_total_time="${FUZZ_SECONDS:-60}" "$root/tests/fuzz/corpus/$(basename "$f")" || exit 1
+    done
+    ;;
+  format)
+    git ls-files '*.cpp' '*.hpp' | xargs clang-format -i
+    ;;
+  lint)
+    git ls-files '*.cpp' '*.hpp' | xargs clang-format --dry-run --Werror
+    configure_build build
+    git ls-files '*.cpp' | grep -v '^tests/fuzz/' | xargs clang-tidy -p build --quiet
+    ;;
+  *)
+    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+    [ "$cmd" = help ] || exit 2
+    ;;
+esac
