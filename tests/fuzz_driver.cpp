@@ -2,6 +2,7 @@
 // then deterministic mutations of them (bit flips, truncations, splices, random
 // bytes) for --iterations rounds. Used as a smoke test in ordinary (gcc, ASan) builds;
 // `./cove.sh fuzz` uses real coverage-guided libFuzzer.
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
