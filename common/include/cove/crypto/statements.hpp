@@ -1,0 +1,38 @@
+#pragma once
+// The byte strings users sign and the agent's evidence binds. Each is a fixed
+// ASCII domain tag followed by fields, every field prefixed with its length
+// as a big-endian u32, so no two field lists encode to the same bytes.
+#include <array>
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "cove/crypto/hash.hpp"
+
+namespace cove::crypto {
+
+inline constexpr std::string_view upload_statement_tag = "cove-upload-v1";
+inline constexpr std::string_view result_statement_tag = "cove-result-v1";
+inline constexpr std::string_view evidence_tag = "cove-evidence-v1";
+
+/// "cove-upload-v1" || lp(computation_id) || lp(role) || lp(filename)
+///   || lp(plaintext_hash) || lp(agent_kx_public_key).
+/// role is "algorithm" or "dataset". Signed by the uploading participant.
+std::vector<uint8_t> upload_statement(std::string_view computation_id, std::string_view role,
+                                      std::string_view filename, const sha3_digest& plaintext_hash,
+                                      std::span<const uint8_t> agent_kx_public_key);
+
+/// "cove-result-v1" || lp(computation_id) || lp(consumer_key_der) || lp(agent_kx_public_key).
+/// Signed by a result consumer to request the results.
+std::vector<uint8_t> result_statement(std::string_view computation_id,
+                                      std::span<const uint8_t> consumer_key_der,
+                                      std::span<const uint8_t> agent_kx_public_key);
+
+/// SHA-512("cove-evidence-v1" || lp(kx_pk) || lp(sign_pk) || lp(nonce)):
+/// the 64 bytes an agent puts in its attestation report's report_data.
+std::array<uint8_t, 64> evidence_report_data(std::span<const uint8_t> kx_pk,
+                                             std::span<const uint8_t> sign_pk,
+                                             std::span<const uint8_t> nonce);
+
+}  // namespace cove::crypto

@@ -1,0 +1,72 @@
+#include "cove/crypto/statements.hpp"
+
+#include <cstdlib>
+
+namespace cove::crypto {
+
+namespace {
+void put_raw(std::vector<uint8_t>& out, std::span<const uint8_t> bytes) {
+  out.insert(out.end(), bytes.begin(), bytes.end());
+}
+void put_raw(std::vector<uint8_t>& out, std::string_view s) {
+  out.insert(out.end(), s.begin(), s.end());
+}
+void put_len(std::vector<uint8_t>& out, size_t n) {
+  if (n > 0xffffffffu) std::abort();  // no statement field comes near 4 GiB
+  auto v = static_cast<uint32_t>(n);
+  out.push_back(static_cast<uint8_t>(v >> 24));
+  out.push_back(static_cast<uint8_t>(v >> 16));
+  out.push_back(static_cast<uint8_t>(v >> 8));
+  out.push_back(static_cast<uint8_t>(v));
+}
+void put_field(std::vector<uint8_t>& out, std::span<const uint8_t> bytes) {
+  put_len(out, bytes.size());
+  put_raw(out, bytes);
+}
+void put_field(std::vector<uint8_t>& out, std::string_view s) {
+  put_len(out, s.size());
+  put_raw(out, s);
+}
+}  // namespace
+
+std::vector<uint8_t> upload_statement(std::string_view computation_id, std::string_view role,
+                                      std::string_view filename, const sha3_digest& plaintext_hash,
+                                      std::span<const uint8_t> agent_kx_public_key) {
+  std::vector<uint8_t> out;
+  out.reserve(upload_statement_tag.size() + 5 * 4 + computation_id.size() + role.size() +
+              filename.size() + plaintext_hash.size() + agent_kx_public_key.size());
+  put_raw(out, upload_statement_tag);
+  put_field(out, computation_id);
+  put_field(out, role);
+  put_field(out, filename);
+  put_field(out, std::span<const uint8_t>(plaintext_hash));
+  put_field(out, agent_kx_public_key);
+  return out;
+}
+
+std::vector<uint8_t> result_statement(std::string_view computation_id,
+                                      std::span<const uint8_t> consumer_key_der,
+                                      std::span<const uint8_t> agent_kx_public_key) {
+  std::vector<uint8_t> out;
+  out.reserve(result_statement_tag.size() + 3 * 4 + computation_id.size() + consumer_key_der.size() +
+              agent_kx_public_key.size());
+  put_raw(out, result_statement_tag);
+  put_field(out, computation_id);
+  put_field(out, consumer_key_der);
+  put_field(out, agent_kx_public_key);
+  return out;
+}
+
+std::array<uint8_t, 64> evidence_report_data(std::span<const uint8_t> kx_pk,
+                                             std::span<const uint8_t> sign_pk,
+                                             std::span<const uint8_t> nonce) {
+  std::vector<uint8_t> msg;
+  msg.reserve(evidence_tag.size() + 3 * 4 + kx_pk.size() + sign_pk.size() + nonce.size());
+  put_raw(msg, evidence_tag);
+  put_field(msg, kx_pk);
+  put_field(msg, sign_pk);
+  put_field(msg, nonce);
+  return sha512_of(msg);
+}
+
+}  // namespace cove::crypto
