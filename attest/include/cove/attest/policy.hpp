@@ -1,0 +1,60 @@
+#pragma once
+// SEV-SNP appraisal policy: what a verified report must contain to be accepted.
+#include <cstdint>
+#include <filesystem>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cove/attest/snp_report.hpp"
+#include "cove/attest/verify.hpp"
+#include "cove/expected.hpp"
+
+namespace cove::attest {
+
+/// Minimum SPLs; compared component-wise. `fmc` is only checked on Turin.
+struct snp_tcb_minimum {
+  uint8_t bl = 0;
+  uint8_t tee = 0;
+  uint8_t snp = 0;
+  uint8_t microcode = 0;
+  uint8_t fmc = 0;
+};
+
+struct snp_policy {
+  std::vector<std::vector<uint8_t>> measurements;  // 48 bytes each; empty = any
+  std::optional<std::vector<uint8_t>> host_data;   // 32 bytes
+  bool allow_debug = false;                        // POLICY bit 19
+  bool allow_smt = true;                           // POLICY bit 16
+  bool allow_migration_agent = false;              // POLICY bit 18
+  snp_tcb_minimum minimum_tcb;                     // REPORTED, COMMITTED and CURRENT TCB
+  std::vector<std::vector<uint8_t>> chip_ids;      // 64 bytes (8 on Turin, zero-padded); empty = any
+  std::optional<snp_product> product;              // nullopt = any
+  uint32_t minimum_report_version = 2;
+  uint32_t minimum_guest_svn = 0;
+  std::optional<uint32_t> vmpl;                    // exact VMPL
+  std::vector<std::string> trusted_roots;          // ARK PEMs (file contents already read)
+};
+
+/// Parses policy JSON (keys: measurements, host_data, allow_debug, allow_smt,
+/// allow_migration_agent, minimum_tcb{bl,tee,snp,microcode,fmc}, chip_ids, product,
+/// minimum_report_version, minimum_guest_svn, vmpl, trusted_roots). Unknown keys, wrong
+/// types and bad hex lengths are errc::invalid_request. A trusted_roots entry is inline PEM
+/// (starts with "-----BEGIN") or a file path, relative paths resolved against base_dir.
+expected<snp_policy> load_policy_json(std::string_view json, const std::filesystem::path& base_dir = {});
+/// Reads a policy file; relative trusted_roots paths are resolved against its directory.
+expected<snp_policy> load_policy_file(const std::filesystem::path& path);
+
+/// verify_options with the policy's trusted roots.
+verify_options make_verify_options(const snp_policy& policy);
+
+/// Checks a parsed (and, for anything but fuzzing, verified) report against the policy.
+/// `expected_report_data` (<= 64 bytes, zero-padded) must equal REPORT_DATA; pass an empty
+/// span only when REPORT_DATA is checked elsewhere. Errors are errc::attestation_failed
+/// naming the field, e.g. "measurement: got 7a1e..., expected one of [ab12...]".
+expected<void> check_policy(const snp_report& report, const snp_policy& policy,
+                            std::span<const uint8_t> expected_report_data);
+
+}  // namespace cove::attest

@@ -1,0 +1,246 @@
+#include "cove/attest/policy.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <fstream>
+#include <sstream>
+
+namespace cove::attest {
+namespace {
+
+using json = nlohmann::json;
+
+error bad(std::string msg) { return make_error(errc::invalid_request, "policy: " + std::move(msg)); }
+error fail(std::string msg) { return make_error(errc::attestation_failed, std::move(msg)); }
+
+expected<std::vector<uint8_t>> hex_field(const json& v, const std::string& key, std::size_t len,
+                                         std::size_t alt_len = 0) {
+  if (!v.is_string()) return bad(key + " must be a hex string");
+  auto bytes = from_hex(v.get_ref<const std::string&>());
+  if (!bytes) return bad(key + " is not valid hex");
+  if (bytes->size() != len && (alt_len == 0 || bytes->size() != alt_len))
+    return bad(key + " must be " + std::to_string(len) + " bytes, got " + std::to_string(bytes->size()));
+  bytes->resize(len, 0);
+  return std::move(*bytes);
+}
+
+expected<std::vector<std::vector<uint8_t>>> hex_list(const json& v, const std::string& key, std::size_t len,
+                                                     std::size_t alt_len = 0) {
+  if (!v.is_array()) return bad(key + " must be an array of hex strings");
+  std::vector<std::vector<uint8_t>> out;
+  for (const auto& e : v) {
+    auto b = hex_field(e, key + "[]", len, alt_len);
+    if (!b) return std::move(b).error();
+    out.push_back(std::move(*b));
+  }
+  return out;
+}
+
+expected<uint64_t> uint_field(const json& v, const std::string& key, uint64_t max) {
+  if (!v.is_number_unsigned() && !(v.is_number_integer() && v.get<int64_t>() >= 0))
+    return bad(key + " must be a non-negative integer");
+  auto n = v.get<uint64_t>();
+  if (n > max) return bad(key + " must be <= " + std::to_string(max));
+  return n;
+}
+
+expected<bool> bool_field(const json& v, const std::string& key) {
+  if (!v.is_boolean()) return bad(key + " must be true or false");
+  return v.get<bool>();
+}
+
+// Reads a regular file of at most 1 MiB (so a policy cannot point us at /dev/zero or a FIFO).
+expected<std::string> read_file(const std::filesystem::path& p) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(p, ec)) return make_error(errc::not_found, "cannot read " + p.string());
+  auto size = std::filesystem::file_size(p, ec);
+  if (ec || size > (1u << 20)) return make_error(errc::too_large, p.string() + " is too large");
+  std::ifstream in(p, std::ios::binary);
+  if (!in) return make_error(errc::not_found, "cannot read " + p.string());
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+expected<void> parse_minimum_tcb(const json& v, snp_tcb_minimum& out) {
+  if (!v.is_object()) return bad("minimum_tcb must be an object");
+  for (const auto& [k, val] : v.items()) {
+    uint8_t* dst = k == "bl" ? &out.bl : k == "tee" ? &out.tee : k == "snp" ? &out.snp
+                 : k == "microcode" ? &out.microcode : k == "fmc" ? &out.fmc : nullptr;
+    if (dst == nullptr) return bad("unknown key minimum_tcb." + k);
+    auto n = uint_field(val, "minimum_tcb." + k, 255);
+    if (!n) return std::move(n).error();
+    *dst = static_cast<uint8_t>(*n);
+  }
+  return ok();
+}
+
+expected<snp_policy> parse(const json& doc, const std::filesystem::path& base_dir) {
+  if (!doc.is_object()) return bad("top level must be an object");
+  snp_policy p;
+  for (const auto& [key, v] : doc.items()) {
+    if (key == "measurements") {
+      auto l = hex_list(v, key, 48);
+      if (!l) return std::move(l).error();
+      p.measurements = std::move(*l);
+    } else if (key == "host_data") {
+      auto b = hex_field(v, key, 32);
+      if (!b) return std::move(b).error();
+      p.host_data = std::move(*b);
+    } else if (key == "allow_debug" || key == "allow_smt" || key == "allow_migration_agent") {
+      auto b = bool_field(v, key);
+      if (!b) return std::move(b).error();
+      (key == "allow_debug" ? p.allow_debug : key == "allow_smt" ? p.allow_smt : p.allow_migration_agent) = *b;
+    } else if (key == "minimum_tcb") {
+      if (auto r = parse_minimum_tcb(v, p.minimum_tcb); !r) return std::move(r).error();
+    } else if (key == "chip_ids") {
+      auto l = hex_list(v, key, 64, 8);
+      if (!l) return std::move(l).error();
+      p.chip_ids = std::move(*l);
+    } else if (key == "product") {
+      if (!v.is_string()) return bad("product must be a string");
+      const auto& s = v.get_ref<const std::string&>();
+      if (s == "any") p.product.reset();
+      else if (s == "Milan") p.product = snp_product::milan;
+      else if (s == "Genoa") p.product = snp_product::genoa;
+      else if (s == "Turin") p.product = snp_product::turin;
+      else return bad("product must be one of Milan, Genoa, Turin, any; got '" + s + "'");
+    } else if (key == "minimum_report_version" || key == "minimum_guest_svn" || key == "vmpl") {
+      auto n = uint_field(v, key, key == "vmpl" ? 3 : UINT32_MAX);
+      if (!n) return std::move(n).error();
+      if (key == "vmpl") p.vmpl = static_cast<uint32_t>(*n);
+      else if (key == "minimum_guest_svn") p.minimum_guest_svn = static_cast<uint32_t>(*n);
+      else p.minimum_report_version = static_cast<uint32_t>(*n);
+    } else if (key == "trusted_roots") {
+      if (!v.is_array()) return bad("trusted_roots must be an array of PEM strings or file paths");
+      for (const auto& e : v) {
+        if (!e.is_string()) return bad("trusted_roots[] must be a string");
+        const auto& s = e.get_ref<const std::string&>();
+        std::string pem;
+        if (s.find("-----BEGIN") != std::string::npos) {
+          pem = s;
+        } else {
+          std::filesystem::path path(s);
+          if (path.is_relative() && !base_dir.empty()) path = base_dir / path;
+          auto content = read_file(path);
+          if (!content) return bad("trusted_roots: " + content.error().message);
+          pem = std::move(*content);
+        }
+        if (auto certs = split_pem_bundle(pem); !certs)
+          return bad("trusted_roots: '" + s.substr(0, 64) + "': " + certs.error().message);
+        p.trusted_roots.push_back(std::move(pem));
+      }
+    } else {
+      return bad("unknown key '" + key + "'");
+    }
+  }
+  return p;
+}
+
+std::string list_hex(const std::vector<std::vector<uint8_t>>& l) {
+  std::string s = "[";
+  for (std::size_t i = 0; i < l.size(); ++i) s += (i ? ", " : "") + to_hex(l[i]);
+  return s + "]";
+}
+
+std::string hex64(uint64_t v) {
+  static constexpr char d[] = "0123456789abcdef";
+  std::string s = "0x";
+  bool started = false;
+  for (int i = 60; i >= 0; i -= 4) {
+    int n = static_cast<int>((v >> i) & 0xF);
+    if (n != 0 || started || i == 0) {
+      s.push_back(d[n]);
+      started = true;
+    }
+  }
+  return s;
+}
+
+}  // namespace
+
+expected<snp_policy> load_policy_json(std::string_view text, const std::filesystem::path& base_dir) {
+  try {
+    json doc = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
+    if (doc.is_discarded()) return bad("not valid JSON");
+    return parse(doc, base_dir);
+  } catch (const std::exception& e) {
+    return bad(std::string("invalid: ") + e.what());
+  }
+}
+
+expected<snp_policy> load_policy_file(const std::filesystem::path& path) {
+  auto text = read_file(path);
+  if (!text) return std::move(text).error();
+  return load_policy_json(*text, path.parent_path());
+}
+
+verify_options make_verify_options(const snp_policy& policy) {
+  verify_options o;
+  o.trusted_ark_pems = policy.trusted_roots;
+  return o;
+}
+
+expected<void> check_policy(const snp_report& r, const snp_policy& p, std::span<const uint8_t> expected_report_data) {
+  if (expected_report_data.size() > r.report_data.size())
+    return make_error(errc::invalid_request, "report_data: expected value is longer than 64 bytes");
+  if (!expected_report_data.empty()) {
+    std::array<uint8_t, 64> want{};
+    std::copy(expected_report_data.begin(), expected_report_data.end(), want.begin());
+    if (want != r.report_data)
+      return fail("report_data: got " + to_hex(r.report_data) + ", expected " + to_hex(want));
+  }
+  if (r.version < p.minimum_report_version)
+    return fail("report_version: got " + std::to_string(r.version) + ", expected at least " +
+                std::to_string(p.minimum_report_version));
+  if (!p.measurements.empty() &&
+      std::none_of(p.measurements.begin(), p.measurements.end(), [&](const auto& m) {
+        return std::equal(m.begin(), m.end(), r.measurement.begin(), r.measurement.end());
+      }))
+    return fail("measurement: got " + to_hex(r.measurement) + ", expected one of " + list_hex(p.measurements));
+  if (p.host_data && !std::equal(p.host_data->begin(), p.host_data->end(), r.host_data.begin(), r.host_data.end()))
+    return fail("host_data: got " + to_hex(r.host_data) + ", expected " + to_hex(*p.host_data));
+  if (!p.allow_debug && r.debug_allowed())
+    return fail("allow_debug: guest policy " + hex64(r.policy) + " allows debugging (bit 19), expected not allowed");
+  if (!p.allow_smt && r.smt_allowed())
+    return fail("allow_smt: guest policy " + hex64(r.policy) + " allows SMT (bit 16), expected not allowed");
+  if (!p.allow_migration_agent && r.migration_agent_allowed())
+    return fail("allow_migration_agent: guest policy " + hex64(r.policy) +
+                " allows a migration agent (bit 18), expected not allowed");
+  if (p.vmpl && r.vmpl != *p.vmpl)
+    return fail("vmpl: got " + std::to_string(r.vmpl) + ", expected " + std::to_string(*p.vmpl));
+  if (r.guest_svn < p.minimum_guest_svn)
+    return fail("guest_svn: got " + std::to_string(r.guest_svn) + ", expected at least " +
+                std::to_string(p.minimum_guest_svn));
+  if (p.product && r.product != *p.product)
+    return fail("product: got " + std::string(to_string(r.product)) + ", expected " +
+                std::string(to_string(*p.product)));
+  const auto& m = p.minimum_tcb;
+  const bool turin = r.product == snp_product::turin;
+  for (auto [name, raw] : {std::pair{"reported_tcb", r.reported_tcb}, std::pair{"committed_tcb", r.committed_tcb},
+                           std::pair{"current_tcb", r.current_tcb}}) {
+    const tcb_version t = decode_tcb(raw, r.product);
+    struct cmp {
+      const char* field;
+      uint8_t got, min;
+    };
+    const cmp cmps[] = {{"bl", t.bl, m.bl},
+                        {"tee", t.tee, m.tee},
+                        {"snp", t.snp, m.snp},
+                        {"microcode", t.microcode, m.microcode},
+                        {"fmc", t.fmc, turin ? m.fmc : uint8_t{0}}};
+    for (const auto& c : cmps)
+      if (c.got < c.min)
+        return fail(std::string("minimum_tcb.") + c.field + ": " + name + " has " + c.field + "=" +
+                    std::to_string(c.got) + ", expected at least " + std::to_string(c.min));
+  }
+  if (!p.chip_ids.empty() &&
+      std::none_of(p.chip_ids.begin(), p.chip_ids.end(), [&](const auto& c) {
+        return std::equal(c.begin(), c.end(), r.chip_id.begin(), r.chip_id.end());
+      }))
+    return fail("chip_id: got " + to_hex(r.chip_id) + ", expected one of " + list_hex(p.chip_ids));
+  return ok();
+}
+
+}  // namespace cove::attest
