@@ -1,0 +1,41 @@
+#include "cove/bus/envelope.hpp"
+
+namespace cove::bus {
+
+int64_t now_ns() noexcept {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::vector<uint8_t> make_error(cove::errc code, std::string_view message,
+                                std::string_view correlation_id, std::string_view sender) {
+  flatbuffers::FlatBufferBuilder fbb(256);
+  auto msg = fbb.CreateString(message.data(), message.size());
+  auto body = v1::CreateError(fbb, static_cast<v1::ErrorCode>(code), msg);
+  return finish(fbb, body, correlation_id, sender);
+}
+
+std::vector<uint8_t> make_ok(std::string_view correlation_id, std::string_view sender) {
+  flatbuffers::FlatBufferBuilder fbb(128);
+  auto body = v1::CreateOk(fbb);
+  return finish(fbb, body, correlation_id, sender);
+}
+
+const v1::Envelope* verified_envelope(std::span<const uint8_t> buf) noexcept {
+  if (buf.size() < 8 || buf.size() > max_envelope_size) return nullptr;
+  flatbuffers::Verifier::Options o;
+  o.max_depth = 16;
+  o.max_tables = 4096;
+  flatbuffers::Verifier v(buf.data(), buf.size(), o);
+  return v1::VerifyEnvelopeBuffer(v) ? v1::GetEnvelope(buf.data()) : nullptr;
+}
+
+std::string body_name(v1::Body type) {
+  const char* n = v1::EnumNameBody(type);
+  if (n == nullptr || *n == '\0')
+    return "unknown(" + std::to_string(static_cast<unsigned>(type)) + ")";
+  return n;
+}
+
+}  // namespace cove::bus
