@@ -1,1 +1,24 @@
-int main() { return 0; }
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include "cove/agent/agent.hpp"
+#include "cove/log.hpp"
+
+int main(int argc, char** argv) {
+  cove::agent::agent_config cfg;
+  std::string sim_dir;
+  int64_t timeout_s = cfg.default_timeout.count();
+  CLI::App app{"cove-agent — the computation agent inside a confidential VM"};
+  app.add_option("--cvm-id", cfg.cvm_id, "This CVM's id")->required();
+  app.add_option("--nats", cfg.nats_url, "Bus URL")->required();
+  app.add_option("--work-dir", cfg.work_dir, "Scratch directory for the run")->required();
+  app.add_option("--sim-dir", sim_dir, "Simulated TEE identity (VCEK, chain) written by the manager")->required();
+  app.add_option("--timeout", timeout_s, "Default algorithm time limit in seconds")->capture_default_str();
+  app.add_option("--max-upload", cfg.max_upload_bytes, "Largest accepted file in bytes")->capture_default_str();
+  app.add_option("--log-level", cfg.log_level, "trace|debug|info|warn|error")->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+  cfg.sim.dir = sim_dir;
+  cfg.default_timeout = std::chrono::seconds(timeout_s);
+  cove::log::init("cove-agent", cfg.log_level);
+  return cove::agent::run(cfg);
+}

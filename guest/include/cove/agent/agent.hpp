@@ -1,0 +1,40 @@
+#pragma once
+// cove-agent: the computation state machine inside a CVM.
+//
+// One thread owns all state: NATS callbacks and the algorithm runner only post
+// work to the agent's queue (cove::agent::work_queue), so no handler ever races
+// another. See guest/README.md for the subjects served and the state machine.
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+
+#include "cove/expected.hpp"
+
+namespace cove::agent {
+
+/// Where the agent's simulated TEE identity lives (written by the manager's
+/// process backend): vcek.pem, vcek.key.pem, ask.pem, ark.pem, chip_id.
+struct sim_tee_config {
+  std::filesystem::path dir;
+};
+
+struct agent_config {
+  std::string cvm_id;                  // [a-z0-9-]{1,64}
+  std::string nats_url;                // the bus (later: the attested bridge)
+  std::filesystem::path work_dir;      // datasets/, results/, algo live here
+  sim_tee_config sim;                  // evidence provider: simulated SEV-SNP
+  std::chrono::seconds default_timeout{600};  // algorithm wall-clock limit when the manifest sets none
+  uint64_t max_upload_bytes = 64ull << 30;    // per file
+  uint32_t chunk_size = 512 * 1024;           // plaintext bytes per chunk
+  uint32_t window = 16;                       // chunks in flight per stream
+  std::string log_level = "info";
+};
+
+/// Checks the config; the error names the offending field.
+expected<void> validate(const agent_config& cfg);
+
+/// Runs the agent until SIGTERM/SIGINT or a fatal bus error. Returns the exit code.
+int run(const agent_config& cfg);
+
+}  // namespace cove::agent

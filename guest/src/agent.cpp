@@ -1,0 +1,653 @@
+#include "cove/agent/agent.hpp"
+
+#include <sodium.h>
+
+#include <atomic>
+#include <csignal>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <thread>
+
+#include "cove/agent/runner.hpp"
+#include "cove/agent/work_queue.hpp"
+#include "cove/attest/sim_store.hpp"
+#include "cove/bus/connection.hpp"
+#include "cove/bus/envelope.hpp"
+#include "cove/bus/subjects.hpp"
+#include "cove/crypto/encoding.hpp"
+#include "cove/crypto/hash.hpp"
+#include "cove/crypto/keys.hpp"
+#include "cove/crypto/seal.hpp"
+#include "cove/crypto/statements.hpp"
+#include "cove/log.hpp"
+#include "cove/manifest.hpp"
+#include "cove/schemas/envelope_generated.h"
+#include "cove/zip.hpp"
+
+namespace cove::agent {
+
+namespace fs = std::filesystem;
+using bytes = std::vector<uint8_t>;
+using v1::AgentState;
+
+expected<void> validate(const agent_config& cfg) {
+  if (!bus::valid_id(cfg.cvm_id)) return make_error(errc::invalid_request, "cvm_id: must match [a-z0-9-]{1,64}");
+  if (cfg.nats_url.empty()) return make_error(errc::invalid_request, "nats_url: empty");
+  if (cfg.work_dir.empty()) return make_error(errc::invalid_request, "work_dir: empty");
+  if (cfg.sim.dir.empty()) return make_error(errc::invalid_request, "sim tee dir: empty");
+  if (cfg.chunk_size == 0 || cfg.chunk_size > 768 * 1024)
+    return make_error(errc::invalid_request, "chunk_size: must be 1..786432 (NATS max_payload is 1 MiB)");
+  if (cfg.window == 0 || cfg.window > 256) return make_error(errc::invalid_request, "window: must be 1..256");
+  return ok();
+}
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+work_queue* g_queue = nullptr;
+
+extern "C" void on_signal(int) { g_stop = true; }
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+std::string_view state_name(AgentState s) { return v1::EnumNameAgentState(s); }
+
+/// An upload in progress: decrypt, hash and write chunk by chunk.
+struct upload_stream {
+  std::string id;
+  v1::FileRole role;
+  std::string filename;
+  uint64_t size = 0;
+  uint64_t received = 0;
+  uint64_t next_seq = 0;
+  crypto::sha3_digest expected_hash{};
+  crypto::open_stream opener;
+  crypto::sha3_256 hasher;
+  fs::path part_path;
+  std::ofstream out;
+  std::chrono::steady_clock::time_point last_activity;
+  bytes plain;  // reused buffer
+};
+
+/// A result download in progress: sealed lazily, in order.
+struct result_stream {
+  std::string id;
+  std::string consumer_fingerprint;
+  crypto::seal_stream sealer;
+  std::ifstream in;
+  uint64_t size = 0;
+  uint64_t chunks = 0;
+  uint64_t next_seq = 0;
+  std::chrono::steady_clock::time_point last_activity;
+};
+
+class agent {
+ public:
+  explicit agent(agent_config cfg) : cfg_(std::move(cfg)) {}
+
+  int main() {
+    if (sodium_init() < 0) {
+      spdlog::critical("libsodium failed to initialise");
+      return 1;
+    }
+    kx_ = crypto::kx_keypair::generate();
+    crypto_sign_keypair(sign_pk_.data(), sign_sk_.data());
+    auto tee = attest::load_sim_identity(cfg_.sim.dir);
+    if (!tee) {
+      spdlog::critical("simulated TEE identity in {}: {}", cfg_.sim.dir.string(), tee.error().to_string());
+      return 1;
+    }
+    chip_ = std::move(*tee);
+    measurement_ = own_measurement();
+
+    std::error_code ec;
+    fs::create_directories(cfg_.work_dir, ec);
+    if (ec) {
+      spdlog::critical("work dir {}: {}", cfg_.work_dir.string(), ec.message());
+      return 1;
+    }
+    wipe_run_files();
+
+    auto conn = bus::connection::connect({.url = cfg_.nats_url, .name = "agent." + cfg_.cvm_id});
+    if (!conn) {
+      spdlog::critical("bus: {}", conn.error().to_string());
+      return 1;
+    }
+    conn_ = std::move(*conn);
+    sender_ = "agent." + cfg_.cvm_id;
+
+    const std::pair<const char*, void (agent::*)(const bus::message&)> routes[] = {
+      {"attest", &agent::on_attest},   {"manifest", &agent::on_manifest}, {"upload", &agent::on_upload},
+      {"chunk", &agent::on_chunk},     {"result", &agent::on_result},     {"result.chunk", &agent::on_result_chunk},
+      {"status", &agent::on_status},   {"stop", &agent::on_stop},
+    };
+    for (const auto& [leaf, handler] : routes) {
+      auto subject = *bus::cvm_subject(cfg_.cvm_id, leaf);
+      auto sub = conn_->subscribe(subject, [this, handler = handler](bus::message&& m) {
+        queue_.post([this, handler, m = std::move(m)] { (this->*handler)(m); });
+      });
+      if (!sub) {
+        spdlog::critical("subscribe {}: {}", subject, sub.error().to_string());
+        return 1;
+      }
+      subs_.push_back(std::move(*sub));
+    }
+    if (auto f = conn_->flush(std::chrono::seconds(5)); !f) {
+      spdlog::critical("bus flush: {}", f.error().to_string());
+      return 1;
+    }
+
+    g_queue = &queue_;
+    std::signal(SIGTERM, on_signal);
+    std::signal(SIGINT, on_signal);
+    spdlog::info("agent {} up; kx key {}", cfg_.cvm_id, crypto::to_hex(kx_.public_key).substr(0, 16));
+    transition(AgentState::Idle, "agent started");
+    transition(AgentState::ReceivingManifest, "waiting for a computation manifest");
+
+    queue_.run(std::chrono::milliseconds(200), [this] { on_tick(); });
+    shutdown();
+    return 0;
+  }
+
+ private:
+  // ---- plumbing -----------------------------------------------------------
+
+  void reply(const bus::message& m, const bytes& payload) {
+    if (m.reply.empty()) return;
+    if (auto r = conn_->publish(m.reply, payload); !r) spdlog::warn("reply on {}: {}", m.subject, r.error().to_string());
+  }
+
+  void reply_error(const bus::message& m, errc code, const std::string& text) {
+    spdlog::info("{} -> {}: {}", m.subject, to_string(code), text);
+    reply(m, bus::make_error(code, text, {}, sender_));
+  }
+
+  void reply_error(const bus::message& m, const error& e) { reply_error(m, e.code, e.message); }
+
+  void publish_event(std::string_view kind, std::string_view state, std::string_view message) {
+    flatbuffers::FlatBufferBuilder b(256);
+    auto ev = v1::CreateEventDirect(b, std::string(kind).c_str(), cfg_.cvm_id.c_str(),
+                                    manifest_ ? manifest_->id.c_str() : "", std::string(state).c_str(),
+                                    std::string(message).c_str(), now_ns());
+    auto subject = *bus::cvm_subject(cfg_.cvm_id, "events");
+    if (auto r = conn_->publish(subject, bus::finish(b, ev, {}, sender_)); !r)
+      spdlog::warn("event: {}", r.error().to_string());
+  }
+
+  void transition(AgentState to, std::string_view why) {
+    spdlog::info("state {} -> {}: {}", state_name(state_), state_name(to), why);
+    state_ = to;
+    publish_event("computation", state_name(to), why);
+  }
+
+  bytes status_payload() {
+    flatbuffers::FlatBufferBuilder b(512);
+    std::vector<flatbuffers::Offset<flatbuffers::String>> pending;
+    if (manifest_ && !algorithm_received_) pending.push_back(b.CreateString("algorithm"));
+    for (const auto& name : pending_datasets_) pending.push_back(b.CreateString(name));
+    auto st = v1::CreateComputationStatus(b, b.CreateString(cfg_.cvm_id),
+                                          b.CreateString(manifest_ ? manifest_->id : ""), state_,
+                                          b.CreateString(failure_), b.CreateVector(pending));
+    return bus::finish(b, st, {}, sender_);
+  }
+
+  void wipe_run_files() {
+    std::error_code ec;
+    for (const char* p : {"datasets", "results", "algo", "incoming", "result.zip", "logs"}) fs::remove_all(cfg_.work_dir / p, ec);
+    fs::create_directories(cfg_.work_dir / "datasets", ec);
+    fs::create_directories(cfg_.work_dir / "incoming", ec);
+  }
+
+  /// The simulated launch measurement: SHA-384 of this executable (a real SEV-SNP
+  /// CVM measures firmware, kernel, initrd and command line instead).
+  static std::array<uint8_t, 48> own_measurement() {
+    auto digest = attest::sha384_file("/proc/self/exe");
+    return digest ? *digest : std::array<uint8_t, 48>{};
+  }
+
+  // ---- handlers -------------------------------------------------------------
+
+  void on_attest(const bus::message& m) {
+    auto req = bus::body_as<v1::AttestationRequest>(m.data);
+    if (!req) return reply_error(m, req.error());
+    auto* nonce = (*req)->nonce();
+    if (nonce == nullptr || nonce->size() < 16 || nonce->size() > 64)
+      return reply_error(m, errc::invalid_request, "nonce: 16..64 bytes required");
+    auto report_data = crypto::evidence_report_data(kx_.public_key, sign_pk_, {nonce->data(), nonce->size()});
+    auto report = attest::make_sim_report(chip_.chip, report_data, measurement_);
+    if (!report) return reply_error(m, report.error());
+    std::string chain = chip_.chip.vcek_pem + chip_.ask_pem + chip_.ark_pem;
+    flatbuffers::FlatBufferBuilder b(4096);
+    auto ev = v1::CreateEvidence(b, v1::EvidenceKind::sim_snp, b.CreateVector(*report),
+                                 b.CreateVector(reinterpret_cast<const uint8_t*>(chain.data()), chain.size()),
+                                 b.CreateVector(kx_.public_key.data(), kx_.public_key.size()),
+                                 b.CreateVector(sign_pk_.data(), sign_pk_.size()));
+    reply(m, bus::finish(b, ev, {}, sender_));
+  }
+
+  void on_manifest(const bus::message& m) {
+    auto req = bus::body_as<v1::Manifest>(m.data);
+    if (!req) return reply_error(m, req.error());
+    if (state_ != AgentState::ReceivingManifest)
+      return reply_error(m, errc::wrong_state,
+                         fmt::format("a computation is already loaded (state {}); stop it first", state_name(state_)));
+    auto man = from_fbs(*req);
+    if (!man) return reply_error(m, man.error());
+    manifest_ = std::move(*man);
+    algorithm_received_ = false;
+    pending_datasets_.clear();
+    for (const auto& d : manifest_->datasets) pending_datasets_.push_back(d.filename);
+    failure_.clear();
+    transition(AgentState::ReceivingAlgorithm, fmt::format("manifest '{}' accepted", manifest_->id));
+    reply(m, status_payload());
+  }
+
+  void on_upload(const bus::message& m) {
+    auto req = bus::body_as<v1::UploadBegin>(m.data);
+    if (!req) return reply_error(m, req.error());
+    auto r = begin_upload(**req);
+    if (!r) return reply_error(m, r.error());
+    flatbuffers::FlatBufferBuilder b(128);
+    auto ready = v1::CreateUploadReady(b, b.CreateString(*r), cfg_.window, cfg_.chunk_size);
+    reply(m, bus::finish(b, ready, {}, sender_));
+  }
+
+  expected<std::string> begin_upload(const v1::UploadBegin& u) {
+    if (!manifest_) return make_error(errc::wrong_state, "no computation manifest loaded");
+    if (u.computation_id() == nullptr || u.computation_id()->str() != manifest_->id)
+      return make_error(errc::invalid_request, "computation_id does not match the loaded manifest");
+    auto* hash = u.sha3_256();
+    auto* sender_pk = u.sender_pk();
+    auto* header = u.stream_header();
+    auto* signer = u.signer_key();
+    auto* sig = u.signature();
+    if (hash == nullptr || hash->size() != 32) return make_error(errc::invalid_request, "sha3_256: 32 bytes required");
+    if (sender_pk == nullptr || sender_pk->size() != 32)
+      return make_error(errc::invalid_request, "sender_pk: 32 bytes required");
+    if (header == nullptr) return make_error(errc::invalid_request, "stream_header missing");
+    if (signer == nullptr || sig == nullptr) return make_error(errc::invalid_request, "signer_key and signature required");
+    if (u.size() > cfg_.max_upload_bytes)
+      return make_error(errc::too_large, fmt::format("{} bytes exceeds the limit of {} bytes", u.size(), cfg_.max_upload_bytes));
+
+    crypto::sha3_digest declared{};
+    const std::vector<uint8_t>* allowed_key = nullptr;
+    std::string filename;
+    std::string_view role;
+    if (u.role() == v1::FileRole::algorithm) {
+      role = "algorithm";
+      filename = "algo";
+      if (state_ != AgentState::ReceivingAlgorithm)
+        return make_error(algorithm_received_ ? errc::already_exists : errc::wrong_state,
+                          algorithm_received_ ? "the algorithm was already received"
+                                              : fmt::format("not accepting an algorithm in state {}", state_name(state_)));
+      declared = manifest_->algorithm.hash;
+      allowed_key = &manifest_->algorithm.user_key;
+    } else if (u.role() == v1::FileRole::dataset) {
+      role = "dataset";
+      filename = u.filename() ? u.filename()->str() : "";
+      const dataset_spec* spec = nullptr;
+      for (const auto& d : manifest_->datasets)
+        if (d.filename == filename) spec = &d;
+      if (spec == nullptr)
+        return make_error(errc::not_found, fmt::format("dataset '{}' is not declared in the manifest", filename));
+      if (std::find(pending_datasets_.begin(), pending_datasets_.end(), filename) == pending_datasets_.end())
+        return make_error(errc::already_exists, fmt::format("dataset '{}' was already received", filename));
+      if (state_ != AgentState::ReceivingData)
+        return make_error(errc::wrong_state, fmt::format("not accepting datasets in state {}", state_name(state_)));
+      declared = spec->hash;
+      allowed_key = &spec->user_key;
+    } else {
+      return make_error(errc::invalid_request, "role: unknown");
+    }
+    for (const auto& [id, s] : uploads_)
+      if (s.filename == filename && s.role == u.role())
+        return make_error(errc::already_exists, fmt::format("'{}' is already being uploaded", filename));
+
+    if (!std::equal(hash->begin(), hash->end(), declared.begin(), declared.end()))
+      return make_error(errc::hash_mismatch, fmt::format("{} '{}': SHA3-256 {} does not match the manifest's {}", role,
+                                                         filename, crypto::to_hex({hash->data(), hash->size()}),
+                                                         crypto::to_hex(declared)));
+    if (!std::equal(signer->begin(), signer->end(), allowed_key->begin(), allowed_key->end()))
+      return make_error(errc::unauthorized,
+                        fmt::format("{} '{}': the signing key is not the one the manifest declares for it", role, filename));
+    auto key = crypto::public_key::from_der({signer->data(), signer->size()});
+    if (!key) return key.error();
+    crypto::sha3_digest h{};
+    std::copy(hash->begin(), hash->end(), h.begin());
+    auto statement = crypto::upload_statement(manifest_->id, role, filename, h, kx_.public_key);
+    if (auto v = key->verify(statement, {sig->data(), sig->size()}); !v)
+      return make_error(errc::unauthorized, fmt::format("{} '{}': signature does not verify", role, filename));
+
+    auto session = crypto::server_session_key(kx_, {sender_pk->data(), sender_pk->size()});
+    if (!session) return session.error();
+    auto opener = crypto::open_stream::create(*session, {header->data(), header->size()});
+    if (!opener) return opener.error();
+
+    std::string id = fmt::format("{}-{}", role, ++stream_counter_);
+    auto part = cfg_.work_dir / "incoming" / (id + ".part");
+    upload_stream s{.id = id, .role = u.role(), .filename = filename, .size = u.size(),
+                    .expected_hash = declared, .opener = std::move(*opener), .part_path = part};
+    s.out.open(part, std::ios::binary | std::ios::trunc);
+    if (!s.out) return make_error(errc::internal, "cannot create the upload file");
+    s.last_activity = std::chrono::steady_clock::now();
+    s.plain.reserve(cfg_.chunk_size + 64);
+    uploads_.emplace(id, std::move(s));
+    publish_event("upload", state_name(state_), fmt::format("{} '{}' upload started ({} bytes)", role, filename, u.size()));
+    return id;
+  }
+
+  void abort_upload(const std::string& id) {
+    auto it = uploads_.find(id);
+    if (it == uploads_.end()) return;
+    it->second.out.close();
+    std::error_code ec;
+    fs::remove(it->second.part_path, ec);
+    uploads_.erase(it);
+  }
+
+  void on_chunk(const bus::message& m) {
+    auto req = bus::body_as<v1::Chunk>(m.data);
+    if (!req) return reply_error(m, req.error());
+    const v1::Chunk& c = **req;
+    std::string id = c.stream_id() ? c.stream_id()->str() : "";
+    auto it = uploads_.find(id);
+    if (it == uploads_.end()) return reply_error(m, errc::not_found, fmt::format("no upload stream '{}'", id));
+    auto& s = it->second;
+    auto fail = [&](errc code, const std::string& why) {
+      publish_event("upload", state_name(state_), fmt::format("'{}' upload rejected: {}", s.filename, why));
+      reply_error(m, code, why);
+      abort_upload(id);
+    };
+    if (c.seq() != s.next_seq) return fail(errc::invalid_request, fmt::format("chunk {} arrived, expected {}", c.seq(), s.next_seq));
+    if (c.data() == nullptr) return fail(errc::invalid_request, "chunk without data");
+    bool final = false;
+    if (auto r = s.opener.pull({c.data()->data(), c.data()->size()}, s.plain, final); !r)
+      return fail(errc::crypto_failed, "chunk failed authentication: " + r.error().message);
+    s.received += s.plain.size();
+    if (s.received > s.size) return fail(errc::too_large, "more bytes than announced");
+    s.hasher.update(s.plain);
+    s.out.write(reinterpret_cast<const char*>(s.plain.data()), static_cast<std::streamsize>(s.plain.size()));
+    if (!s.out) return fail(errc::internal, "write failed (disk full?)");
+    ++s.next_seq;
+    s.last_activity = std::chrono::steady_clock::now();
+    if (final != c.last()) return fail(errc::crypto_failed, "final tag and last flag disagree");
+    if (!final) return reply(m, ack(id, c.seq(), false));
+    if (s.received != s.size)
+      return fail(errc::invalid_request, fmt::format("received {} bytes, announced {}", s.received, s.size));
+    auto digest = s.hasher.finish();
+    if (digest != s.expected_hash)
+      return fail(errc::hash_mismatch, fmt::format("'{}': SHA3-256 of the received bytes {} does not match the manifest",
+                                                   s.filename, crypto::to_hex(digest)));
+    s.out.close();
+    if (auto r = accept_file(s); !r) return fail(r.error().code, r.error().message);
+    reply(m, ack(id, c.seq(), true));
+    uploads_.erase(id);
+    advance_after_upload();
+  }
+
+  bytes ack(const std::string& id, uint64_t seq, bool done) {
+    flatbuffers::FlatBufferBuilder b(128);
+    auto a = v1::CreateChunkAck(b, b.CreateString(id), seq, done);
+    return bus::finish(b, a, {}, sender_);
+  }
+
+  expected<void> accept_file(upload_stream& s) {
+    std::error_code ec;
+    fs::path dest = s.role == v1::FileRole::algorithm ? cfg_.work_dir / "algo" : cfg_.work_dir / "datasets" / s.filename;
+    fs::rename(s.part_path, dest, ec);
+    if (ec) return make_error(errc::internal, "cannot store the file: " + ec.message());
+    if (s.role == v1::FileRole::algorithm) {
+      fs::permissions(dest, fs::perms::owner_all, ec);
+      algorithm_received_ = true;
+      publish_event("upload", state_name(state_), "algorithm received and verified");
+    } else {
+      std::erase(pending_datasets_, s.filename);
+      publish_event("upload", state_name(state_), fmt::format("dataset '{}' received and verified", s.filename));
+    }
+    return ok();
+  }
+
+  void advance_after_upload() {
+    if (state_ == AgentState::ReceivingAlgorithm && algorithm_received_) {
+      if (pending_datasets_.empty()) {
+        start_run();
+      } else {
+        transition(AgentState::ReceivingData, fmt::format("waiting for {} dataset(s)", pending_datasets_.size()));
+      }
+    } else if (state_ == AgentState::ReceivingData && pending_datasets_.empty()) {
+      start_run();
+    }
+  }
+
+  void start_run() {
+    transition(AgentState::Running, "all inputs received; running the algorithm");
+    std::error_code ec;
+    fs::create_directories(cfg_.work_dir / "results", ec);
+    run_request req;
+    req.work_dir = cfg_.work_dir;
+    req.type = manifest_->algorithm.type;
+    req.algorithm = cfg_.work_dir / "algo";
+    req.args = manifest_->algorithm.algo_args;
+    req.timeout = manifest_->timeout_seconds > 0 ? std::chrono::seconds(manifest_->timeout_seconds)
+                                                 : std::chrono::duration_cast<std::chrono::seconds>(cfg_.default_timeout);
+    uint64_t generation = ++run_generation_;
+    auto started = runner::start(req);
+    if (!started) {
+      fail_run(started.error().message);
+      return;
+    }
+    join_waiter();
+    running_ = *started;
+    // The waiter only blocks on the child and posts the outcome to the agent's queue.
+    waiter_ = std::thread([this, generation, algo = running_] {
+      auto outcome = algo->wait();
+      queue_.post([this, generation, outcome = std::move(outcome)]() mutable { on_run_done(generation, std::move(outcome)); });
+    });
+  }
+
+  void join_waiter() {
+    if (waiter_.joinable()) waiter_.join();
+  }
+
+  void on_run_done(uint64_t generation, expected<run_outcome> outcome) {
+    if (generation != run_generation_ || state_ != AgentState::Running) return;  // a stopped run
+    running_.reset();
+    if (!outcome) return fail_run(outcome.error().message);
+    if (!outcome->succeeded()) return fail_run("algorithm failed: " + describe(*outcome));
+    auto zipped = zip_directory_to_file(cfg_.work_dir / "results", cfg_.work_dir / "result.zip");
+    if (!zipped) return fail_run("collecting results: " + zipped.error().message);
+    std::error_code ec;
+    for (const char* p : {"datasets", "algo", "results"}) fs::remove_all(cfg_.work_dir / p, ec);
+    transition(AgentState::ConsumingResults, "results ready for the consumers");
+  }
+
+  void fail_run(const std::string& why) {
+    failure_ = why;
+    std::error_code ec;
+    for (const char* p : {"datasets", "algo", "results"}) fs::remove_all(cfg_.work_dir / p, ec);
+    transition(AgentState::Failed, why);
+  }
+
+  void on_status(const bus::message& m) {
+    if (auto req = bus::body_as<v1::StatusRequest>(m.data); !req) return reply_error(m, req.error());
+    reply(m, status_payload());
+  }
+
+  void on_stop(const bus::message& m) {
+    auto req = bus::body_as<v1::ComputationStop>(m.data);
+    if (!req) return reply_error(m, req.error());
+    ++run_generation_;
+    if (running_) running_->cancel();
+    running_.reset();
+    join_waiter();
+    for (auto& [id, s] : uploads_) s.out.close();
+    uploads_.clear();
+    results_.clear();
+    manifest_.reset();
+    pending_datasets_.clear();
+    algorithm_received_ = false;
+    failure_.clear();
+    wipe_run_files();
+    transition(AgentState::Idle, "computation stopped; run files wiped");
+    transition(AgentState::ReceivingManifest, "waiting for a computation manifest");
+    reply(m, status_payload());
+  }
+
+  void on_result(const bus::message& m) {
+    auto req = bus::body_as<v1::ResultRequest>(m.data);
+    if (!req) return reply_error(m, req.error());
+    auto r = begin_result(**req);
+    if (!r) return reply_error(m, r.error());
+    reply(m, *r);
+  }
+
+  expected<bytes> begin_result(const v1::ResultRequest& r) {
+    if (!manifest_) return make_error(errc::wrong_state, "no computation manifest loaded");
+    if (r.computation_id() == nullptr || r.computation_id()->str() != manifest_->id)
+      return make_error(errc::invalid_request, "computation_id does not match the loaded manifest");
+    auto* key_der = r.consumer_key();
+    auto* sig = r.signature();
+    if (key_der == nullptr || sig == nullptr) return make_error(errc::invalid_request, "consumer_key and signature required");
+    bytes der(key_der->begin(), key_der->end());
+    if (std::find(manifest_->result_consumers.begin(), manifest_->result_consumers.end(), der) ==
+        manifest_->result_consumers.end())
+      return make_error(errc::unauthorized, "this key is not a result consumer of the computation");
+    auto key = crypto::public_key::from_der(der);
+    if (!key) return key.error();
+    auto statement = crypto::result_statement(manifest_->id, der, kx_.public_key);
+    if (auto v = key->verify(statement, {sig->data(), sig->size()}); !v)
+      return make_error(errc::unauthorized, "result request signature does not verify");
+    if (state_ == AgentState::Failed) return make_error(errc::algorithm_failed, failure_);
+    if (state_ != AgentState::ConsumingResults && state_ != AgentState::Complete)
+      return make_error(errc::wrong_state, fmt::format("results are not ready (state {})", state_name(state_)));
+
+    auto file_key = crypto::secret_key::generate();
+    auto wrapped = crypto::wrap_key(*key, file_key);
+    if (!wrapped) return wrapped.error();
+    crypto::seal_header header{};
+    auto sealer = crypto::seal_stream::create(file_key, header);
+    if (!sealer) return sealer.error();
+    std::error_code ec;
+    auto path = cfg_.work_dir / "result.zip";
+    uint64_t size = fs::file_size(path, ec);
+    if (ec) return make_error(errc::internal, "result file missing");
+    uint64_t chunks = size == 0 ? 1 : (size + cfg_.chunk_size - 1) / cfg_.chunk_size;
+    std::string id = fmt::format("result-{}", ++stream_counter_);
+    result_stream s{.id = id, .consumer_fingerprint = key->fingerprint(), .sealer = std::move(*sealer), .size = size,
+                    .chunks = chunks};
+    s.in.open(path, std::ios::binary);
+    if (!s.in) return make_error(errc::internal, "cannot open the result file");
+    s.last_activity = std::chrono::steady_clock::now();
+    results_.erase(id);
+    results_.emplace(id, std::move(s));
+    flatbuffers::FlatBufferBuilder b(512);
+    auto ready = v1::CreateResultReady(b, b.CreateString(id), size, chunks, b.CreateVector(*wrapped),
+                                       b.CreateVector(header.data(), header.size()), cfg_.window);
+    return bus::finish(b, ready, {}, sender_);
+  }
+
+  void on_result_chunk(const bus::message& m) {
+    auto req = bus::body_as<v1::ResultChunkRequest>(m.data);
+    if (!req) return reply_error(m, req.error());
+    std::string id = (*req)->stream_id() ? (*req)->stream_id()->str() : "";
+    auto it = results_.find(id);
+    if (it == results_.end()) return reply_error(m, errc::not_found, fmt::format("no result stream '{}'", id));
+    auto& s = it->second;
+    if ((*req)->seq() != s.next_seq) {
+      reply_error(m, errc::invalid_request, fmt::format("result chunk {} requested, expected {}", (*req)->seq(), s.next_seq));
+      results_.erase(it);
+      return;
+    }
+    plain_buf_.resize(cfg_.chunk_size);
+    s.in.read(reinterpret_cast<char*>(plain_buf_.data()), cfg_.chunk_size);
+    plain_buf_.resize(static_cast<size_t>(s.in.gcount()));
+    bool last = s.next_seq + 1 == s.chunks;
+    if (auto r = s.sealer.push(plain_buf_, last, cipher_buf_); !r) return reply_error(m, r.error());
+    flatbuffers::FlatBufferBuilder b(cipher_buf_.size() + 256);
+    auto data = b.CreateVector(cipher_buf_);
+    auto chunk = v1::CreateChunk(b, b.CreateString(id), s.next_seq, data, last);
+    reply(m, bus::finish(b, chunk, {}, sender_));
+    ++s.next_seq;
+    s.last_activity = std::chrono::steady_clock::now();
+    if (last) {
+      publish_event("result", state_name(state_), fmt::format("result delivered to consumer {}", s.consumer_fingerprint));
+      results_.erase(it);
+      if (state_ == AgentState::ConsumingResults) transition(AgentState::Complete, "results consumed");
+    }
+  }
+
+  // ---- housekeeping ---------------------------------------------------------
+
+  void on_tick() {
+    if (g_stop) {
+      queue_.stop();
+      return;
+    }
+    auto now = std::chrono::steady_clock::now();
+    constexpr auto idle_limit = std::chrono::seconds(60);
+    std::vector<std::string> stale;
+    for (auto& [id, s] : uploads_)
+      if (now - s.last_activity > idle_limit) stale.push_back(id);
+    for (const auto& id : stale) {
+      spdlog::info("upload stream {} idle for 60 s; dropped", id);
+      abort_upload(id);
+    }
+    std::erase_if(results_, [&](const auto& kv) { return now - kv.second.last_activity > idle_limit; });
+  }
+
+  void shutdown() {
+    spdlog::info("agent {} shutting down", cfg_.cvm_id);
+    ++run_generation_;
+    if (running_) running_->cancel();
+    running_.reset();
+    join_waiter();
+    subs_.clear();
+    uploads_.clear();
+    results_.clear();
+    wipe_run_files();
+    conn_.reset();
+    sodium_memzero(sign_sk_.data(), sign_sk_.size());
+  }
+
+  agent_config cfg_;
+  work_queue queue_;
+  std::shared_ptr<bus::connection> conn_;
+  std::vector<bus::subscription> subs_;
+  std::string sender_;
+  crypto::kx_keypair kx_;
+  std::array<uint8_t, crypto_sign_PUBLICKEYBYTES> sign_pk_{};
+  std::array<uint8_t, crypto_sign_SECRETKEYBYTES> sign_sk_{};
+  attest::sim_identity chip_;
+  std::array<uint8_t, 48> measurement_{};
+
+  AgentState state_ = AgentState::Idle;
+  std::optional<manifest> manifest_;
+  bool algorithm_received_ = false;
+  std::vector<std::string> pending_datasets_;
+  std::string failure_;
+  std::map<std::string, upload_stream> uploads_;
+  std::map<std::string, result_stream> results_;
+  uint64_t stream_counter_ = 0;
+  uint64_t run_generation_ = 0;
+  std::shared_ptr<running_algorithm> running_;
+  std::thread waiter_;
+  bytes plain_buf_, cipher_buf_;
+};
+
+}  // namespace
+
+int run(const agent_config& cfg) {
+  if (auto v = validate(cfg); !v) {
+    spdlog::critical("config: {}", v.error().to_string());
+    return 2;
+  }
+  agent a(cfg);
+  return a.main();
+}
+
+}  // namespace cove::agent
