@@ -1,0 +1,35 @@
+#pragma once
+// The computation service: accepts manifests, delivers them to agents, tracks
+// each CVM's run state and republishes agent events.
+// Subjects: cove.v1.computation.{start,stop,status}; events on cove.v1.events.computation.
+#include <chrono>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "cove/actors.hpp"
+#include "cove/bus/connection.hpp"
+
+namespace cove::computation {
+
+struct computation_config {
+  std::shared_ptr<bus::connection> bus;
+  std::chrono::milliseconds agent_timeout{5000};  // deadline for forwarded requests
+};
+
+struct run_record {
+  std::string computation_id;
+  std::string state;   // agent state name
+  std::string message;
+};
+
+struct computation_state {
+  static inline const char* name = "cove.computation";
+  computation_config cfg;
+  std::map<std::string, run_record> runs;  // by CVM id
+};
+
+computation_actor::behavior_type computation(computation_actor::stateful_pointer<computation_state> self,
+                                             computation_config cfg);
+
+}  // namespace cove::computation

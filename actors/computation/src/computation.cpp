@@ -1,0 +1,121 @@
+#include "cove/computation/computation.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "cove/bus/envelope.hpp"
+#include "cove/bus/subjects.hpp"
+#include "cove/manifest.hpp"
+#include "cove/schemas/envelope_generated.h"
+
+namespace cove::computation {
+
+namespace {
+
+using self_ptr = computation_actor::stateful_pointer<computation_state>;
+using bytes = std::vector<uint8_t>;
+constexpr std::string_view sender = "coved.computation";
+
+void send(self_ptr self, const std::string& subject, const bytes& payload) {
+  if (subject.empty()) return;
+  if (auto r = self->state.cfg.bus->publish(subject, payload); !r)
+    spdlog::warn("computation: publish {}: {}", subject, r.error().to_string());
+}
+
+void send_error(self_ptr self, const std::string& subject, const error& e) {
+  spdlog::info("computation: {} -> {}", subject, e.to_string());
+  send(self, subject, bus::make_error(e.code, e.message, {}, sender));
+}
+
+/// Forwards `payload` to the agent's `leaf` subject and relays its answer (or a
+/// typed error) to `reply` without blocking the actor.
+void forward(self_ptr self, const std::string& cvm_id, std::string_view leaf, bytes payload, std::string reply) {
+  auto subject = bus::cvm_subject(cvm_id, leaf);
+  if (!subject) return send_error(self, reply, make_error(errc::invalid_request, "cvm_id: must match [a-z0-9-]{1,64}"));
+  auto target = caf::actor_cast<computation_actor>(self);
+  auto sent = self->state.cfg.bus->request_async(
+    *subject, payload, self->state.cfg.agent_timeout,
+    [target, reply, cvm_id](expected<bus::message> answer) {
+      bytes out;
+      if (answer) {
+        out = std::move(answer->data);
+      } else {
+        auto e = answer.error();
+        if (e.code == errc::unavailable) e.message = fmt::format("no agent answers for CVM '{}'", cvm_id);
+        if (e.code == errc::timeout) e.message = fmt::format("the agent of CVM '{}' did not answer in time", cvm_id);
+        out = bus::make_error(e.code, e.message, {}, sender);
+      }
+      caf::anon_send(target, atom::forwarded::value, reply, std::move(out));
+    });
+  if (!sent) send_error(self, reply, sent.error());
+}
+
+void on_start(self_ptr self, const bus::bus_msg& m) {
+  auto req = bus::body_as<v1::ComputationStart>(m.data);
+  if (!req) return send_error(self, m.reply, req.error());
+  std::string cvm_id = (*req)->cvm_id() ? (*req)->cvm_id()->str() : "";
+  if (!bus::valid_id(cvm_id)) return send_error(self, m.reply, make_error(errc::invalid_request, "cvm_id: invalid"));
+  if ((*req)->manifest() == nullptr) return send_error(self, m.reply, make_error(errc::invalid_request, "manifest missing"));
+  auto man = from_fbs((*req)->manifest());
+  if (!man) return send_error(self, m.reply, man.error());
+  // Re-encode: the agent receives exactly the manifest this service validated.
+  flatbuffers::FlatBufferBuilder b(4096);
+  auto off = to_fbs(b, *man);
+  auto payload = bus::finish(b, off, {}, sender);
+  self->state.runs[cvm_id] = run_record{man->id, "ReceivingManifest", "manifest sent"};
+  spdlog::info("computation: starting '{}' on {}", man->id, cvm_id);
+  forward(self, cvm_id, "manifest", std::move(payload), m.reply);
+}
+
+void on_agent_event(self_ptr self, const bus::bus_msg& m) {
+  auto id = bus::cvm_id_of(m.subject);
+  if (!id) return;
+  auto ev = bus::body_as<v1::Event>(m.data);
+  if (!ev) {
+    spdlog::warn("computation: malformed event from {}: {}", *id, ev.error().to_string());
+    return;
+  }
+  auto& r = self->state.runs[*id];
+  if ((*ev)->computation_id()) r.computation_id = (*ev)->computation_id()->str();
+  if ((*ev)->state()) r.state = (*ev)->state()->str();
+  if ((*ev)->message()) r.message = (*ev)->message()->str();
+  // Agents may only publish under their own CVM subject; this service fans the
+  // events out on the public events subject.
+  auto kind = (*ev)->kind() ? (*ev)->kind()->str() : "computation";
+  if (auto subject = bus::events_subject(kind)) send(self, *subject, m.data);
+}
+
+void on_bus(self_ptr self, const bus::bus_msg& m) {
+  if (m.subject == bus::subjects::computation_start) return on_start(self, m);
+  if (m.subject == bus::subjects::computation_stop) {
+    auto req = bus::body_as<v1::ComputationStop>(m.data);
+    if (!req) return send_error(self, m.reply, req.error());
+    std::string cvm_id = (*req)->cvm_id() ? (*req)->cvm_id()->str() : "";
+    return forward(self, cvm_id, "stop", m.data, m.reply);
+  }
+  if (m.subject == bus::subjects::computation_status) {
+    auto req = bus::body_as<v1::StatusRequest>(m.data);
+    if (!req) return send_error(self, m.reply, req.error());
+    std::string cvm_id = (*req)->cvm_id() ? (*req)->cvm_id()->str() : "";
+    return forward(self, cvm_id, "status", m.data, m.reply);
+  }
+  if (m.subject.ends_with(".events")) return on_agent_event(self, m);
+  send_error(self, m.reply, make_error(errc::invalid_request, "unknown subject"));
+}
+
+}  // namespace
+
+computation_actor::behavior_type computation(computation_actor::stateful_pointer<computation_state> self,
+                                             computation_config cfg) {
+  if (!cfg.bus) {
+    spdlog::error("computation: no bus connection");
+    self->quit(caf::sec::invalid_argument);
+    return computation_actor::behavior_type::make_empty_behavior();
+  }
+  self->state.cfg = std::move(cfg);
+  return {
+    [self](bus::bus_msg& m) { on_bus(self, m); },
+    [self](atom::forwarded, std::string& reply, std::vector<uint8_t>& payload) { send(self, reply, payload); },
+  };
+}
+
+}  // namespace cove::computation

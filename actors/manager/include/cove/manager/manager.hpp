@@ -1,0 +1,58 @@
+#pragma once
+// The manager service: creates, lists, inspects and removes CVMs.
+// Subjects: cove.v1.manager.{create,list,info,remove}; events on cove.v1.events.cvm.
+#include <chrono>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "cove/actors.hpp"
+#include "cove/attest/sim_store.hpp"
+#include "cove/bus/connection.hpp"
+#include "cove/manager/process_backend.hpp"
+#include "cove/schemas/envelope_generated.h"
+
+namespace cove::manager {
+
+struct manager_config {
+  std::filesystem::path state_dir;          // CVM work dirs live in <state_dir>/cvms/<id>
+  std::filesystem::path agent_binary;       // cove-agent
+  std::string agent_nats_url;               // the URL agents dial
+  std::string agent_log_level = "info";
+  std::shared_ptr<bus::connection> bus;
+  std::shared_ptr<process_backend> backend;
+  std::shared_ptr<const attest::sim_root> sim_root;  // issues each CVM's simulated VCEK
+  std::chrono::milliseconds create_timeout{15000};
+  std::chrono::milliseconds remove_timeout{5000};
+  size_t max_cvms = 1024;
+};
+
+expected<void> validate(const manager_config& cfg);
+
+struct cvm_record {
+  std::string id;
+  v1::Backend backend = v1::Backend::process;
+  v1::Tee tee = v1::Tee::sim;
+  v1::CvmState state = v1::CvmState::starting;
+  pid_t pid = 0;
+  int64_t created_at_ns = 0;
+  uint32_t ttl_seconds = 0;
+  std::string detail;
+  std::filesystem::path dir;
+  uint64_t generation = 0;                 // guards stale deadline messages
+  std::string create_reply;                // reply subject of a pending create
+  std::vector<std::string> remove_replies; // reply subjects of pending removes
+};
+
+struct manager_state {
+  static inline const char* name = "cove.manager";
+  manager_config cfg;
+  std::map<std::string, cvm_record> cvms;
+  uint64_t generation = 0;
+};
+
+/// Spawn function: `sys.spawn(cove::manager::manager, cfg)`.
+manager_actor::behavior_type manager(manager_actor::stateful_pointer<manager_state> self, manager_config cfg);
+
+}  // namespace cove::manager

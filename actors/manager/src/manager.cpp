@@ -1,0 +1,274 @@
+#include "cove/manager/manager.hpp"
+
+#include <sys/wait.h>
+
+#include <csignal>
+#include <fstream>
+
+#include <spdlog/spdlog.h>
+
+#include "cove/bus/envelope.hpp"
+#include "cove/bus/subjects.hpp"
+#include "cove/crypto/encoding.hpp"
+
+namespace cove::manager {
+
+namespace fs = std::filesystem;
+using self_ptr = manager_actor::stateful_pointer<manager_state>;
+using bytes = std::vector<uint8_t>;
+
+expected<void> validate(const manager_config& cfg) {
+  if (cfg.state_dir.empty()) return make_error(errc::invalid_request, "state_dir: empty");
+  if (!fs::exists(cfg.agent_binary))
+    return make_error(errc::invalid_request, "agent_binary: " + cfg.agent_binary.string() + " does not exist");
+  if (cfg.agent_nats_url.empty()) return make_error(errc::invalid_request, "agent_nats_url: empty");
+  if (!cfg.bus || !cfg.backend || !cfg.sim_root) return make_error(errc::invalid_request, "bus, backend and sim_root required");
+  return ok();
+}
+
+namespace {
+
+constexpr std::string_view sender = "coved.manager";
+
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
+    .count();
+}
+
+void send(self_ptr self, const std::string& subject, const bytes& payload) {
+  if (subject.empty()) return;
+  if (auto r = self->state.cfg.bus->publish(subject, payload); !r)
+    spdlog::warn("manager: publish {}: {}", subject, r.error().to_string());
+}
+
+void send_error(self_ptr self, const std::string& subject, errc code, const std::string& text) {
+  spdlog::info("manager: {} -> {}: {}", subject, to_string(code), text);
+  send(self, subject, bus::make_error(code, text, {}, sender));
+}
+
+flatbuffers::Offset<v1::CvmInfo> build_info(flatbuffers::FlatBufferBuilder& b, const cvm_record& r) {
+  return v1::CreateCvmInfo(b, b.CreateString(r.id), r.backend, r.tee, r.state, r.pid, r.created_at_ns, r.ttl_seconds,
+                           b.CreateString(r.detail));
+}
+
+bytes info_payload(const cvm_record& r) {
+  flatbuffers::FlatBufferBuilder b(256);
+  return bus::finish(b, build_info(b, r), {}, sender);
+}
+
+void publish_event(self_ptr self, const cvm_record& r, const std::string& message) {
+  flatbuffers::FlatBufferBuilder b(256);
+  auto ev = v1::CreateEventDirect(b, "cvm", r.id.c_str(), "", v1::EnumNameCvmState(r.state), message.c_str(), now_ns());
+  send(self, *bus::events_subject("cvm"), bus::finish(b, ev, {}, sender));
+}
+
+std::string new_cvm_id(const manager_state& st) {
+  for (;;) {
+    std::array<uint8_t, 5> rnd{};
+    crypto::random_bytes(rnd);
+    std::string id = "cvm-" + crypto::to_hex(rnd);
+    if (st.cvms.count(id) == 0) return id;
+  }
+}
+
+void on_create(self_ptr self, const bus::bus_msg& m) {
+  auto req = bus::body_as<v1::CvmCreate>(m.data);
+  if (!req) return send(self, m.reply, bus::make_error(req.error().code, req.error().message, {}, sender));
+  auto& st = self->state;
+  if ((*req)->backend() != v1::Backend::process)
+    return send_error(self, m.reply, errc::unavailable,
+                      fmt::format("backend '{}' is not available in this build; use 'process'",
+                                  v1::EnumNameBackend((*req)->backend())));
+  if ((*req)->tee() != v1::Tee::sim)
+    return send_error(self, m.reply, errc::unavailable,
+                      fmt::format("tee '{}' needs the libvirt backend; the process backend simulates SEV-SNP (tee 'sim')",
+                                  v1::EnumNameTee((*req)->tee())));
+  if (st.cvms.size() >= st.cfg.max_cvms)
+    return send_error(self, m.reply, errc::too_large, fmt::format("this host already runs {} CVMs", st.cvms.size()));
+
+  cvm_record r;
+  r.id = new_cvm_id(st);
+  r.created_at_ns = now_ns();
+  r.ttl_seconds = (*req)->ttl_seconds();
+  r.dir = st.cfg.state_dir / "cvms" / r.id;
+  r.generation = ++st.generation;
+  r.create_reply = m.reply;
+  std::error_code ec;
+  fs::create_directories(r.dir / "work", ec);
+  if (!ec) fs::create_directories(r.dir / "tee", ec);
+  if (ec) return send_error(self, m.reply, errc::internal, "cannot create the CVM directory");
+  fs::permissions(r.dir, fs::perms::owner_all, ec);
+
+  auto chip = attest::issue_sim_vcek(*st.cfg.sim_root);
+  if (!chip) return send_error(self, m.reply, errc::internal, "simulated TEE: " + chip.error().message);
+  if (auto saved = attest::save_sim_identity(*chip, *st.cfg.sim_root, r.dir / "tee"); !saved)
+    return send_error(self, m.reply, errc::internal, "simulated TEE: " + saved.error().message);
+
+  agent_launch l{.cvm_id = r.id,
+                 .agent_binary = st.cfg.agent_binary,
+                 .nats_url = st.cfg.agent_nats_url,
+                 .work_dir = r.dir / "work",
+                 .tee_dir = r.dir / "tee",
+                 .log_file = r.dir / "agent.log",
+                 .log_level = st.cfg.agent_log_level};
+  auto pid = st.cfg.backend->launch(l);
+  if (!pid) {
+    fs::remove_all(r.dir, ec);
+    return send_error(self, m.reply, pid.error().code, pid.error().message);
+  }
+  r.pid = *pid;
+  spdlog::info("manager: {} starting (pid {})", r.id, r.pid);
+  self->delayed_send(self, st.cfg.create_timeout, atom::deadline::value, r.id, r.generation);
+  publish_event(self, r, "agent starting");
+  st.cvms.emplace(r.id, std::move(r));
+}
+
+void finish_create(self_ptr self, cvm_record& r) {
+  r.state = v1::CvmState::running;
+  spdlog::info("manager: {} running", r.id);
+  publish_event(self, r, "agent ready");
+  send(self, r.create_reply, info_payload(r));
+  r.create_reply.clear();
+  if (r.ttl_seconds > 0) self->delayed_send(self, std::chrono::seconds(r.ttl_seconds), atom::expire::value, r.id);
+}
+
+void start_remove(self_ptr self, cvm_record& r, const std::string& reply, v1::CvmState final_state) {
+  if (!reply.empty()) r.remove_replies.push_back(reply);
+  if (r.state == v1::CvmState::crashed || r.state == v1::CvmState::stopped) {
+    // Already gone: forget it now.
+    r.state = final_state;
+    auto payload = info_payload(r);
+    for (const auto& s : r.remove_replies) send(self, s, payload);
+    publish_event(self, r, "removed");
+    std::error_code ec;
+    fs::remove_all(r.dir, ec);
+    self->state.cvms.erase(r.id);
+    return;
+  }
+  if (r.state == v1::CvmState::removed || r.state == v1::CvmState::expired) return;  // already in progress
+  if (!r.create_reply.empty()) {
+    send_error(self, r.create_reply, errc::not_found, "the CVM was removed while starting");
+    r.create_reply.clear();
+  }
+  r.state = final_state;
+  r.generation = ++self->state.generation;
+  self->state.cfg.backend->signal(r.pid, SIGTERM);
+  self->delayed_send(self, self->state.cfg.remove_timeout, atom::deadline::value, r.id, r.generation);
+}
+
+cvm_record* lookup(self_ptr self, const bus::bus_msg& m) {
+  auto req = bus::body_as<v1::CvmRef>(m.data);
+  if (!req) {
+    send(self, m.reply, bus::make_error(req.error().code, req.error().message, {}, sender));
+    return nullptr;
+  }
+  std::string id = (*req)->id() ? (*req)->id()->str() : "";
+  auto it = self->state.cvms.find(id);
+  if (it == self->state.cvms.end()) {
+    send_error(self, m.reply, errc::not_found, fmt::format("no CVM '{}'", bus::valid_id(id) ? id : "<invalid id>"));
+    return nullptr;
+  }
+  return &it->second;
+}
+
+void on_agent_event(self_ptr self, const bus::bus_msg& m) {
+  auto id = bus::cvm_id_of(m.subject);
+  if (!id) return;
+  auto it = self->state.cvms.find(*id);
+  if (it == self->state.cvms.end()) return;
+  auto ev = bus::body_as<v1::Event>(m.data);
+  if (!ev) {
+    spdlog::warn("manager: malformed event from {}: {}", *id, ev.error().to_string());
+    return;
+  }
+  auto& r = it->second;
+  // The agent announces readiness by entering ReceivingManifest.
+  if (r.state == v1::CvmState::starting && (*ev)->state() && (*ev)->state()->str() == "ReceivingManifest")
+    finish_create(self, r);
+}
+
+void on_bus(self_ptr self, const bus::bus_msg& m) {
+  if (m.subject == bus::subjects::manager_create) return on_create(self, m);
+  if (m.subject == bus::subjects::manager_list) {
+    if (auto req = bus::body_as<v1::CvmListRequest>(m.data); !req)
+      return send(self, m.reply, bus::make_error(req.error().code, req.error().message, {}, sender));
+    flatbuffers::FlatBufferBuilder b(1024);
+    std::vector<flatbuffers::Offset<v1::CvmInfo>> infos;
+    for (const auto& [id, r] : self->state.cvms) infos.push_back(build_info(b, r));
+    auto list = v1::CreateCvmList(b, b.CreateVector(infos));
+    return send(self, m.reply, bus::finish(b, list, {}, sender));
+  }
+  if (m.subject == bus::subjects::manager_info) {
+    if (auto* r = lookup(self, m)) send(self, m.reply, info_payload(*r));
+    return;
+  }
+  if (m.subject == bus::subjects::manager_remove) {
+    if (auto* r = lookup(self, m)) start_remove(self, *r, m.reply, v1::CvmState::removed);
+    return;
+  }
+  if (m.subject.ends_with(".events")) return on_agent_event(self, m);
+  send_error(self, m.reply, errc::invalid_request, "unknown subject");
+}
+
+}  // namespace
+
+manager_actor::behavior_type manager(manager_actor::stateful_pointer<manager_state> self, manager_config cfg) {
+  if (auto v = validate(cfg); !v) {
+    spdlog::error("manager: {}", v.error().to_string());
+    self->quit(caf::sec::invalid_argument);
+    return manager_actor::behavior_type::make_empty_behavior();
+  }
+  self->state.cfg = std::move(cfg);
+  return {
+    [self](bus::bus_msg& m) { on_bus(self, m); },
+    [self](atom::exited, std::string& id, int status) {
+      auto it = self->state.cvms.find(id);
+      if (it == self->state.cvms.end()) return;
+      auto& r = it->second;
+      auto how = describe_wait_status(status);
+      std::error_code ec;
+      if (r.state == v1::CvmState::removed || r.state == v1::CvmState::expired) {
+        spdlog::info("manager: {} {} ({})", r.id, v1::EnumNameCvmState(r.state), how);
+        auto payload = info_payload(r);
+        for (const auto& s : r.remove_replies) send(self, s, payload);
+        publish_event(self, r, r.state == v1::CvmState::expired ? "TTL expired; removed" : "removed");
+        fs::remove_all(r.dir, ec);
+        self->state.cvms.erase(it);
+        return;
+      }
+      bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+      r.state = clean ? v1::CvmState::stopped : v1::CvmState::crashed;
+      r.detail = "agent " + how + "; log: " + (r.dir / "agent.log").string();
+      r.generation = ++self->state.generation;
+      spdlog::warn("manager: {} {}: {}", r.id, v1::EnumNameCvmState(r.state), r.detail);
+      fs::remove_all(r.dir / "work", ec);  // never leave a run's plaintext behind
+      if (!r.create_reply.empty()) {
+        send_error(self, r.create_reply, errc::internal, "the agent exited while starting: " + r.detail);
+        r.create_reply.clear();
+      }
+      publish_event(self, r, r.detail);
+    },
+    [self](atom::deadline, std::string& id, uint64_t generation) {
+      auto it = self->state.cvms.find(id);
+      if (it == self->state.cvms.end() || it->second.generation != generation) return;
+      auto& r = it->second;
+      if (r.state == v1::CvmState::starting) {
+        r.detail = "the agent did not become ready in time; log: " + (r.dir / "agent.log").string();
+        send_error(self, r.create_reply, errc::timeout, r.detail);
+        r.create_reply.clear();
+        start_remove(self, r, {}, v1::CvmState::removed);
+      } else if (r.state == v1::CvmState::removed || r.state == v1::CvmState::expired) {
+        spdlog::warn("manager: {} ignored SIGTERM; killing", r.id);
+        self->state.cfg.backend->signal(r.pid, SIGKILL);
+      }
+    },
+    [self](atom::expire, std::string& id) {
+      auto it = self->state.cvms.find(id);
+      if (it == self->state.cvms.end() || it->second.state != v1::CvmState::running) return;
+      spdlog::info("manager: {} TTL expired", id);
+      start_remove(self, it->second, {}, v1::CvmState::expired);
+    },
+  };
+}
+
+}  // namespace cove::manager

@@ -1,0 +1,94 @@
+#include "cove/manager/process_backend.hpp"
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <csignal>
+#include <cstring>
+
+#include <fmt/format.h>
+
+extern char** environ;
+
+namespace cove::manager {
+
+process_backend::process_backend(std::function<void(const std::string&, int)> on_exit)
+  : on_exit_(std::move(on_exit)) {}
+
+process_backend::~process_backend() { shutdown(); }
+
+void process_backend::shutdown() {
+  kill_all();
+  std::vector<std::thread> reapers;
+  {
+    std::lock_guard lock(mu_);
+    reapers.swap(reapers_);
+  }
+  for (auto& t : reapers)
+    if (t.joinable()) t.join();
+}
+
+expected<pid_t> process_backend::launch(const agent_launch& l) {
+  std::vector<std::string> args = {l.agent_binary.string(), "--cvm-id",  l.cvm_id,
+                                   "--nats",                l.nats_url,  "--work-dir",
+                                   l.work_dir.string(),     "--sim-dir", l.tee_dir.string(),
+                                   "--log-level",           l.log_level};
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawnattr_init(&attr);
+  posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, l.log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+  posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  posix_spawnattr_setpgroup(&attr, 0);
+  sigset_t none, all;
+  sigemptyset(&none);
+  sigfillset(&all);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setsigdefault(&attr, &all);
+
+  pid_t pid = 0;
+  std::lock_guard lock(mu_);
+  int rc = posix_spawn(&pid, argv[0], &fa, &attr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&fa);
+  posix_spawnattr_destroy(&attr);
+  if (rc != 0)
+    return make_error(errc::internal, fmt::format("cannot start {}: {}", l.agent_binary.string(), std::strerror(rc)));
+  live_.emplace(pid, l.cvm_id);
+  reapers_.emplace_back([this, pid, id = l.cvm_id] {
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
+    {
+      std::lock_guard lock(mu_);
+      live_.erase(pid);
+    }
+    on_exit_(id, status);
+  });
+  return pid;
+}
+
+void process_backend::signal(pid_t pid, int sig) const {
+  std::lock_guard lock(mu_);
+  if (live_.count(pid) != 0) ::kill(-pid, sig);
+}
+
+void process_backend::kill_all() {
+  std::lock_guard lock(mu_);
+  for (const auto& [pid, id] : live_) ::kill(-pid, SIGKILL);
+}
+
+std::string describe_wait_status(int status) {
+  if (WIFEXITED(status)) return fmt::format("exit status {}", WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return fmt::format("killed by signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status)));
+  return fmt::format("wait status {}", status);
+}
+
+}  // namespace cove::manager

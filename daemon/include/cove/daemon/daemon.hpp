@@ -1,0 +1,32 @@
+#pragma once
+// coved: the host daemon. Hosts the services as CAF actors, connects them to the
+// bus, and (unless --nats names a server) runs an embedded nats-server.
+#include <filesystem>
+#include <set>
+#include <string>
+
+#include "cove/expected.hpp"
+
+namespace cove::daemon {
+
+struct daemon_config {
+  std::string nats_url;                    // empty: start an embedded nats-server
+  std::string listen = "127.0.0.1:4222";   // embedded server address; port 0 = random
+  std::filesystem::path nats_server = "/usr/sbin/nats-server";
+  std::filesystem::path state_dir;         // default: cove::default_state_dir()
+  std::set<std::string> services = {"manager", "computation"};
+  std::filesystem::path agent_binary;      // default: cove-agent beside coved
+  std::string agent_nats_url;              // URL handed to agents; default: the bus URL
+  std::string log_level = "info";
+};
+
+/// Parses coved's command line (CLI11). Prints help/usage itself; returns an
+/// error with errc::none after --help.
+expected<daemon_config> load_config(int argc, char** argv);
+
+expected<void> validate(const daemon_config& cfg);
+
+/// Runs until SIGTERM/SIGINT. Returns the process exit code.
+int run(const daemon_config& cfg);
+
+}  // namespace cove::daemon

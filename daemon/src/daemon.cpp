@@ -1,0 +1,306 @@
+#include "cove/daemon/daemon.hpp"
+
+#include <fcntl.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <caf/all.hpp>
+#include <csignal>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "cove/attest/sim_store.hpp"
+#include "cove/bus/actor.hpp"
+#include "cove/bus/connection.hpp"
+#include "cove/bus/subjects.hpp"
+#include "cove/computation/computation.hpp"
+#include "cove/log.hpp"
+#include "cove/manager/manager.hpp"
+#include "cove/paths.hpp"
+
+extern char** environ;
+
+namespace cove::daemon {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+const std::set<std::string> implemented_services = {"manager", "computation"};
+const std::set<std::string> planned_services = {"monitor", "attestation", "bridge"};
+
+fs::path self_dir() {
+  std::error_code ec;
+  auto exe = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? fs::current_path() : exe.parent_path();
+}
+
+/// The embedded nats-server: a child process on loopback, killed by PID on exit.
+class embedded_nats {
+ public:
+  ~embedded_nats() { stop(); }
+
+  expected<std::string> start(const fs::path& binary, const std::string& listen, const fs::path& dir) {
+    auto colon = listen.rfind(':');
+    if (colon == std::string::npos) return make_error(errc::invalid_request, "--listen: expected HOST:PORT");
+    std::string host = listen.substr(0, colon);
+    std::string port = listen.substr(colon + 1);
+    if (port == "0") port = "-1";  // nats-server: -1 picks a random free port
+    std::error_code ec;
+    fs::create_directories(dir, ec);
+    for (const auto& e : fs::directory_iterator(dir, ec))
+      if (e.path().extension() == ".ports") fs::remove(e.path(), ec);
+    std::vector<std::string> args = {binary.string(), "-a", host, "-p", port, "--ports_file_dir", dir.string(),
+                                     "-l", (dir / "nats-server.log").string()};
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    posix_spawnattr_t attr;
+    posix_spawnattr_init(&attr);
+    sigset_t none;
+    sigemptyset(&none);
+    posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+    posix_spawnattr_setsigmask(&attr, &none);
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
+    int rc = posix_spawn(&pid_, argv[0], &fa, &attr, argv.data(), environ);
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    if (rc != 0) {
+      pid_ = 0;
+      return make_error(errc::unavailable, fmt::format("cannot start {}: {}", binary.string(), std::strerror(rc)));
+    }
+    // nats-server writes <exe>_<pid>.ports once it listens.
+    auto ports = dir / fmt::format("{}_{}.ports", binary.filename().string(), pid_);
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (std::chrono::steady_clock::now() < deadline) {
+      int status = 0;
+      if (waitpid(pid_, &status, WNOHANG) == pid_) {
+        pid_ = 0;
+        return make_error(errc::unavailable,
+                          "nats-server exited at start (is the port in use?); see " + (dir / "nats-server.log").string());
+      }
+      std::ifstream f(ports);
+      if (f) {
+        try {
+          auto j = nlohmann::json::parse(f);
+          return j.at("nats").at(0).get<std::string>();
+        } catch (const std::exception&) {
+          // partially written; read again
+        }
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    stop();
+    return make_error(errc::timeout, "nats-server did not start listening within 10 s");
+  }
+
+  void stop() {
+    if (pid_ <= 0) return;
+    ::kill(pid_, SIGTERM);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = 0;
+  }
+
+ private:
+  pid_t pid_ = 0;
+};
+
+/// Loads the simulated SEV-SNP root of this host (generated once), and writes the
+/// policy a CLI on this host uses by default to accept its simulated CVMs.
+expected<std::shared_ptr<const attest::sim_root>> prepare_sim_tee(const fs::path& state_dir, const fs::path& agent) {
+  auto dir = state_dir / "sim";
+  auto root = attest::load_sim_root(dir);
+  if (!root) {
+    spdlog::info("generating the simulated TEE root in {}", dir.string());
+    auto fresh = attest::generate_sim_root();
+    if (!fresh) return fresh.error();
+    if (auto s = attest::save_sim_root(*fresh, dir); !s) return s.error();
+    root = std::move(*fresh);
+  }
+  auto measurement = attest::sha384_file(agent);
+  if (!measurement) return measurement.error();
+  auto policy = attest::sim_policy_json(*root, *measurement);
+  std::ofstream(dir / "policy.json", std::ios::trunc) << policy << '\n';
+  return std::make_shared<const attest::sim_root>(std::move(*root));
+}
+
+}  // namespace
+
+expected<daemon_config> load_config(int argc, char** argv) {
+  daemon_config cfg;
+  std::string services;
+  CLI::App app{"coved — the cove host daemon: manager and computation services on the bus"};
+  app.add_option("--nats", cfg.nats_url, "Bus URL; default: start an embedded nats-server");
+  app.add_option("--listen", cfg.listen, "Embedded nats-server address (port 0 = random)")->capture_default_str();
+  app.add_option("--nats-server", cfg.nats_server, "nats-server binary")->capture_default_str();
+  app.add_option("--state-dir", cfg.state_dir,
+                 "State directory (default: $COVE_STATE_DIR, /var/lib/cove as root, else ~/.local/state/cove)");
+  app.add_option("--services", services, "Comma-separated services to run (default: manager,computation)");
+  app.add_option("--agent", cfg.agent_binary, "cove-agent binary (default: beside coved)");
+  app.add_option("--agent-nats", cfg.agent_nats_url, "Bus URL handed to agents (default: the bus URL)");
+  app.add_option("--log-level", cfg.log_level, "trace|debug|info|warn|error")->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int rc = app.exit(e);
+    if (rc == 0) return make_error(errc::none, "");
+    return make_error(errc::invalid_request, e.what());
+  }
+  if (!services.empty()) {
+    cfg.services.clear();
+    std::stringstream ss(services);
+    for (std::string s; std::getline(ss, s, ',');)
+      if (!s.empty()) cfg.services.insert(s);
+  }
+  if (cfg.state_dir.empty()) cfg.state_dir = default_state_dir();
+  if (cfg.agent_binary.empty()) {
+    cfg.agent_binary = self_dir() / "cove-agent";
+  }
+  if (auto v = validate(cfg); !v) return v.error();
+  return cfg;
+}
+
+expected<void> validate(const daemon_config& cfg) {
+  for (const auto& s : cfg.services) {
+    if (implemented_services.count(s)) continue;
+    if (planned_services.count(s))
+      return make_error(errc::invalid_request, fmt::format("--services: '{}' is not implemented yet in this build", s));
+    return make_error(errc::invalid_request, fmt::format("--services: unknown service '{}'", s));
+  }
+  if (cfg.services.empty()) return make_error(errc::invalid_request, "--services: empty");
+  if (cfg.state_dir.empty()) return make_error(errc::invalid_request, "--state-dir: empty");
+  if (cfg.services.count("manager") && !fs::exists(cfg.agent_binary))
+    return make_error(errc::invalid_request, "--agent: " + cfg.agent_binary.string() + " does not exist");
+  return ok();
+}
+
+int run(const daemon_config& cfg) {
+  log::init("coved", cfg.log_level);
+  // Signals are taken by sigwait in this thread; every other thread inherits the block.
+  sigset_t sigs;
+  sigemptyset(&sigs);
+  sigaddset(&sigs, SIGTERM);
+  sigaddset(&sigs, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &sigs, nullptr);
+
+  std::error_code ec;
+  fs::create_directories(cfg.state_dir, ec);
+  if (ec) {
+    spdlog::critical("state dir {}: {}", cfg.state_dir.string(), ec.message());
+    return 1;
+  }
+  fs::permissions(cfg.state_dir, fs::perms::owner_all, ec);
+
+  embedded_nats nats;
+  std::string url = cfg.nats_url;
+  if (url.empty()) {
+    auto started = nats.start(cfg.nats_server, cfg.listen, cfg.state_dir / "nats");
+    if (!started) {
+      spdlog::critical("embedded nats-server: {}", started.error().to_string());
+      return 1;
+    }
+    url = *started;
+    std::ofstream(cfg.state_dir / "nats.url", std::ios::trunc) << url << '\n';
+    spdlog::info("embedded nats-server listening on {}", url);
+  }
+
+  auto conn = bus::connection::connect({.url = url, .name = "coved"});
+  if (!conn) {
+    spdlog::critical("bus {}: {}", url, conn.error().to_string());
+    return 1;
+  }
+  auto bus = *conn;
+
+  caf::actor_system_config sys_cfg;
+  bus::add_bus_types(sys_cfg);
+  sys_cfg.set("logger.console", caf::atom("none"));
+  int rc = 0;
+  {
+    caf::actor_system sys{sys_cfg};
+    std::vector<bus::subscription> subs;
+    std::shared_ptr<manager::process_backend> backend;
+    std::shared_ptr<caf::actor> reaper_target;
+    caf::actor manager_handle, computation_handle;
+    auto subscribe = [&](const caf::actor& target, std::initializer_list<std::string_view> subjects) -> bool {
+      for (auto s : subjects) {
+        auto sub = bus::subscribe_actor(*bus, std::string(s), target);
+        if (!sub) {
+          spdlog::critical("subscribe {}: {}", s, sub.error().to_string());
+          return false;
+        }
+        subs.push_back(std::move(*sub));
+      }
+      return true;
+    };
+
+    bool ok_start = true;
+    if (cfg.services.count("manager")) {
+      auto sim = prepare_sim_tee(cfg.state_dir, cfg.agent_binary);
+      if (!sim) {
+        spdlog::critical("simulated TEE: {}", sim.error().to_string());
+        ok_start = false;
+      } else {
+        // The reaper threads report through a handle set once the actor exists.
+        auto target = reaper_target = std::make_shared<caf::actor>();
+        backend = std::make_shared<manager::process_backend>([target](const std::string& id, int status) {
+          caf::anon_send(*target, atom::exited::value, id, status);
+        });
+        manager::manager_config mc;
+        mc.state_dir = cfg.state_dir;
+        mc.agent_binary = cfg.agent_binary;
+        mc.agent_nats_url = cfg.agent_nats_url.empty() ? url : cfg.agent_nats_url;
+        mc.agent_log_level = cfg.log_level;
+        mc.bus = bus;
+        mc.backend = backend;
+        mc.sim_root = *sim;
+        auto h = sys.spawn(manager::manager, std::move(mc));
+        manager_handle = caf::actor_cast<caf::actor>(h);
+        *target = manager_handle;
+        ok_start = subscribe(manager_handle, {bus::subjects::manager_create, bus::subjects::manager_list,
+                                              bus::subjects::manager_info, bus::subjects::manager_remove,
+                                              "cove.v1.cvm.*.events"});
+      }
+    }
+    if (ok_start && cfg.services.count("computation")) {
+      computation::computation_config cc;
+      cc.bus = bus;
+      auto h = sys.spawn(computation::computation, std::move(cc));
+      computation_handle = caf::actor_cast<caf::actor>(h);
+      ok_start = subscribe(computation_handle,
+                           {bus::subjects::computation_start, bus::subjects::computation_stop,
+                            bus::subjects::computation_status, "cove.v1.cvm.*.events"});
+    }
+    if (ok_start) {
+      if (auto f = bus->flush(std::chrono::seconds(5)); !f) {
+        spdlog::critical("bus flush: {}", f.error().to_string());
+        ok_start = false;
+      }
+    }
+    if (ok_start) {
+      spdlog::info("coved ready: services {}; state {}", fmt::join(cfg.services, ","), cfg.state_dir.string());
+      int sig = 0;
+      sigwait(&sigs, &sig);
+      spdlog::info("coved: signal {}; shutting down", sig);
+    } else {
+      rc = 1;
+    }
+    subs.clear();  // no more bus traffic into the actors
+    if (backend) backend->shutdown();  // joins the reapers while the manager can still receive
+    if (reaper_target) *reaper_target = caf::actor{};
+    if (manager_handle) caf::anon_send_exit(manager_handle, caf::exit_reason::user_shutdown);
+    if (computation_handle) caf::anon_send_exit(computation_handle, caf::exit_reason::user_shutdown);
+  }
+  bus.reset();
+  nats.stop();
+  if (cfg.nats_url.empty()) fs::remove(cfg.state_dir / "nats.url", ec);
+  fs::remove_all(cfg.state_dir / "cvms", ec);
+  return rc;
+}
+
+}  // namespace cove::daemon
