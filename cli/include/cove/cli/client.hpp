@@ -1,0 +1,75 @@
+#pragma once
+// The user side of cove, as a library: everything the `cove` CLI does, callable
+// from tests and benchmarks. Every function that sends a secret first verifies
+// the agent's evidence against the caller's policy and seals to the attested key.
+#include <array>
+#include <chrono>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cove/attest/policy.hpp"
+#include "cove/bus/connection.hpp"
+#include "cove/crypto/keys.hpp"
+#include "cove/expected.hpp"
+#include "cove/manifest.hpp"
+
+namespace cove::cli {
+
+struct client_options {
+  std::chrono::milliseconds request_timeout{10000};
+  std::chrono::milliseconds chunk_timeout{30000};
+};
+
+/// What a verified attestation tells us about an agent.
+struct attested_agent {
+  std::vector<uint8_t> report;           // the raw SEV-SNP-format report
+  std::vector<uint8_t> kx_public_key;    // X25519: uploads are sealed to it
+  std::vector<uint8_t> sign_public_key;  // Ed25519
+  std::string summary;                   // human-readable: measurement, chip, TCB
+};
+
+/// Fetches evidence with a fresh nonce and verifies signature, certificate chain
+/// and policy, including report_data = H(agent keys || nonce). errc::attestation_failed otherwise.
+expected<attested_agent> attest(bus::connection& bus, const std::string& cvm_id, const attest::snp_policy& policy,
+                                const client_options& opt = {});
+
+/// Loads a policy file (see attest/README.md).
+expected<attest::snp_policy> load_policy(const std::filesystem::path& file);
+
+/// The default policy file: <state_dir>/sim/policy.json (written by coved for its simulated TEE).
+std::filesystem::path default_policy_path();
+
+enum class file_role { algorithm, dataset };
+
+struct upload_stats {
+  uint64_t bytes = 0;
+  uint64_t chunks = 0;
+  std::chrono::nanoseconds elapsed{0};
+};
+
+/// Attests, then streams `file` sealed to the agent, signed with `key`.
+/// The computation id is asked from the agent unless `computation_id` is given.
+expected<upload_stats> upload(bus::connection& bus, const std::string& cvm_id, file_role role,
+                              const std::filesystem::path& file, const crypto::private_key& key,
+                              const attest::snp_policy& policy, std::string computation_id = {},
+                              const client_options& opt = {});
+
+/// Attests, then downloads the result sealed to `key` and writes the plaintext to `out`.
+expected<upload_stats> fetch_result(bus::connection& bus, const std::string& cvm_id, const crypto::private_key& key,
+                                    const attest::snp_policy& policy, const std::filesystem::path& out,
+                                    std::string computation_id = {}, const client_options& opt = {});
+
+/// The agent's current status.
+struct status {
+  std::string computation_id;
+  std::string state;
+  std::string message;
+  std::vector<std::string> pending;
+};
+expected<status> computation_status(bus::connection& bus, const std::string& cvm_id, const client_options& opt = {});
+
+}  // namespace cove::cli

@@ -1,0 +1,3 @@
+#include "cove/cli/cli.hpp"
+
+int main(int argc, char** argv) { return cove::cli::run(argc, argv); }

@@ -1,0 +1,353 @@
+#include "cove/cli/client.hpp"
+
+#include <condition_variable>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <optional>
+
+#include <fmt/format.h>
+
+#include "cove/attest/snp_report.hpp"
+#include "cove/attest/verify.hpp"
+#include "cove/bus/envelope.hpp"
+#include "cove/bus/subjects.hpp"
+#include "cove/crypto/encoding.hpp"
+#include "cove/crypto/hash.hpp"
+#include "cove/crypto/seal.hpp"
+#include "cove/crypto/statements.hpp"
+#include "cove/paths.hpp"
+#include "cove/schemas/envelope_generated.h"
+
+namespace cove::cli {
+
+namespace fs = std::filesystem;
+using bytes = std::vector<uint8_t>;
+
+namespace {
+
+constexpr std::string_view sender = "cli";
+
+expected<std::string> subject_for(const std::string& cvm_id, std::string_view leaf) {
+  auto s = bus::cvm_subject(cvm_id, leaf);
+  if (!s) return make_error(errc::invalid_request, fmt::format("'{}' is not a valid CVM id", cvm_id));
+  return *s;
+}
+
+template <class T>
+std::span<const uint8_t> span_of(const flatbuffers::Vector<T>* v) {
+  if (v == nullptr) return {};
+  return {reinterpret_cast<const uint8_t*>(v->data()), v->size()};
+}
+
+/// Keeps at most `window` asynchronous requests in flight and records the first failure.
+class window_gate {
+ public:
+  explicit window_gate(uint32_t window) : window_(window) {}
+
+  /// Blocks until a slot is free (or a failure happened). Returns false on failure.
+  bool acquire() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return failure_ || in_flight_ < window_; });
+    if (failure_) return false;
+    ++in_flight_;
+    return true;
+  }
+  void release(std::optional<error> failure = std::nullopt) {
+    {
+      std::lock_guard lock(mu_);
+      --in_flight_;
+      if (failure && !failure_) failure_ = std::move(failure);
+    }
+    cv_.notify_all();
+  }
+  /// Waits for every request to finish; returns the first failure, if any.
+  std::optional<error> drain() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return in_flight_ == 0; });
+    return failure_;
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  uint32_t window_;
+  uint32_t in_flight_ = 0;
+  std::optional<error> failure_;
+};
+
+expected<std::string> resolve_computation_id(bus::connection& bus, const std::string& cvm_id, std::string given,
+                                             const client_options& opt) {
+  if (!given.empty()) return given;
+  auto st = computation_status(bus, cvm_id, opt);
+  if (!st) return st.error();
+  if (st->computation_id.empty())
+    return make_error(errc::wrong_state, fmt::format("CVM '{}' has no computation; run 'cove computation start' first", cvm_id));
+  return st->computation_id;
+}
+
+}  // namespace
+
+fs::path default_policy_path() { return default_state_dir() / "sim" / "policy.json"; }
+
+expected<attest::snp_policy> load_policy(const fs::path& file) {
+  std::error_code ec;
+  if (!fs::exists(file, ec))
+    return make_error(errc::not_found, fmt::format("policy file {} not found (pass --policy FILE)", file.string()));
+  return attest::load_policy_file(file);
+}
+
+expected<status> computation_status(bus::connection& bus, const std::string& cvm_id, const client_options& opt) {
+  auto subject = subject_for(cvm_id, "status");
+  if (!subject) return subject.error();
+  flatbuffers::FlatBufferBuilder b(128);
+  auto req = v1::CreateStatusRequest(b, b.CreateString(cvm_id));
+  auto r = bus::request_typed<v1::ComputationStatus>(bus, *subject, bus::finish(b, req, {}, sender), opt.request_timeout);
+  if (!r) {
+    auto e = r.error();
+    if (e.code == errc::unavailable) e.message = fmt::format("no agent answers for CVM '{}'", cvm_id);
+    return e;
+  }
+  status s;
+  const auto* body = r->body;
+  if (body->computation_id()) s.computation_id = body->computation_id()->str();
+  s.state = v1::EnumNameAgentState(body->state());
+  if (body->message()) s.message = body->message()->str();
+  if (body->pending())
+    for (const auto* p : *body->pending()) s.pending.push_back(p->str());
+  return s;
+}
+
+expected<attested_agent> attest(bus::connection& bus, const std::string& cvm_id, const attest::snp_policy& policy,
+                                const client_options& opt) {
+  auto subject = subject_for(cvm_id, "attest");
+  if (!subject) return subject.error();
+  std::array<uint8_t, 32> nonce{};
+  crypto::random_bytes(nonce);
+  flatbuffers::FlatBufferBuilder b(128);
+  auto req = v1::CreateAttestationRequest(b, b.CreateVector(nonce.data(), nonce.size()));
+  auto r = bus::request_typed<v1::Evidence>(bus, *subject, bus::finish(b, req, {}, sender), opt.request_timeout);
+  if (!r) return r.error();
+  const v1::Evidence& ev = *r->body;
+  auto fail = [](const std::string& why) { return make_error(errc::attestation_failed, why); };
+  if (ev.kind() != v1::EvidenceKind::sim_snp && ev.kind() != v1::EvidenceKind::sev_snp)
+    return fail(fmt::format("evidence kind '{}' is not supported by this verifier", v1::EnumNameEvidenceKind(ev.kind())));
+  auto report = span_of(ev.report());
+  auto kx = span_of(ev.kx_public_key());
+  auto sign = span_of(ev.sign_public_key());
+  auto chain = span_of(ev.cert_chain());
+  if (kx.size() != 32 || sign.size() != 32) return fail("evidence: agent public keys must be 32 bytes each");
+  if (chain.empty()) return fail("evidence: no certificate chain (collateral fetching is not implemented yet)");
+  std::string_view pems(reinterpret_cast<const char*>(chain.data()), chain.size());
+  auto certs = attest::split_pem_bundle(pems);
+  if (!certs) return fail("evidence: " + certs.error().message);
+  if (certs->size() < 3) return fail("evidence: certificate chain must hold VCEK, ASK and ARK");
+  // The first certificate is the VCEK; the rest is the ASK/ARK bundle.
+  auto first_end = pems.find("-----END CERTIFICATE-----");
+  if (first_end == std::string_view::npos) return fail("evidence: malformed certificate chain");
+  first_end += std::string_view("-----END CERTIFICATE-----").size();
+  auto verified = attest::verify_snp_evidence(report, (*certs)[0], pems.substr(first_end), attest::make_verify_options(policy));
+  if (!verified) return fail(verified.error().message);
+  auto expected_rd = crypto::evidence_report_data(kx, sign, nonce);
+  if (auto p = attest::check_policy(*verified, policy, expected_rd); !p) return fail(p.error().message);
+  attested_agent a;
+  a.report.assign(report.begin(), report.end());
+  a.kx_public_key.assign(kx.begin(), kx.end());
+  a.sign_public_key.assign(sign.begin(), sign.end());
+  a.summary = fmt::format("SEV-SNP report v{} ({}), measurement {}, chip {}…, TCB {}", verified->version,
+                          ev.kind() == v1::EvidenceKind::sim_snp ? "simulated TEE" : "hardware",
+                          crypto::to_hex(verified->measurement), crypto::to_hex(std::span(verified->chip_id).first(8)),
+                          attest::to_string(verified->reported(), verified->product));
+  return a;
+}
+
+expected<upload_stats> upload(bus::connection& bus, const std::string& cvm_id, file_role role, const fs::path& file,
+                              const crypto::private_key& key, const attest::snp_policy& policy,
+                              std::string computation_id, const client_options& opt) {
+  auto start = std::chrono::steady_clock::now();
+  std::error_code ec;
+  if (!fs::is_regular_file(file, ec)) return make_error(errc::not_found, fmt::format("{}: no such file", file.string()));
+  uint64_t size = fs::file_size(file, ec);
+  auto agent = attest(bus, cvm_id, policy, opt);
+  if (!agent) return agent.error();
+  auto comp = resolve_computation_id(bus, cvm_id, std::move(computation_id), opt);
+  if (!comp) return comp.error();
+  auto digest = crypto::sha3_256_file(file);
+  if (!digest) return digest.error();
+
+  std::string filename = role == file_role::dataset ? file.filename().string() : "";
+  std::string_view role_name = role == file_role::algorithm ? "algorithm" : "dataset";
+  auto statement = crypto::upload_statement(*comp, role_name, role == file_role::dataset ? filename : "algo", *digest,
+                                            agent->kx_public_key);
+  auto signature = key.sign(statement);
+  if (!signature) return signature.error();
+  auto eph = crypto::kx_keypair::generate();
+  auto session = crypto::client_session_key(eph, agent->kx_public_key);
+  if (!session) return session.error();
+  crypto::seal_header header{};
+  auto sealer = crypto::seal_stream::create(*session, header);
+  if (!sealer) return sealer.error();
+
+  auto upload_subject = subject_for(cvm_id, "upload");
+  auto chunk_subject = subject_for(cvm_id, "chunk");
+  if (!upload_subject || !chunk_subject) return make_error(errc::invalid_request, "invalid CVM id");
+  const auto signer = key.public_key();
+  const auto& signer_der = signer.der();
+  flatbuffers::FlatBufferBuilder b(1024);
+  auto begin = v1::CreateUploadBegin(
+    b, b.CreateString(*comp), role == file_role::algorithm ? v1::FileRole::algorithm : v1::FileRole::dataset,
+    b.CreateString(filename), size, b.CreateVector(digest->data(), digest->size()),
+    b.CreateVector(eph.public_key.data(), eph.public_key.size()), b.CreateVector(header.data(), header.size()),
+    b.CreateVector(signer_der), b.CreateVector(*signature));
+  auto ready = bus::request_typed<v1::UploadReady>(bus, *upload_subject, bus::finish(b, begin, {}, sender),
+                                                   opt.request_timeout);
+  if (!ready) return ready.error();
+  std::string stream_id = ready->body->stream_id() ? ready->body->stream_id()->str() : "";
+  uint32_t chunk_size = ready->body->chunk_size();
+  uint32_t window = std::clamp<uint32_t>(ready->body->window(), 1, 256);
+  if (chunk_size == 0 || chunk_size > 768 * 1024) return make_error(errc::invalid_request, "agent offered a bad chunk size");
+
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return make_error(errc::not_found, "cannot read " + file.string());
+  uint64_t chunks = size == 0 ? 1 : (size + chunk_size - 1) / chunk_size;
+  window_gate gate(window);
+  std::atomic<bool> done{false};
+  bytes plain(chunk_size), cipher;
+  flatbuffers::FlatBufferBuilder cb(chunk_size + 1024);
+  for (uint64_t seq = 0; seq < chunks; ++seq) {
+    in.read(reinterpret_cast<char*>(plain.data()), chunk_size);
+    auto n = static_cast<size_t>(in.gcount());
+    bool last = seq + 1 == chunks;
+    if (auto r = sealer->push(std::span(plain).first(n), last, cipher); !r) return r.error();
+    cb.Clear();
+    auto data = cb.CreateVector(cipher);
+    auto chunk = v1::CreateChunk(cb, cb.CreateString(stream_id), seq, data, last);
+    auto payload = bus::finish(cb, chunk, {}, sender);
+    if (!gate.acquire()) break;
+    auto sent = bus.request_async(*chunk_subject, payload, opt.chunk_timeout, [&gate, &done](expected<bus::message> m) {
+      if (!m) return gate.release(m.error());
+      auto ack = bus::body_as<v1::ChunkAck>(m->data);
+      if (!ack) return gate.release(ack.error());
+      if ((*ack)->done()) done = true;
+      gate.release();
+    });
+    if (!sent) {
+      gate.release(sent.error());
+      break;
+    }
+  }
+  if (auto failure = gate.drain()) return *failure;
+  if (!done) return make_error(errc::internal, "the agent did not confirm the upload");
+  return upload_stats{size, chunks, std::chrono::steady_clock::now() - start};
+}
+
+expected<upload_stats> fetch_result(bus::connection& bus, const std::string& cvm_id, const crypto::private_key& key,
+                                    const attest::snp_policy& policy, const fs::path& out, std::string computation_id,
+                                    const client_options& opt) {
+  auto start = std::chrono::steady_clock::now();
+  auto agent = attest(bus, cvm_id, policy, opt);
+  if (!agent) return agent.error();
+  auto comp = resolve_computation_id(bus, cvm_id, std::move(computation_id), opt);
+  if (!comp) return comp.error();
+  auto consumer = key.public_key();
+  auto signature = key.sign(crypto::result_statement(*comp, consumer.der(), agent->kx_public_key));
+  if (!signature) return signature.error();
+  auto result_subject = subject_for(cvm_id, "result");
+  auto chunk_subject = subject_for(cvm_id, "result.chunk");
+  if (!result_subject || !chunk_subject) return make_error(errc::invalid_request, "invalid CVM id");
+  flatbuffers::FlatBufferBuilder b(1024);
+  auto req = v1::CreateResultRequest(b, b.CreateString(*comp), b.CreateVector(consumer.der()), b.CreateVector(*signature));
+  auto ready = bus::request_typed<v1::ResultReady>(bus, *result_subject, bus::finish(b, req, {}, sender), opt.request_timeout);
+  if (!ready) return ready.error();
+  const auto& rr = *ready->body;
+  auto file_key = crypto::unwrap_key(key, span_of(rr.wrapped_key()));
+  if (!file_key) return file_key.error();
+  auto opener = crypto::open_stream::create(*file_key, span_of(rr.stream_header()));
+  if (!opener) return opener.error();
+  std::string stream_id = rr.stream_id() ? rr.stream_id()->str() : "";
+  uint64_t chunks = rr.chunks();
+  uint64_t size = rr.size();
+  uint32_t window = std::clamp<uint32_t>(rr.window(), 1, 256);
+  if (chunks == 0) return make_error(errc::invalid_request, "agent announced an empty result stream");
+
+  auto tmp = out;
+  tmp += ".part";
+  std::ofstream file(tmp, std::ios::binary | std::ios::trunc);
+  if (!file) return make_error(errc::internal, "cannot write " + tmp.string());
+
+  // Pull model: at most `window` chunk requests outstanding; replies are consumed in
+  // order. Callbacks share `pull` so a late reply after a failure touches live memory.
+  struct pull_state {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::map<uint64_t, expected<bus::message>> arrived;
+  };
+  auto pull = std::make_shared<pull_state>();
+  auto request_chunk = [&](uint64_t seq) -> expected<void> {
+    flatbuffers::FlatBufferBuilder cb(128);
+    auto creq = v1::CreateResultChunkRequest(cb, cb.CreateString(stream_id), seq);
+    return bus.request_async(*chunk_subject, bus::finish(cb, creq, {}, sender), opt.chunk_timeout,
+                             [pull, seq](expected<bus::message> m) {
+                               {
+                                 std::lock_guard lock(pull->mu);
+                                 pull->arrived.emplace(seq, std::move(m));
+                               }
+                               pull->cv.notify_all();
+                             });
+  };
+  uint64_t requested = 0;
+  std::optional<error> failure;
+  for (; requested < std::min<uint64_t>(window, chunks); ++requested)
+    if (auto r = request_chunk(requested); !r) return r.error();
+  bytes plain;
+  uint64_t written = 0;
+  for (uint64_t seq = 0; seq < chunks && !failure; ++seq) {
+    std::unique_lock lock(pull->mu);
+    pull->cv.wait(lock, [&] { return pull->arrived.count(seq) != 0; });
+    auto m = std::move(pull->arrived.at(seq));
+    pull->arrived.erase(seq);
+    lock.unlock();
+    if (!m) {
+      failure = m.error();
+      break;
+    }
+    auto chunk = bus::body_as<v1::Chunk>(m->data);
+    if (!chunk) {
+      failure = chunk.error();
+      break;
+    }
+    if ((*chunk)->seq() != seq) {
+      failure = make_error(errc::invalid_request, "result chunks out of order");
+      break;
+    }
+    bool final = false;
+    if (auto r = opener->pull(span_of((*chunk)->data()), plain, final); !r) {
+      failure = r.error();
+      break;
+    }
+    if (final != (seq + 1 == chunks)) {
+      failure = make_error(errc::crypto_failed, "result stream ended early or late");
+      break;
+    }
+    file.write(reinterpret_cast<const char*>(plain.data()), static_cast<std::streamsize>(plain.size()));
+    written += plain.size();
+    if (requested < chunks) {
+      if (auto r = request_chunk(requested++); !r) failure = r.error();
+    }
+  }
+  file.close();
+  std::error_code ec;
+  if (failure) {
+    fs::remove(tmp, ec);
+    return *failure;
+  }
+  if (written != size) {
+    fs::remove(tmp, ec);
+    return make_error(errc::crypto_failed, fmt::format("result is {} bytes, announced {}", written, size));
+  }
+  fs::rename(tmp, out, ec);
+  if (ec) return make_error(errc::internal, "cannot write " + out.string());
+  return upload_stats{size, chunks, std::chrono::steady_clock::now() - start};
+}
+
+}  // namespace cove::cli

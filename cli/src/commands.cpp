@@ -1,0 +1,389 @@
+#include <CLI/CLI.hpp>
+#include <csignal>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include <fmt/format.h>
+
+#include "cove/bus/envelope.hpp"
+#include "cove/bus/subjects.hpp"
+#include "cove/cli/cli.hpp"
+#include "cove/cli/client.hpp"
+#include "cove/crypto/encoding.hpp"
+#include "cove/crypto/keys.hpp"
+#include "cove/paths.hpp"
+#include "cove/schemas/envelope_generated.h"
+
+namespace cove::cli {
+
+namespace fs = std::filesystem;
+using json = nlohmann::json;
+
+namespace {
+
+constexpr std::string_view sender = "cli";
+
+struct globals {
+  std::string nats_url;
+  bool json_out = false;
+  double timeout_s = 10;
+  std::shared_ptr<bus::connection> conn;
+
+  client_options options() const {
+    client_options o;
+    o.request_timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
+    return o;
+  }
+  std::chrono::milliseconds timeout() const { return options().request_timeout; }
+};
+
+/// A command failed: the message goes to stderr, exit code 1.
+struct failure {
+  error err;
+};
+
+void check(const expected<void>& r) {
+  if (!r) throw failure{r.error()};
+}
+template <class T>
+T take(expected<T> r) {
+  if (!r) throw failure{std::move(r).error()};
+  return std::move(*r);
+}
+
+bus::connection& connect(globals& g) {
+  if (!g.conn) {
+    auto url = g.nats_url.empty() ? default_nats_url() : g.nats_url;
+    auto c = bus::connection::connect({.url = url, .name = "cove-cli"});
+    if (!c) throw failure{make_error(c.error().code, fmt::format("cannot reach the bus at {}: {}", url, c.error().message))};
+    g.conn = *c;
+  }
+  return *g.conn;
+}
+
+/// Parses "90", "90s", "15m", "2h", "1d" into seconds.
+uint32_t parse_duration(const std::string& text) {
+  if (text.empty()) return 0;
+  size_t pos = 0;
+  unsigned long v = 0;
+  try {
+    v = std::stoul(text, &pos);
+  } catch (const std::exception&) {
+    throw failure{make_error(errc::invalid_request, fmt::format("--ttl: '{}' is not a duration (e.g. 90s, 15m, 2h)", text))};
+  }
+  std::string unit = text.substr(pos);
+  unsigned long mult = unit.empty() || unit == "s" ? 1 : unit == "m" ? 60 : unit == "h" ? 3600 : unit == "d" ? 86400 : 0;
+  if (mult == 0 || v * mult > 0xffffffffUL)
+    throw failure{make_error(errc::invalid_request, fmt::format("--ttl: '{}' is not a duration (e.g. 90s, 15m, 2h)", text))};
+  return static_cast<uint32_t>(v * mult);
+}
+
+json info_json(const v1::CvmInfo& i) {
+  return {{"id", i.id() ? i.id()->str() : ""},
+          {"backend", v1::EnumNameBackend(i.backend())},
+          {"tee", v1::EnumNameTee(i.tee())},
+          {"state", v1::EnumNameCvmState(i.state())},
+          {"pid", i.pid()},
+          {"created_at_ns", i.created_at_ns()},
+          {"ttl_seconds", i.ttl_seconds()},
+          {"detail", i.detail() ? i.detail()->str() : ""}};
+}
+
+void print_info(const globals& g, const v1::CvmInfo& i) {
+  if (g.json_out) {
+    std::cout << info_json(i).dump() << '\n';
+    return;
+  }
+  auto j = info_json(i);
+  std::cout << fmt::format("{}  {}  backend={} tee={} pid={}{}{}\n", j["id"].get<std::string>(),
+                           j["state"].get<std::string>(), j["backend"].get<std::string>(), j["tee"].get<std::string>(),
+                           i.pid(), i.ttl_seconds() ? fmt::format(" ttl={}s", i.ttl_seconds()) : "",
+                           i.detail() && i.detail()->size() ? "  " + i.detail()->str() : "");
+}
+
+const v1::CvmInfo* cvm_request(globals& g, std::string_view subject, const std::string& id, bus::reply<v1::CvmInfo>& keep) {
+  flatbuffers::FlatBufferBuilder b(128);
+  auto req = v1::CreateCvmRef(b, b.CreateString(id));
+  keep = take(bus::request_typed<v1::CvmInfo>(connect(g), subject, bus::finish(b, req, {}, sender), g.timeout()));
+  return keep.body;
+}
+
+crypto::private_key load_key(const std::string& path) { return take(crypto::private_key::load_file(path)); }
+
+attest::snp_policy load_policy_or_default(const std::string& path) {
+  return take(load_policy(path.empty() ? default_policy_path() : fs::path(path)));
+}
+
+void print_status(const globals& g, const status& s) {
+  if (g.json_out) {
+    std::cout << json{{"computation_id", s.computation_id}, {"state", s.state}, {"message", s.message}, {"pending", s.pending}}.dump()
+              << '\n';
+    return;
+  }
+  std::cout << fmt::format("computation {}  state {}", s.computation_id.empty() ? "-" : s.computation_id, s.state);
+  if (!s.pending.empty()) std::cout << fmt::format("  waiting for: {}", fmt::join(s.pending, ", "));
+  if (!s.message.empty()) std::cout << "\n  " << s.message;
+  std::cout << '\n';
+}
+
+std::string human_rate(uint64_t bytes, std::chrono::nanoseconds t) {
+  double secs = std::max(1e-9, std::chrono::duration<double>(t).count());
+  return fmt::format("{} bytes in {:.3f} s ({:.1f} MB/s)", bytes, secs, static_cast<double>(bytes) / secs / 1e6);
+}
+
+volatile std::sig_atomic_t interrupted = 0;
+extern "C" void on_interrupt(int) { interrupted = 1; }
+
+}  // namespace
+
+int run(int argc, char** argv) {
+  globals g;
+  CLI::App app{"cove — run computations on data nobody may see, inside attested confidential VMs"};
+  app.require_subcommand(1);
+  app.fallthrough();  // global options (--json, --nats, --timeout) work after subcommands too
+  app.add_option("--nats", g.nats_url, "Bus URL (env COVE_NATS_URL; default: the embedded coved's)");
+  app.add_flag("--json", g.json_out, "Machine-readable output");
+  app.add_option("--timeout", g.timeout_s, "Request deadline in seconds")->capture_default_str();
+
+  // ---- cvm ----
+  auto* cvm = app.add_subcommand("cvm", "Create, list, inspect and remove confidential VMs");
+  cvm->require_subcommand(1);
+  std::string backend = "process", tee = "sim", ttl, cvm_id;
+  auto* create = cvm->add_subcommand("create", "Create a CVM; prints its id");
+  create->add_option("--backend", backend, "process|libvirt")->capture_default_str()->check(CLI::IsMember({"process", "libvirt"}));
+  create->add_option("--tee", tee, "sim|none|sev-snp|tdx|sev")->capture_default_str()->check(CLI::IsMember({"sim", "none", "sev-snp", "tdx", "sev"}));
+  create->add_option("--ttl", ttl, "Remove the CVM after this long (90s, 15m, 2h)");
+  auto* list = cvm->add_subcommand("list", "List CVMs");
+  auto* info = cvm->add_subcommand("info", "Show one CVM");
+  info->add_option("ID", cvm_id, "CVM id")->required();
+  auto* remove = cvm->add_subcommand("remove", "Remove a CVM (kills its agent, wipes its files)");
+  remove->add_option("ID", cvm_id, "CVM id")->required();
+
+  // ---- computation ----
+  auto* comp = app.add_subcommand("computation", "Start, inspect or stop a computation on a CVM");
+  comp->require_subcommand(1);
+  std::string manifest_path;
+  auto* start = comp->add_subcommand("start", "Send a computation manifest (JSON, cocos shape) to a CVM");
+  start->add_option("--cvm", cvm_id, "CVM id")->required();
+  start->add_option("MANIFEST", manifest_path, "manifest.json")->required()->check(CLI::ExistingFile);
+  auto* cstatus = comp->add_subcommand("status", "Show the agent's state");
+  cstatus->add_option("--cvm", cvm_id, "CVM id")->required();
+  auto* stop = comp->add_subcommand("stop", "Stop the computation and wipe its files");
+  stop->add_option("--cvm", cvm_id, "CVM id")->required();
+
+  // ---- uploads, results ----
+  std::string file, key_path, policy_path, out_path, computation_id;
+  auto add_upload = [&](const char* name, const char* what) {
+    auto* c = app.add_subcommand(name, what);
+    c->add_option("--cvm", cvm_id, "CVM id")->required();
+    c->add_option("FILE", file, "File to upload")->required()->check(CLI::ExistingFile);
+    c->add_option("PRIVATE_KEY", key_path, "Your key (PEM), declared for this file in the manifest")->required()->check(CLI::ExistingFile);
+    c->add_option("--policy", policy_path, "Attestation policy (default: <state>/sim/policy.json)");
+    c->add_option("--computation", computation_id, "Expected computation id (default: ask the agent)");
+    return c;
+  };
+  auto* algo = add_upload("algo", "Attest the CVM, then upload the algorithm sealed to it");
+  auto* data = add_upload("data", "Attest the CVM, then upload a dataset sealed to it");
+  auto* result = app.add_subcommand("result", "Attest the CVM, then fetch and decrypt the result");
+  result->add_option("--cvm", cvm_id, "CVM id")->required();
+  result->add_option("PRIVATE_KEY", key_path, "A result consumer's key (PEM)")->required()->check(CLI::ExistingFile);
+  result->add_option("-o,--output", out_path, "Where to write the result (a zip of results/)")->required();
+  result->add_option("--policy", policy_path, "Attestation policy (default: <state>/sim/policy.json)");
+  result->add_option("--computation", computation_id, "Expected computation id (default: ask the agent)");
+
+  // ---- attestation ----
+  auto* att = app.add_subcommand("attestation", "Fetch and verify a CVM's evidence");
+  att->require_subcommand(1);
+  auto* att_get = att->add_subcommand("get", "Fetch evidence with a fresh nonce, verify it, save the report");
+  att_get->add_option("--cvm", cvm_id, "CVM id")->required();
+  att_get->add_option("-o,--output", out_path, "Where to write the raw report")->required();
+  att_get->add_option("--policy", policy_path, "Attestation policy (default: <state>/sim/policy.json)");
+
+  // ---- keys ----
+  auto* keys = app.add_subcommand("keys", "Participant keys");
+  keys->require_subcommand(1);
+  std::string prefix, key_type = "ed25519";
+  auto* gen = keys->add_subcommand("generate", "Write PREFIX.key (private, 0600) and PREFIX.pub");
+  gen->add_option("-o,--output", prefix, "Path prefix")->required();
+  gen->add_option("--type", key_type, "ed25519|ecdsa|rsa")->capture_default_str()->check(CLI::IsMember({"ed25519", "ecdsa", "rsa"}));
+
+  // ---- events ----
+  auto* events = app.add_subcommand("events", "Print lifecycle and computation events");
+  bool follow = false;
+  int64_t count = 0;
+  double wait_s = 5;
+  events->add_flag("-f,--follow", follow, "Keep printing until interrupted");
+  events->add_option("--count", count, "Stop after this many events");
+  events->add_option("--wait", wait_s, "Without --follow: stop after this many seconds")->capture_default_str();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+
+  try {
+    if (*create) {
+      flatbuffers::FlatBufferBuilder b(128);
+      auto be = backend == "libvirt" ? v1::Backend::libvirt : v1::Backend::process;
+      v1::Tee t = tee == "sim" ? v1::Tee::sim : tee == "none" ? v1::Tee::none : tee == "sev-snp" ? v1::Tee::sev_snp
+                  : tee == "tdx" ? v1::Tee::tdx : v1::Tee::sev;
+      auto req = v1::CreateCvmCreate(b, be, t, parse_duration(ttl));
+      auto options = g.options();
+      options.request_timeout = std::max(options.request_timeout, std::chrono::milliseconds(20000));
+      auto r = take(bus::request_typed<v1::CvmInfo>(connect(g), bus::subjects::manager_create, bus::finish(b, req, {}, sender),
+                                                    options.request_timeout));
+      if (g.json_out)
+        std::cout << info_json(*r.body).dump() << '\n';
+      else
+        std::cout << r.body->id()->str() << '\n';
+    } else if (*list) {
+      flatbuffers::FlatBufferBuilder b(64);
+      auto req = v1::CreateCvmListRequest(b);
+      auto r = take(bus::request_typed<v1::CvmList>(connect(g), bus::subjects::manager_list, bus::finish(b, req, {}, sender),
+                                                    g.timeout()));
+      json arr = json::array();
+      if (r.body->cvms())
+        for (const auto* i : *r.body->cvms()) {
+          if (g.json_out)
+            arr.push_back(info_json(*i));
+          else
+            print_info(g, *i);
+        }
+      if (g.json_out) std::cout << arr.dump() << '\n';
+      else if (!r.body->cvms() || r.body->cvms()->size() == 0) std::cout << "no CVMs\n";
+    } else if (*info) {
+      bus::reply<v1::CvmInfo> keep;
+      print_info(g, *cvm_request(g, bus::subjects::manager_info, cvm_id, keep));
+    } else if (*remove) {
+      bus::reply<v1::CvmInfo> keep;
+      print_info(g, *cvm_request(g, bus::subjects::manager_remove, cvm_id, keep));
+    } else if (*start) {
+      std::ifstream f(manifest_path);
+      std::stringstream ss;
+      ss << f.rdbuf();
+      auto man = take(parse_manifest_json(ss.str()));
+      flatbuffers::FlatBufferBuilder b(4096);
+      auto m = to_fbs(b, man);
+      auto req = v1::CreateComputationStart(b, b.CreateString(cvm_id), m);
+      auto r = take(bus::request_typed<v1::ComputationStatus>(connect(g), bus::subjects::computation_start,
+                                                              bus::finish(b, req, {}, sender), g.timeout()));
+      if (g.json_out)
+        std::cout << json{{"computation_id", man.id}, {"state", v1::EnumNameAgentState(r.body->state())}}.dump() << '\n';
+      else
+        std::cout << fmt::format("computation '{}' started on {}: state {}\n", man.id, cvm_id,
+                                 v1::EnumNameAgentState(r.body->state()));
+    } else if (*cstatus) {
+      print_status(g, take(computation_status(connect(g), cvm_id, g.options())));
+    } else if (*stop) {
+      flatbuffers::FlatBufferBuilder b(128);
+      auto req = v1::CreateComputationStop(b, b.CreateString(cvm_id), b.CreateString(""));
+      auto r = take(bus::request_typed<v1::ComputationStatus>(connect(g), bus::subjects::computation_stop,
+                                                              bus::finish(b, req, {}, sender), g.timeout()));
+      std::cout << (g.json_out ? json{{"state", v1::EnumNameAgentState(r.body->state())}}.dump()
+                               : fmt::format("stopped; state {}", v1::EnumNameAgentState(r.body->state())))
+                << '\n';
+    } else if (*algo || *data) {
+      auto key = load_key(key_path);
+      auto policy = load_policy_or_default(policy_path);
+      auto role = *algo ? file_role::algorithm : file_role::dataset;
+      auto st = take(upload(connect(g), cvm_id, role, file, key, policy, computation_id, g.options()));
+      if (g.json_out)
+        std::cout << json{{"bytes", st.bytes}, {"chunks", st.chunks}, {"seconds", std::chrono::duration<double>(st.elapsed).count()}}.dump()
+                  << '\n';
+      else
+        std::cout << fmt::format("{} {} accepted by the attested agent: {}\n", *algo ? "algorithm" : "dataset",
+                                 fs::path(file).filename().string(), human_rate(st.bytes, st.elapsed));
+    } else if (*result) {
+      auto key = load_key(key_path);
+      auto policy = load_policy_or_default(policy_path);
+      auto st = take(fetch_result(connect(g), cvm_id, key, policy, out_path, computation_id, g.options()));
+      if (g.json_out)
+        std::cout << json{{"bytes", st.bytes}, {"output", out_path}}.dump() << '\n';
+      else
+        std::cout << fmt::format("result decrypted to {}: {}\n", out_path, human_rate(st.bytes, st.elapsed));
+    } else if (*att_get) {
+      auto policy = load_policy_or_default(policy_path);
+      auto a = take(attest(connect(g), cvm_id, policy, g.options()));
+      std::ofstream(out_path, std::ios::binary | std::ios::trunc)
+        .write(reinterpret_cast<const char*>(a.report.data()), static_cast<std::streamsize>(a.report.size()));
+      if (g.json_out)
+        std::cout << json{{"verified", true}, {"summary", a.summary}, {"output", out_path},
+                          {"kx_public_key", crypto::to_hex(a.kx_public_key)}}.dump()
+                  << '\n';
+      else
+        std::cout << "evidence verified against the policy: " << a.summary << "\nreport written to " << out_path << '\n';
+    } else if (*gen) {
+      auto kt = key_type == "rsa" ? crypto::key_type::rsa : key_type == "ecdsa" ? crypto::key_type::ecdsa_p256 : crypto::key_type::ed25519;
+      auto key = take(crypto::private_key::generate(kt));
+      auto priv = prefix + ".key";
+      auto pub = prefix + ".pub";
+      {
+        std::ofstream f(priv, std::ios::trunc);
+        f << key.to_pem();
+        if (!f) throw failure{make_error(errc::internal, "cannot write " + priv)};
+      }
+      fs::permissions(priv, fs::perms::owner_read | fs::perms::owner_write);
+      std::ofstream(pub, std::ios::trunc) << key.public_key().pem();
+      auto b64 = crypto::base64_encode(key.public_key().der());
+      if (g.json_out)
+        std::cout << json{{"private_key", priv}, {"public_key", pub}, {"user_key", b64}}.dump() << '\n';
+      else
+        std::cout << fmt::format("wrote {} and {}\nmanifest user_key: {}\n", priv, pub, b64);
+    } else if (*events) {
+      auto& conn = connect(g);
+      struct shared {
+        std::mutex mu;
+        std::condition_variable cv;
+        std::vector<std::string> lines;
+      };
+      auto sh = std::make_shared<shared>();
+      bool as_json = g.json_out;
+      auto sub = take(conn.subscribe(bus::subjects::all_events, [sh, as_json](bus::message&& m) {
+        auto ev = bus::body_as<v1::Event>(m.data);
+        std::string line;
+        if (!ev) {
+          line = as_json ? json{{"subject", m.subject}, {"error", ev.error().to_string()}}.dump()
+                         : fmt::format("{}  <unreadable event: {}>", m.subject, ev.error().to_string());
+        } else {
+          const auto& e = **ev;
+          auto str = [](const flatbuffers::String* s) { return s ? s->str() : std::string(); };
+          line = as_json ? json{{"kind", str(e.kind())}, {"cvm_id", str(e.cvm_id())}, {"computation_id", str(e.computation_id())},
+                                {"state", str(e.state())}, {"message", str(e.message())}, {"at_ns", e.at_ns()}}.dump()
+                         : fmt::format("{:<12} {:<14} {:<18} {}", str(e.kind()), str(e.cvm_id()), str(e.state()),
+                                       str(e.message()));
+        }
+        {
+          std::lock_guard lock(sh->mu);
+          sh->lines.push_back(std::move(line));
+        }
+        sh->cv.notify_all();
+      }));
+      check(conn.flush(g.timeout()));
+      std::signal(SIGINT, on_interrupt);
+      std::signal(SIGTERM, on_interrupt);
+      auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(wait_s * 1000));
+      int64_t printed = 0;
+      while (!interrupted && (count == 0 || printed < count) && (follow || std::chrono::steady_clock::now() < deadline)) {
+        std::unique_lock lock(sh->mu);
+        sh->cv.wait_for(lock, std::chrono::milliseconds(100), [&] { return !sh->lines.empty(); });
+        for (auto& l : sh->lines) {
+          if (count != 0 && printed >= count) break;
+          std::cout << l << '\n' << std::flush;
+          ++printed;
+        }
+        sh->lines.clear();
+      }
+    }
+  } catch (const failure& f) {
+    if (g.json_out)
+      std::cerr << json{{"error", std::string(to_string(f.err.code))}, {"message", f.err.message}}.dump() << '\n';
+    else
+      std::cerr << "cove: " << f.err.to_string() << '\n';
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace cove::cli
