@@ -1,0 +1,186 @@
+#pragma once
+// Integration fixture: a real nats-server on a random port, a real coved (child
+// process, process backend, simulated TEE) and helpers to drive computations
+// through the same client library the `cove` CLI uses. Every process is owned
+// and killed by PID; every wait has a deadline.
+#include <doctest/doctest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "cove/attest/policy.hpp"
+#include "cove/bus/connection.hpp"
+#include "cove/bus/envelope.hpp"
+#include "cove/bus/subjects.hpp"
+#include "cove/cli/client.hpp"
+#include "cove/crypto/hash.hpp"
+#include "cove/crypto/keys.hpp"
+#include "cove/manifest.hpp"
+#include "cove/schemas/envelope_generated.h"
+#include "cove/test/nats_server.hpp"
+#include "cove/test/process.hpp"
+
+namespace cove::itest {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+inline fs::path bin_dir() { return COVE_BIN_DIR; }
+
+/// Unwraps an expected in a test: fails the test with the error text.
+template <class T>
+T must(expected<T> r, const char* what = "") {
+  if (!r) FAIL(what << ": " << r.error().to_string());
+  return std::move(*r);
+}
+inline void must(expected<void> r, const char* what = "") {
+  if (!r) FAIL(what << ": " << r.error().to_string());
+}
+
+inline void write_file(const fs::path& p, std::string_view content, fs::perms perms = fs::perms::owner_read | fs::perms::owner_write) {
+  std::ofstream f(p, std::ios::binary | std::ios::trunc);
+  f << content;
+  f.close();
+  fs::permissions(p, perms);
+}
+
+inline std::string read_file(const fs::path& p) {
+  std::ifstream f(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+/// A participant of a computation: a key pair on disk.
+struct participant {
+  crypto::private_key key;
+  fs::path key_file;
+  std::vector<uint8_t> der() const { return key.public_key().der(); }
+};
+
+/// nats-server + coved, torn down in reverse order.
+class cluster {
+ public:
+  explicit cluster(std::vector<std::string> extra_coved_args = {})
+    : dir_("cove-itest"), nats_(must(test::nats_server::start(), "nats-server")) {
+    start_coved(std::move(extra_coved_args));
+    bus_ = must(bus::connection::connect({.url = nats_.url(), .name = "itest"}), "connect");
+    policy_ = must(cli::load_policy(state_dir() / "sim" / "policy.json"), "policy");
+  }
+
+  void start_coved(std::vector<std::string> extra = {}) {
+    std::vector<std::string> argv = {(bin_dir() / "coved").string(), "--nats", nats_.url(), "--state-dir",
+                                     state_dir().string(), "--log-level", "debug"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    coved_ = must(test::child_process::spawn(argv, {}, dir_.path(), "coved"), "coved");
+    // coved is ready when the manager answers a list request.
+    auto probe = must(bus::connection::connect({.url = nats_.url(), .name = "probe"}), "connect");
+    flatbuffers::FlatBufferBuilder b(64);
+    auto payload = bus::finish(b, v1::CreateCvmListRequest(b), {}, "itest");
+    bool ready = test::wait_until(
+      [&] {
+        REQUIRE(coved_.running());
+        return static_cast<bool>(bus::request_typed<v1::CvmList>(*probe, bus::subjects::manager_list, payload, 500ms));
+      },
+      test::deadline_in(20s));
+    REQUIRE_MESSAGE(ready, "coved did not become ready; log in " << dir_.path());
+  }
+
+  fs::path dir() const { return dir_.path(); }
+  fs::path state_dir() const { return dir_.path() / "state"; }
+  bus::connection& bus() { return *bus_; }
+  std::shared_ptr<bus::connection> bus_ptr() { return bus_; }
+  const attest::snp_policy& policy() const { return policy_; }
+  test::nats_server& nats() { return nats_; }
+  test::child_process& coved() { return coved_; }
+
+  /// Creates a process-backend CVM and returns its id.
+  std::string create_cvm(uint32_t ttl_seconds = 0) {
+    flatbuffers::FlatBufferBuilder b(64);
+    auto req = v1::CreateCvmCreate(b, v1::Backend::process, v1::Tee::sim, ttl_seconds);
+    auto r = must(bus::request_typed<v1::CvmInfo>(*bus_, bus::subjects::manager_create, bus::finish(b, req, {}, "itest"), 20s),
+                  "cvm create");
+    REQUIRE(r.body->id() != nullptr);
+    CHECK(r.body->state() == v1::CvmState::running);
+    return r.body->id()->str();
+  }
+
+  expected<bus::reply<v1::CvmInfo>> cvm_info(const std::string& id) {
+    flatbuffers::FlatBufferBuilder b(64);
+    auto req = v1::CreateCvmRef(b, b.CreateString(id));
+    return bus::request_typed<v1::CvmInfo>(*bus_, bus::subjects::manager_info, bus::finish(b, req, {}, "itest"), 5s);
+  }
+
+  participant make_participant(const std::string& name, crypto::key_type type = crypto::key_type::ed25519) {
+    auto key = must(crypto::private_key::generate(type, 2048), "keygen");
+    auto file = dir_.path() / (name + ".key");
+    write_file(file, key.to_pem());
+    return participant{std::move(key), file};
+  }
+
+  /// Writes `content` to a file in the test directory and returns its path.
+  fs::path make_file(const std::string& name, std::string_view content, bool executable = false) {
+    auto p = dir_.path() / "inputs";
+    fs::create_directories(p);
+    p /= name;
+    write_file(p, content, executable ? fs::perms::owner_all : fs::perms::owner_read | fs::perms::owner_write);
+    return p;
+  }
+
+  /// Sends a manifest through the computation service; returns the agent's reply state.
+  expected<std::string> start_computation(const std::string& cvm_id, const manifest& m) {
+    flatbuffers::FlatBufferBuilder b(4096);
+    auto off = to_fbs(b, m);
+    auto req = v1::CreateComputationStart(b, b.CreateString(cvm_id), off);
+    auto r = bus::request_typed<v1::ComputationStatus>(*bus_, bus::subjects::computation_start,
+                                                       bus::finish(b, req, {}, "itest"), 10s);
+    if (!r) return r.error();
+    return std::string(v1::EnumNameAgentState(r->body->state()));
+  }
+
+  /// Polls the agent's status until `state` (or Failed) is reached.
+  cli::status wait_for_state(const std::string& cvm_id, std::string_view state, std::chrono::seconds limit = 30s) {
+    cli::status last;
+    bool reached = test::wait_until(
+      [&] {
+        auto s = cli::computation_status(*bus_, cvm_id);
+        if (!s) return false;
+        last = *s;
+        return last.state == state || last.state == "Failed";
+      },
+      test::deadline_in(limit));
+    INFO("last state " << last.state << ": " << last.message);
+    REQUIRE(reached);
+    return last;
+  }
+
+ private:
+  test::temp_dir dir_;
+  test::nats_server nats_;
+  test::child_process coved_;
+  std::shared_ptr<bus::connection> bus_;
+  attest::snp_policy policy_;
+};
+
+inline sha3_digest sha3_of_file(const fs::path& p) { return must(crypto::sha3_256_file(p), "sha3"); }
+
+/// A manifest for one algorithm, some datasets and some consumers.
+inline manifest make_manifest(const std::string& id, const fs::path& algo, algo_type type, const participant& algo_owner,
+                              const std::vector<std::pair<fs::path, const participant*>>& datasets,
+                              const std::vector<const participant*>& consumers, uint32_t timeout_seconds = 0,
+                              std::vector<std::string> args = {}) {
+  manifest m;
+  m.id = id;
+  m.name = "integration " + id;
+  m.algorithm.hash = sha3_of_file(algo);
+  m.algorithm.user_key = algo_owner.der();
+  m.algorithm.type = type;
+  m.algorithm.algo_args = std::move(args);
+  for (const auto& [file, owner] : datasets)
+    m.datasets.push_back(dataset_spec{file.filename().string(), sha3_of_file(file), owner->der()});
+  for (const auto* c : consumers) m.result_consumers.push_back(c->der());
+  m.timeout_seconds = timeout_seconds;
+  return m;
+}
+
+}  // namespace cove::itest
