@@ -1,3 +1,5 @@
 #include "cove/cli/cli.hpp"
 
-int main(int argc, char** argv) { return cove::cli::run(argc, argv); }
+int main(int argc, char** argv) {
+  return cove::cli::run(argc, argv);
+}

@@ -72,14 +72,17 @@ void walk(const v1::Envelope* env) {
   touch(env->sender());
   touch_num(env->sent_at_ns());
   switch (env->body_type()) {
-    case v1::Body::NONE: break;
+    case v1::Body::NONE:
+      break;
     case v1::Body::Error:
       if (const auto* x = env->body_as_Error()) {
         touch_num(cove::errc_from_wire(static_cast<uint8_t>(x->code())));
         touch(x->message());
       }
       break;
-    case v1::Body::Ok: touch_num(env->body_as_Ok() != nullptr); break;
+    case v1::Body::Ok:
+      touch_num(env->body_as_Ok() != nullptr);
+      break;
     case v1::Body::CvmCreate:
       if (const auto* x = env->body_as_CvmCreate()) {
         touch_num(x->backend());
@@ -87,16 +90,22 @@ void walk(const v1::Envelope* env) {
         touch_num(x->ttl_seconds());
       }
       break;
-    case v1::Body::CvmInfo: touch(env->body_as_CvmInfo()); break;
+    case v1::Body::CvmInfo:
+      touch(env->body_as_CvmInfo());
+      break;
     case v1::Body::CvmRef:
       if (const auto* x = env->body_as_CvmRef()) touch(x->id());
       break;
-    case v1::Body::CvmListRequest: touch_num(env->body_as_CvmListRequest() != nullptr); break;
+    case v1::Body::CvmListRequest:
+      touch_num(env->body_as_CvmListRequest() != nullptr);
+      break;
     case v1::Body::CvmList:
       if (const auto* x = env->body_as_CvmList(); x != nullptr && x->cvms() != nullptr)
         for (const auto* i : *x->cvms()) touch(i);
       break;
-    case v1::Body::Manifest: touch(env->body_as_Manifest()); break;
+    case v1::Body::Manifest:
+      touch(env->body_as_Manifest());
+      break;
     case v1::Body::ComputationStart:
       if (const auto* x = env->body_as_ComputationStart()) {
         touch(x->cvm_id());
@@ -203,7 +212,8 @@ void walk(const v1::Envelope* env) {
         touch_num(x->at_ns());
       }
       break;
-    default: break;  // a newer peer's body: verification passes, we do not read it
+    default:
+      break;  // a newer peer's body: verification passes, we do not read it
   }
   (void)cove::bus::body_name(env->body_type());
 }

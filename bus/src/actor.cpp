@@ -4,8 +4,8 @@
 
 namespace cove::bus {
 
-expected<subscription> subscribe_actor(connection& conn, std::string_view subject,
-                                       caf::actor target, std::string_view queue_group) {
+expected<subscription> subscribe_actor(connection& conn, std::string_view subject, caf::actor target,
+                                       std::string_view queue_group) {
   if (!target) return cove::make_error(errc::invalid_request, "subscribe_actor: invalid actor");
   return conn.subscribe(
       subject,

@@ -18,9 +18,13 @@ void open_library() {
   std::call_once(once, [] { nats_Open(-1); });
 }
 
-std::string cstr(std::string_view s) { return std::string(s); }
+std::string cstr(std::string_view s) {
+  return std::string(s);
+}
 
-int64_t to_ms(std::chrono::milliseconds d) { return d.count() < 1 ? 1 : d.count(); }
+int64_t to_ms(std::chrono::milliseconds d) {
+  return d.count() < 1 ? 1 : d.count();
+}
 
 message copy_out(natsMsg* m) {
   message out;
@@ -41,9 +45,15 @@ cove::error error_from_status(natsStatus s, std::string_view what) {
   msg += natsStatus_GetText(s);
   errc code = errc::internal;
   switch (s) {
-    case NATS_TIMEOUT: code = errc::timeout; break;
-    case NATS_NO_RESPONDERS: code = errc::unavailable; break;
-    case NATS_MAX_PAYLOAD: code = errc::too_large; break;
+    case NATS_TIMEOUT:
+      code = errc::timeout;
+      break;
+    case NATS_NO_RESPONDERS:
+      code = errc::unavailable;
+      break;
+    case NATS_MAX_PAYLOAD:
+      code = errc::too_large;
+      break;
     case NATS_CONNECTION_CLOSED:
     case NATS_CONNECTION_DISCONNECTED:
     case NATS_NOT_YET_CONNECTED:
@@ -60,7 +70,8 @@ cove::error error_from_status(natsStatus s, std::string_view what) {
     case NATS_INVALID_QUEUE_NAME:
       code = errc::invalid_request;
       break;
-    default: break;
+    default:
+      break;
   }
   return cove::make_error(code, std::move(msg));
 }
@@ -300,8 +311,7 @@ expected<message> connection::request(std::string_view subject, std::span<const 
   nats_msg reply;
   natsStatus s = natsConnection_Request(out_ptr(reply), conn_.get(), subj.c_str(), data.data(),
                                         static_cast<int>(data.size()), to_ms(timeout));
-  if (s == NATS_NO_RESPONDERS)
-    return cove::make_error(errc::unavailable, "no service answers on " + subj);
+  if (s == NATS_NO_RESPONDERS) return cove::make_error(errc::unavailable, "no service answers on " + subj);
   if (s == NATS_TIMEOUT) return cove::make_error(errc::timeout, "no reply on " + subj + " in time");
   if (s != NATS_OK) return error_from_status(s, "request " + subj);
   return copy_out(reply.get());
@@ -364,8 +374,8 @@ expected<subscription> connection::subscribe(std::string_view subject, handler h
   if (queue_group.empty())
     s = natsConnection_Subscribe(out_ptr(sub), conn_.get(), subj.c_str(), on_msg, ctx);
   else
-    s = natsConnection_QueueSubscribe(out_ptr(sub), conn_.get(), subj.c_str(),
-                                      cstr(queue_group).c_str(), on_msg, ctx);
+    s = natsConnection_QueueSubscribe(out_ptr(sub), conn_.get(), subj.c_str(), cstr(queue_group).c_str(),
+                                      on_msg, ctx);
   if (s != NATS_OK) {
     delete ctx;  // never registered: no callback can run
     return error_from_status(s, "subscribe " + subj);

@@ -8,8 +8,8 @@ int64_t now_ns() noexcept {
       .count();
 }
 
-std::vector<uint8_t> make_error(cove::errc code, std::string_view message,
-                                std::string_view correlation_id, std::string_view sender) {
+std::vector<uint8_t> make_error(cove::errc code, std::string_view message, std::string_view correlation_id,
+                                std::string_view sender) {
   flatbuffers::FlatBufferBuilder fbb(256);
   auto msg = fbb.CreateString(message.data(), message.size());
   auto body = v1::CreateError(fbb, static_cast<v1::ErrorCode>(code), msg);
@@ -33,8 +33,7 @@ const v1::Envelope* verified_envelope(std::span<const uint8_t> buf) noexcept {
 
 std::string body_name(v1::Body type) {
   const char* n = v1::EnumNameBody(type);
-  if (n == nullptr || *n == '\0')
-    return "unknown(" + std::to_string(static_cast<unsigned>(type)) + ")";
+  if (n == nullptr || *n == '\0') return "unknown(" + std::to_string(static_cast<unsigned>(type)) + ")";
   return n;
 }
 

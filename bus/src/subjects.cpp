@@ -3,7 +3,9 @@
 namespace cove::bus {
 
 namespace {
-bool id_char(char c) noexcept { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-'; }
+bool id_char(char c) noexcept {
+  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+}
 }  // namespace
 
 bool valid_id(std::string_view id) noexcept {

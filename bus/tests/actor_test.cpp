@@ -1,6 +1,6 @@
 // CAF 0.17.6 delivery: a real actor system, a real nats-server.
-#include <caf/all.hpp>
 #include <doctest/doctest.h>
+#include <caf/all.hpp>
 
 #include "cove/bus/actor.hpp"
 #include "helpers.hpp"

@@ -40,8 +40,10 @@ TEST_CASE("queue group: each message goes to one member") {
   auto srv = start_server();
   auto conn = connect_to(srv);
   collector<int> got;
-  auto a = conn->subscribe("t.q", [&](message&&) { got.push(1); }, "workers");
-  auto b = conn->subscribe("t.q", [&](message&&) { got.push(2); }, "workers");
+  auto a = conn->subscribe(
+      "t.q", [&](message&&) { got.push(1); }, "workers");
+  auto b = conn->subscribe(
+      "t.q", [&](message&&) { got.push(2); }, "workers");
   REQUIRE(a.has_value());
   REQUIRE(b.has_value());
   REQUIRE(conn->flush(5s));
@@ -101,10 +103,12 @@ TEST_CASE("request_async: reply, timeout and no responders, without blocking") {
 
   collector<std::pair<std::string, expected<message>>> done;
   auto t0 = std::chrono::steady_clock::now();
-  REQUIRE(conn->request_async("t.asilent", bytes("s"), 300ms,
-                              [&](expected<message> r) { done.push({"silent", std::move(r)}); }));
-  REQUIRE(conn->request_async("t.nobody", bytes("n"), 10s,
-                              [&](expected<message> r) { done.push({"nobody", std::move(r)}); }));
+  REQUIRE(conn->request_async("t.asilent", bytes("s"), 300ms, [&](expected<message> r) {
+    done.push({"silent", std::move(r)});
+  }));
+  REQUIRE(conn->request_async("t.nobody", bytes("n"), 10s, [&](expected<message> r) {
+    done.push({"nobody", std::move(r)});
+  }));
   for (int i = 0; i < 10; ++i) {
     std::string body = "m" + std::to_string(i);
     REQUIRE(conn->request_async("t.aecho", bytes(body), 5s, [&, body](expected<message> r) {
@@ -139,9 +143,8 @@ TEST_CASE("request_async pending at destruction completes with unavailable") {
     auto conn = connect_to(srv);
     auto silent = conn->subscribe("t.hold", [](message&&) {});
     REQUIRE(silent.has_value());
-    REQUIRE(conn->request_async("t.hold", bytes("x"), 60s, [&](expected<message> r) {
-      done.push(r ? errc::none : r.error().code);
-    }));
+    REQUIRE(conn->request_async("t.hold", bytes("x"), 60s,
+                                [&](expected<message> r) { done.push(r ? errc::none : r.error().code); }));
   }
   REQUIRE(done.wait_for(1, 1s));
   CHECK(done.items()[0] == errc::unavailable);
@@ -221,7 +224,7 @@ TEST_CASE("server killed: daemon connection buffers and reconnects") {
   REQUIRE(test::wait_until([&] { return conn->stats().disconnects >= 1; }, test::deadline_in(10s)));
   CHECK_FALSE(conn->connected());
   REQUIRE(conn->publish("t.r", bytes("while-down")));  // buffered
-  auto again = test::nats_server::start(port);           // same port: the URL the client knows
+  auto again = test::nats_server::start(port);         // same port: the URL the client knows
   REQUIRE_MESSAGE(again.has_value(), (again ? "" : again.error().to_string()));
   REQUIRE(test::wait_until([&] { return conn->connected(); }, test::deadline_in(10s)));
   // The reconnected callback runs asynchronously, shortly after the state flips.
@@ -248,8 +251,7 @@ TEST_CASE("slow consumer drops are counted") {
   REQUIRE(conn->flush(5s));
   for (int i = 0; i < 50; ++i) REQUIRE(conn->publish("t.slow", bytes("x")));
   REQUIRE(conn->flush(5s));  // the server has sent them all to us
-  REQUIRE(test::wait_until([&] { return conn->stats().slow_consumer_events >= 1; },
-                           test::deadline_in(10s)));
+  REQUIRE(test::wait_until([&] { return conn->stats().slow_consumer_events >= 1; }, test::deadline_in(10s)));
   CHECK(sub->dropped() > 0);
   hold.unlock();
 }

@@ -15,8 +15,8 @@ inline std::vector<std::pair<std::string, std::vector<uint8_t>>> sample_envelope
   out.emplace_back("ok", make_ok("c2", "agent.cvm-1"));
   {
     flatbuffers::FlatBufferBuilder fbb;
-    auto b = v1::CreateCvmInfoDirect(fbb, "cvm-1", v1::Backend::process, v1::Tee::sim,
-                                     v1::CvmState::running, 42, 1700000000000000000LL, 60, "ok");
+    auto b = v1::CreateCvmInfoDirect(fbb, "cvm-1", v1::Backend::process, v1::Tee::sim, v1::CvmState::running,
+                                     42, 1700000000000000000LL, 60, "ok");
     out.emplace_back("cvm_info", finish(fbb, b, "c3", "coved.manager"));
   }
   {

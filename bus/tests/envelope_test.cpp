@@ -98,6 +98,26 @@ TEST_CASE("body_as: wrong body type and Error bodies") {
   CHECK(g.error().code == errc::invalid_request);
 }
 
+TEST_CASE("request_as: an Error body is a wrong request, never the sender's error") {
+  auto err_buf = make_error(errc::unauthorized, "chosen by the caller", "c", "cli");
+  auto r = request_as<v1::CvmRef>(err_buf);
+  REQUIRE_FALSE(r.has_value());
+  CHECK(r.error().code == errc::invalid_request);
+  CHECK(r.error().message == "expected CvmRef body, got Error");
+
+  flatbuffers::FlatBufferBuilder fbb;
+  auto ref = v1::CreateCvmRefDirect(fbb, "cvm-1");
+  auto good = finish(fbb, ref, "c", "cli");
+  auto ok_ref = request_as<v1::CvmRef>(good);
+  REQUIRE(ok_ref.has_value());
+  CHECK((*ok_ref)->id()->str() == "cvm-1");
+  auto wrong = request_as<v1::CvmInfo>(good);
+  REQUIRE_FALSE(wrong.has_value());
+  CHECK(wrong.error().message == "expected CvmInfo body, got CvmRef");
+  std::vector<uint8_t> junk{1, 2, 3};
+  CHECK(request_as<v1::CvmRef>(junk).error().code == errc::invalid_request);
+}
+
 TEST_CASE("request_typed over a real server") {
   using namespace cove::bus::testing;
   auto srv = start_server();

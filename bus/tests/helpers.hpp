@@ -20,8 +20,7 @@ inline test::nats_server start_server() {
   return std::move(*srv);
 }
 
-inline std::shared_ptr<connection> connect_to(const test::nats_server& srv,
-                                              connect_options o = {}) {
+inline std::shared_ptr<connection> connect_to(const test::nats_server& srv, connect_options o = {}) {
   o.url = srv.url();
   o.name = "cove-bus-test";
   auto c = connection::connect(o);
@@ -33,7 +32,9 @@ inline std::span<const uint8_t> bytes(std::string_view s) {
   return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
 }
 
-inline std::string text(const std::vector<uint8_t>& v) { return {v.begin(), v.end()}; }
+inline std::string text(const std::vector<uint8_t>& v) {
+  return {v.begin(), v.end()};
+}
 
 template <class T>
 class collector {

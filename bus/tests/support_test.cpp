@@ -24,8 +24,8 @@ TEST_CASE("temp_dir is created and removed") {
 
 TEST_CASE("child_process: exit status, env, output redirection") {
   temp_dir d;
-  auto p = child_process::spawn({"/bin/sh", "-c", "echo \"$COVE_X\"; echo err >&2; exit 3"},
-                                {"COVE_X=hello"}, d.path(), "sh");
+  auto p = child_process::spawn({"/bin/sh", "-c", "echo \"$COVE_X\"; echo err >&2; exit 3"}, {"COVE_X=hello"},
+                                d.path(), "sh");
   REQUIRE(p.has_value());
   auto st = p->wait_for_exit(deadline_in(10s));
   REQUIRE(st.has_value());
@@ -52,9 +52,8 @@ TEST_CASE("child_process: own process group, terminate and kill reap by pid") {
   CHECK(::kill(pid, 0) == -1);  // reaped: the pid no longer exists for us
 
   // A child that ignores SIGTERM is SIGKILLed after the grace period.
-  auto q = child_process::spawn(
-      {"/bin/sh", "-c", "trap '' TERM; echo ready; while :; do sleep 1; done"}, {}, d.path(),
-      "stubborn");
+  auto q = child_process::spawn({"/bin/sh", "-c", "trap '' TERM; echo ready; while :; do sleep 1; done"}, {},
+                                d.path(), "stubborn");
   REQUIRE(q.has_value());
   REQUIRE(wait_until(
       [&] {

@@ -76,33 +76,39 @@ class window_gate {
   std::optional<error> failure_;
 };
 
-expected<std::string> resolve_computation_id(bus::connection& bus, const std::string& cvm_id, std::string given,
-                                             const client_options& opt) {
+expected<std::string> resolve_computation_id(bus::connection& bus, const std::string& cvm_id,
+                                             std::string given, const client_options& opt) {
   if (!given.empty()) return given;
   auto st = computation_status(bus, cvm_id, opt);
   if (!st) return st.error();
   if (st->computation_id.empty())
-    return make_error(errc::wrong_state, fmt::format("CVM '{}' has no computation; run 'cove computation start' first", cvm_id));
+    return make_error(errc::wrong_state,
+                      fmt::format("CVM '{}' has no computation; run 'cove computation start' first", cvm_id));
   return st->computation_id;
 }
 
 }  // namespace
 
-fs::path default_policy_path() { return default_state_dir() / "sim" / "policy.json"; }
+fs::path default_policy_path() {
+  return default_state_dir() / "sim" / "policy.json";
+}
 
 expected<attest::snp_policy> load_policy(const fs::path& file) {
   std::error_code ec;
   if (!fs::exists(file, ec))
-    return make_error(errc::not_found, fmt::format("policy file {} not found (pass --policy FILE)", file.string()));
+    return make_error(errc::not_found,
+                      fmt::format("policy file {} not found (pass --policy FILE)", file.string()));
   return attest::load_policy_file(file);
 }
 
-expected<status> computation_status(bus::connection& bus, const std::string& cvm_id, const client_options& opt) {
+expected<status> computation_status(bus::connection& bus, const std::string& cvm_id,
+                                    const client_options& opt) {
   auto subject = subject_for(cvm_id, "status");
   if (!subject) return subject.error();
   flatbuffers::FlatBufferBuilder b(128);
   auto req = v1::CreateStatusRequest(b, b.CreateString(cvm_id));
-  auto r = bus::request_typed<v1::ComputationStatus>(bus, *subject, bus::finish(b, req, {}, sender), opt.request_timeout);
+  auto r = bus::request_typed<v1::ComputationStatus>(bus, *subject, bus::finish(b, req, {}, sender),
+                                                     opt.request_timeout);
   if (!r) {
     auto e = r.error();
     if (e.code == errc::unavailable) e.message = fmt::format("no agent answers for CVM '{}'", cvm_id);
@@ -118,26 +124,29 @@ expected<status> computation_status(bus::connection& bus, const std::string& cvm
   return s;
 }
 
-expected<attested_agent> attest(bus::connection& bus, const std::string& cvm_id, const attest::snp_policy& policy,
-                                const client_options& opt) {
+expected<attested_agent> attest(bus::connection& bus, const std::string& cvm_id,
+                                const attest::snp_policy& policy, const client_options& opt) {
   auto subject = subject_for(cvm_id, "attest");
   if (!subject) return subject.error();
   std::array<uint8_t, 32> nonce{};
   crypto::random_bytes(nonce);
   flatbuffers::FlatBufferBuilder b(128);
   auto req = v1::CreateAttestationRequest(b, b.CreateVector(nonce.data(), nonce.size()));
-  auto r = bus::request_typed<v1::Evidence>(bus, *subject, bus::finish(b, req, {}, sender), opt.request_timeout);
+  auto r =
+      bus::request_typed<v1::Evidence>(bus, *subject, bus::finish(b, req, {}, sender), opt.request_timeout);
   if (!r) return r.error();
   const v1::Evidence& ev = *r->body;
   auto fail = [](const std::string& why) { return make_error(errc::attestation_failed, why); };
   if (ev.kind() != v1::EvidenceKind::sim_snp && ev.kind() != v1::EvidenceKind::sev_snp)
-    return fail(fmt::format("evidence kind '{}' is not supported by this verifier", v1::EnumNameEvidenceKind(ev.kind())));
+    return fail(fmt::format("evidence kind '{}' is not supported by this verifier",
+                            v1::EnumNameEvidenceKind(ev.kind())));
   auto report = span_of(ev.report());
   auto kx = span_of(ev.kx_public_key());
   auto sign = span_of(ev.sign_public_key());
   auto chain = span_of(ev.cert_chain());
   if (kx.size() != 32 || sign.size() != 32) return fail("evidence: agent public keys must be 32 bytes each");
-  if (chain.empty()) return fail("evidence: no certificate chain (collateral fetching is not implemented yet)");
+  if (chain.empty())
+    return fail("evidence: no certificate chain (collateral fetching is not implemented yet)");
   std::string_view pems(reinterpret_cast<const char*>(chain.data()), chain.size());
   auto certs = attest::split_pem_bundle(pems);
   if (!certs) return fail("evidence: " + certs.error().message);
@@ -146,7 +155,8 @@ expected<attested_agent> attest(bus::connection& bus, const std::string& cvm_id,
   auto first_end = pems.find("-----END CERTIFICATE-----");
   if (first_end == std::string_view::npos) return fail("evidence: malformed certificate chain");
   first_end += std::string_view("-----END CERTIFICATE-----").size();
-  auto verified = attest::verify_snp_evidence(report, (*certs)[0], pems.substr(first_end), attest::make_verify_options(policy));
+  auto verified = attest::verify_snp_evidence(report, (*certs)[0], pems.substr(first_end),
+                                              attest::make_verify_options(policy));
   if (!verified) return fail(verified.error().message);
   auto expected_rd = crypto::evidence_report_data(kx, sign, nonce);
   if (auto p = attest::check_policy(*verified, policy, expected_rd); !p) return fail(p.error().message);
@@ -156,17 +166,20 @@ expected<attested_agent> attest(bus::connection& bus, const std::string& cvm_id,
   a.sign_public_key.assign(sign.begin(), sign.end());
   a.summary = fmt::format("SEV-SNP report v{} ({}), measurement {}, chip {}…, TCB {}", verified->version,
                           ev.kind() == v1::EvidenceKind::sim_snp ? "simulated TEE" : "hardware",
-                          crypto::to_hex(verified->measurement), crypto::to_hex(std::span(verified->chip_id).first(8)),
+                          crypto::to_hex(verified->measurement),
+                          crypto::to_hex(std::span(verified->chip_id).first(8)),
                           attest::to_string(verified->reported(), verified->product));
   return a;
 }
 
-expected<upload_stats> upload(bus::connection& bus, const std::string& cvm_id, file_role role, const fs::path& file,
-                              const crypto::private_key& key, const attest::snp_policy& policy,
-                              std::string computation_id, const client_options& opt) {
+expected<upload_stats> upload(bus::connection& bus, const std::string& cvm_id, file_role role,
+                              const fs::path& file, const crypto::private_key& key,
+                              const attest::snp_policy& policy, std::string computation_id,
+                              const client_options& opt) {
   auto start = std::chrono::steady_clock::now();
   std::error_code ec;
-  if (!fs::is_regular_file(file, ec)) return make_error(errc::not_found, fmt::format("{}: no such file", file.string()));
+  if (!fs::is_regular_file(file, ec))
+    return make_error(errc::not_found, fmt::format("{}: no such file", file.string()));
   uint64_t size = fs::file_size(file, ec);
   auto agent = attest(bus, cvm_id, policy, opt);
   if (!agent) return agent.error();
@@ -177,8 +190,8 @@ expected<upload_stats> upload(bus::connection& bus, const std::string& cvm_id, f
 
   std::string filename = role == file_role::dataset ? file.filename().string() : "";
   std::string_view role_name = role == file_role::algorithm ? "algorithm" : "dataset";
-  auto statement = crypto::upload_statement(*comp, role_name, role == file_role::dataset ? filename : "algo", *digest,
-                                            agent->kx_public_key);
+  auto statement = crypto::upload_statement(*comp, role_name, role == file_role::dataset ? filename : "algo",
+                                            *digest, agent->kx_public_key);
   auto signature = key.sign(statement);
   if (!signature) return signature.error();
   auto eph = crypto::kx_keypair::generate();
@@ -195,17 +208,19 @@ expected<upload_stats> upload(bus::connection& bus, const std::string& cvm_id, f
   const auto& signer_der = signer.der();
   flatbuffers::FlatBufferBuilder b(1024);
   auto begin = v1::CreateUploadBegin(
-    b, b.CreateString(*comp), role == file_role::algorithm ? v1::FileRole::algorithm : v1::FileRole::dataset,
-    b.CreateString(filename), size, b.CreateVector(digest->data(), digest->size()),
-    b.CreateVector(eph.public_key.data(), eph.public_key.size()), b.CreateVector(header.data(), header.size()),
-    b.CreateVector(signer_der), b.CreateVector(*signature));
+      b, b.CreateString(*comp),
+      role == file_role::algorithm ? v1::FileRole::algorithm : v1::FileRole::dataset,
+      b.CreateString(filename), size, b.CreateVector(digest->data(), digest->size()),
+      b.CreateVector(eph.public_key.data(), eph.public_key.size()),
+      b.CreateVector(header.data(), header.size()), b.CreateVector(signer_der), b.CreateVector(*signature));
   auto ready = bus::request_typed<v1::UploadReady>(bus, *upload_subject, bus::finish(b, begin, {}, sender),
                                                    opt.request_timeout);
   if (!ready) return ready.error();
   std::string stream_id = ready->body->stream_id() ? ready->body->stream_id()->str() : "";
   uint32_t chunk_size = ready->body->chunk_size();
   uint32_t window = std::clamp<uint32_t>(ready->body->window(), 1, 256);
-  if (chunk_size == 0 || chunk_size > 768 * 1024) return make_error(errc::invalid_request, "agent offered a bad chunk size");
+  if (chunk_size == 0 || chunk_size > 768 * 1024)
+    return make_error(errc::invalid_request, "agent offered a bad chunk size");
 
   std::ifstream in(file, std::ios::binary);
   if (!in) return make_error(errc::not_found, "cannot read " + file.string());
@@ -224,13 +239,14 @@ expected<upload_stats> upload(bus::connection& bus, const std::string& cvm_id, f
     auto chunk = v1::CreateChunk(cb, cb.CreateString(stream_id), seq, data, last);
     auto payload = bus::finish(cb, chunk, {}, sender);
     if (!gate.acquire()) break;
-    auto sent = bus.request_async(*chunk_subject, payload, opt.chunk_timeout, [&gate, &done](expected<bus::message> m) {
-      if (!m) return gate.release(m.error());
-      auto ack = bus::body_as<v1::ChunkAck>(m->data);
-      if (!ack) return gate.release(ack.error());
-      if ((*ack)->done()) done = true;
-      gate.release();
-    });
+    auto sent = bus.request_async(*chunk_subject, payload, opt.chunk_timeout,
+                                  [&gate, &done](expected<bus::message> m) {
+                                    if (!m) return gate.release(m.error());
+                                    auto ack = bus::body_as<v1::ChunkAck>(m->data);
+                                    if (!ack) return gate.release(ack.error());
+                                    if ((*ack)->done()) done = true;
+                                    gate.release();
+                                  });
     if (!sent) {
       gate.release(sent.error());
       break;
@@ -241,8 +257,9 @@ expected<upload_stats> upload(bus::connection& bus, const std::string& cvm_id, f
   return upload_stats{size, chunks, std::chrono::steady_clock::now() - start};
 }
 
-expected<upload_stats> fetch_result(bus::connection& bus, const std::string& cvm_id, const crypto::private_key& key,
-                                    const attest::snp_policy& policy, const fs::path& out, std::string computation_id,
+expected<upload_stats> fetch_result(bus::connection& bus, const std::string& cvm_id,
+                                    const crypto::private_key& key, const attest::snp_policy& policy,
+                                    const fs::path& out, std::string computation_id,
                                     const client_options& opt) {
   auto start = std::chrono::steady_clock::now();
   auto agent = attest(bus, cvm_id, policy, opt);
@@ -256,8 +273,10 @@ expected<upload_stats> fetch_result(bus::connection& bus, const std::string& cvm
   auto chunk_subject = subject_for(cvm_id, "result.chunk");
   if (!result_subject || !chunk_subject) return make_error(errc::invalid_request, "invalid CVM id");
   flatbuffers::FlatBufferBuilder b(1024);
-  auto req = v1::CreateResultRequest(b, b.CreateString(*comp), b.CreateVector(consumer.der()), b.CreateVector(*signature));
-  auto ready = bus::request_typed<v1::ResultReady>(bus, *result_subject, bus::finish(b, req, {}, sender), opt.request_timeout);
+  auto req = v1::CreateResultRequest(b, b.CreateString(*comp), b.CreateVector(consumer.der()),
+                                     b.CreateVector(*signature));
+  auto ready = bus::request_typed<v1::ResultReady>(bus, *result_subject, bus::finish(b, req, {}, sender),
+                                                   opt.request_timeout);
   if (!ready) return ready.error();
   const auto& rr = *ready->body;
   auto file_key = crypto::unwrap_key(key, span_of(rr.wrapped_key()));

@@ -56,7 +56,9 @@ bus::connection& connect(globals& g) {
   if (!g.conn) {
     auto url = g.nats_url.empty() ? default_nats_url() : g.nats_url;
     auto c = bus::connection::connect({.url = url, .name = "cove-cli"});
-    if (!c) throw failure{make_error(c.error().code, fmt::format("cannot reach the bus at {}: {}", url, c.error().message))};
+    if (!c)
+      throw failure{
+          make_error(c.error().code, fmt::format("cannot reach the bus at {}: {}", url, c.error().message))};
     g.conn = *c;
   }
   return *g.conn;
@@ -70,12 +72,18 @@ uint32_t parse_duration(const std::string& text) {
   try {
     v = std::stoul(text, &pos);
   } catch (const std::exception&) {
-    throw failure{make_error(errc::invalid_request, fmt::format("--ttl: '{}' is not a duration (e.g. 90s, 15m, 2h)", text))};
+    throw failure{make_error(errc::invalid_request,
+                             fmt::format("--ttl: '{}' is not a duration (e.g. 90s, 15m, 2h)", text))};
   }
   std::string unit = text.substr(pos);
-  unsigned long mult = unit.empty() || unit == "s" ? 1 : unit == "m" ? 60 : unit == "h" ? 3600 : unit == "d" ? 86400 : 0;
+  unsigned long mult = unit.empty() || unit == "s" ? 1
+                       : unit == "m"               ? 60
+                       : unit == "h"               ? 3600
+                       : unit == "d"               ? 86400
+                                                   : 0;
   if (mult == 0 || v * mult > 0xffffffffUL)
-    throw failure{make_error(errc::invalid_request, fmt::format("--ttl: '{}' is not a duration (e.g. 90s, 15m, 2h)", text))};
+    throw failure{make_error(errc::invalid_request,
+                             fmt::format("--ttl: '{}' is not a duration (e.g. 90s, 15m, 2h)", text))};
   return static_cast<uint32_t>(v * mult);
 }
 
@@ -97,19 +105,24 @@ void print_info(const globals& g, const v1::CvmInfo& i) {
   }
   auto j = info_json(i);
   std::cout << fmt::format("{}  {}  backend={} tee={} pid={}{}{}\n", j["id"].get<std::string>(),
-                           j["state"].get<std::string>(), j["backend"].get<std::string>(), j["tee"].get<std::string>(),
-                           i.pid(), i.ttl_seconds() ? fmt::format(" ttl={}s", i.ttl_seconds()) : "",
+                           j["state"].get<std::string>(), j["backend"].get<std::string>(),
+                           j["tee"].get<std::string>(), i.pid(),
+                           i.ttl_seconds() ? fmt::format(" ttl={}s", i.ttl_seconds()) : "",
                            i.detail() && i.detail()->size() ? "  " + i.detail()->str() : "");
 }
 
-const v1::CvmInfo* cvm_request(globals& g, std::string_view subject, const std::string& id, bus::reply<v1::CvmInfo>& keep) {
+const v1::CvmInfo* cvm_request(globals& g, std::string_view subject, const std::string& id,
+                               bus::reply<v1::CvmInfo>& keep) {
   flatbuffers::FlatBufferBuilder b(128);
   auto req = v1::CreateCvmRef(b, b.CreateString(id));
-  keep = take(bus::request_typed<v1::CvmInfo>(connect(g), subject, bus::finish(b, req, {}, sender), g.timeout()));
+  keep = take(
+      bus::request_typed<v1::CvmInfo>(connect(g), subject, bus::finish(b, req, {}, sender), g.timeout()));
   return keep.body;
 }
 
-crypto::private_key load_key(const std::string& path) { return take(crypto::private_key::load_file(path)); }
+crypto::private_key load_key(const std::string& path) {
+  return take(crypto::private_key::load_file(path));
+}
 
 attest::snp_policy load_policy_or_default(const std::string& path) {
   return take(load_policy(path.empty() ? default_policy_path() : fs::path(path)));
@@ -117,11 +130,16 @@ attest::snp_policy load_policy_or_default(const std::string& path) {
 
 void print_status(const globals& g, const status& s) {
   if (g.json_out) {
-    std::cout << json{{"computation_id", s.computation_id}, {"state", s.state}, {"message", s.message}, {"pending", s.pending}}.dump()
+    std::cout << json{{"computation_id", s.computation_id},
+                      {"state", s.state},
+                      {"message", s.message},
+                      {"pending", s.pending}}
+                     .dump()
               << '\n';
     return;
   }
-  std::cout << fmt::format("computation {}  state {}", s.computation_id.empty() ? "-" : s.computation_id, s.state);
+  std::cout << fmt::format("computation {}  state {}", s.computation_id.empty() ? "-" : s.computation_id,
+                           s.state);
   if (!s.pending.empty()) std::cout << fmt::format("  waiting for: {}", fmt::join(s.pending, ", "));
   if (!s.message.empty()) std::cout << "\n  " << s.message;
   std::cout << '\n';
@@ -129,11 +147,14 @@ void print_status(const globals& g, const status& s) {
 
 std::string human_rate(uint64_t bytes, std::chrono::nanoseconds t) {
   double secs = std::max(1e-9, std::chrono::duration<double>(t).count());
-  return fmt::format("{} bytes in {:.3f} s ({:.1f} MB/s)", bytes, secs, static_cast<double>(bytes) / secs / 1e6);
+  return fmt::format("{} bytes in {:.3f} s ({:.1f} MB/s)", bytes, secs,
+                     static_cast<double>(bytes) / secs / 1e6);
 }
 
 volatile std::sig_atomic_t interrupted = 0;
-extern "C" void on_interrupt(int) { interrupted = 1; }
+extern "C" void on_interrupt(int) {
+  interrupted = 1;
+}
 
 }  // namespace
 
@@ -151,8 +172,12 @@ int run(int argc, char** argv) {
   cvm->require_subcommand(1);
   std::string backend = "process", tee = "sim", ttl, cvm_id;
   auto* create = cvm->add_subcommand("create", "Create a CVM; prints its id");
-  create->add_option("--backend", backend, "process|libvirt")->capture_default_str()->check(CLI::IsMember({"process", "libvirt"}));
-  create->add_option("--tee", tee, "sim|none|sev-snp|tdx|sev")->capture_default_str()->check(CLI::IsMember({"sim", "none", "sev-snp", "tdx", "sev"}));
+  create->add_option("--backend", backend, "process|libvirt")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"process", "libvirt"}));
+  create->add_option("--tee", tee, "sim|none|sev-snp|tdx|sev")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"sim", "none", "sev-snp", "tdx", "sev"}));
   create->add_option("--ttl", ttl, "Remove the CVM after this long (90s, 15m, 2h)");
   auto* list = cvm->add_subcommand("list", "List CVMs");
   auto* info = cvm->add_subcommand("info", "Show one CVM");
@@ -178,7 +203,9 @@ int run(int argc, char** argv) {
     auto* c = app.add_subcommand(name, what);
     c->add_option("--cvm", cvm_id, "CVM id")->required();
     c->add_option("FILE", file, "File to upload")->required()->check(CLI::ExistingFile);
-    c->add_option("PRIVATE_KEY", key_path, "Your key (PEM), declared for this file in the manifest")->required()->check(CLI::ExistingFile);
+    c->add_option("PRIVATE_KEY", key_path, "Your key (PEM), declared for this file in the manifest")
+        ->required()
+        ->check(CLI::ExistingFile);
     c->add_option("--policy", policy_path, "Attestation policy (default: <state>/sim/policy.json)");
     c->add_option("--computation", computation_id, "Expected computation id (default: ask the agent)");
     return c;
@@ -187,7 +214,9 @@ int run(int argc, char** argv) {
   auto* data = add_upload("data", "Attest the CVM, then upload a dataset sealed to it");
   auto* result = app.add_subcommand("result", "Attest the CVM, then fetch and decrypt the result");
   result->add_option("--cvm", cvm_id, "CVM id")->required();
-  result->add_option("PRIVATE_KEY", key_path, "A result consumer's key (PEM)")->required()->check(CLI::ExistingFile);
+  result->add_option("PRIVATE_KEY", key_path, "A result consumer's key (PEM)")
+      ->required()
+      ->check(CLI::ExistingFile);
   result->add_option("-o,--output", out_path, "Where to write the result (a zip of results/)")->required();
   result->add_option("--policy", policy_path, "Attestation policy (default: <state>/sim/policy.json)");
   result->add_option("--computation", computation_id, "Expected computation id (default: ask the agent)");
@@ -206,7 +235,9 @@ int run(int argc, char** argv) {
   std::string prefix, key_type = "ed25519";
   auto* gen = keys->add_subcommand("generate", "Write PREFIX.key (private, 0600) and PREFIX.pub");
   gen->add_option("-o,--output", prefix, "Path prefix")->required();
-  gen->add_option("--type", key_type, "ed25519|ecdsa|rsa")->capture_default_str()->check(CLI::IsMember({"ed25519", "ecdsa", "rsa"}));
+  gen->add_option("--type", key_type, "ed25519|ecdsa|rsa")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"ed25519", "ecdsa", "rsa"}));
 
   // ---- events ----
   auto* events = app.add_subcommand("events", "Print lifecycle and computation events");
@@ -215,25 +246,32 @@ int run(int argc, char** argv) {
   double wait_s = 5;
   events->add_flag("-f,--follow", follow, "Keep printing until interrupted");
   events->add_option("--count", count, "Stop after this many events");
-  events->add_option("--wait", wait_s, "Without --follow: stop after this many seconds")->capture_default_str();
+  events->add_option("--wait", wait_s, "Without --follow: stop after this many seconds")
+      ->capture_default_str();
 
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // app.exit prints help or the parse error; CLI11's own codes (100+) become
+    // the documented usage-error code.
+    return app.exit(e) == 0 ? 0 : 2;
   }
 
   try {
     if (*create) {
       flatbuffers::FlatBufferBuilder b(128);
       auto be = backend == "libvirt" ? v1::Backend::libvirt : v1::Backend::process;
-      v1::Tee t = tee == "sim" ? v1::Tee::sim : tee == "none" ? v1::Tee::none : tee == "sev-snp" ? v1::Tee::sev_snp
-                  : tee == "tdx" ? v1::Tee::tdx : v1::Tee::sev;
+      v1::Tee t = tee == "sim"       ? v1::Tee::sim
+                  : tee == "none"    ? v1::Tee::none
+                  : tee == "sev-snp" ? v1::Tee::sev_snp
+                  : tee == "tdx"     ? v1::Tee::tdx
+                                     : v1::Tee::sev;
       auto req = v1::CreateCvmCreate(b, be, t, parse_duration(ttl));
       auto options = g.options();
       options.request_timeout = std::max(options.request_timeout, std::chrono::milliseconds(20000));
-      auto r = take(bus::request_typed<v1::CvmInfo>(connect(g), bus::subjects::manager_create, bus::finish(b, req, {}, sender),
-                                                    options.request_timeout));
+      auto r =
+          take(bus::request_typed<v1::CvmInfo>(connect(g), bus::subjects::manager_create,
+                                               bus::finish(b, req, {}, sender), options.request_timeout));
       if (g.json_out)
         std::cout << info_json(*r.body).dump() << '\n';
       else
@@ -241,8 +279,8 @@ int run(int argc, char** argv) {
     } else if (*list) {
       flatbuffers::FlatBufferBuilder b(64);
       auto req = v1::CreateCvmListRequest(b);
-      auto r = take(bus::request_typed<v1::CvmList>(connect(g), bus::subjects::manager_list, bus::finish(b, req, {}, sender),
-                                                    g.timeout()));
+      auto r = take(bus::request_typed<v1::CvmList>(connect(g), bus::subjects::manager_list,
+                                                    bus::finish(b, req, {}, sender), g.timeout()));
       json arr = json::array();
       if (r.body->cvms())
         for (const auto* i : *r.body->cvms()) {
@@ -251,8 +289,10 @@ int run(int argc, char** argv) {
           else
             print_info(g, *i);
         }
-      if (g.json_out) std::cout << arr.dump() << '\n';
-      else if (!r.body->cvms() || r.body->cvms()->size() == 0) std::cout << "no CVMs\n";
+      if (g.json_out)
+        std::cout << arr.dump() << '\n';
+      else if (!r.body->cvms() || r.body->cvms()->size() == 0)
+        std::cout << "no CVMs\n";
     } else if (*info) {
       bus::reply<v1::CvmInfo> keep;
       print_info(g, *cvm_request(g, bus::subjects::manager_info, cvm_id, keep));
@@ -270,7 +310,9 @@ int run(int argc, char** argv) {
       auto r = take(bus::request_typed<v1::ComputationStatus>(connect(g), bus::subjects::computation_start,
                                                               bus::finish(b, req, {}, sender), g.timeout()));
       if (g.json_out)
-        std::cout << json{{"computation_id", man.id}, {"state", v1::EnumNameAgentState(r.body->state())}}.dump() << '\n';
+        std::cout
+            << json{{"computation_id", man.id}, {"state", v1::EnumNameAgentState(r.body->state())}}.dump()
+            << '\n';
       else
         std::cout << fmt::format("computation '{}' started on {}: state {}\n", man.id, cvm_id,
                                  v1::EnumNameAgentState(r.body->state()));
@@ -290,11 +332,15 @@ int run(int argc, char** argv) {
       auto role = *algo ? file_role::algorithm : file_role::dataset;
       auto st = take(upload(connect(g), cvm_id, role, file, key, policy, computation_id, g.options()));
       if (g.json_out)
-        std::cout << json{{"bytes", st.bytes}, {"chunks", st.chunks}, {"seconds", std::chrono::duration<double>(st.elapsed).count()}}.dump()
+        std::cout << json{{"bytes", st.bytes},
+                          {"chunks", st.chunks},
+                          {"seconds", std::chrono::duration<double>(st.elapsed).count()}}
+                         .dump()
                   << '\n';
       else
-        std::cout << fmt::format("{} {} accepted by the attested agent: {}\n", *algo ? "algorithm" : "dataset",
-                                 fs::path(file).filename().string(), human_rate(st.bytes, st.elapsed));
+        std::cout << fmt::format("{} {} accepted by the attested agent: {}\n",
+                                 *algo ? "algorithm" : "dataset", fs::path(file).filename().string(),
+                                 human_rate(st.bytes, st.elapsed));
     } else if (*result) {
       auto key = load_key(key_path);
       auto policy = load_policy_or_default(policy_path);
@@ -307,15 +353,22 @@ int run(int argc, char** argv) {
       auto policy = load_policy_or_default(policy_path);
       auto a = take(attest(connect(g), cvm_id, policy, g.options()));
       std::ofstream(out_path, std::ios::binary | std::ios::trunc)
-        .write(reinterpret_cast<const char*>(a.report.data()), static_cast<std::streamsize>(a.report.size()));
+          .write(reinterpret_cast<const char*>(a.report.data()),
+                 static_cast<std::streamsize>(a.report.size()));
       if (g.json_out)
-        std::cout << json{{"verified", true}, {"summary", a.summary}, {"output", out_path},
-                          {"kx_public_key", crypto::to_hex(a.kx_public_key)}}.dump()
+        std::cout << json{{"verified", true},
+                          {"summary", a.summary},
+                          {"output", out_path},
+                          {"kx_public_key", crypto::to_hex(a.kx_public_key)}}
+                         .dump()
                   << '\n';
       else
-        std::cout << "evidence verified against the policy: " << a.summary << "\nreport written to " << out_path << '\n';
+        std::cout << "evidence verified against the policy: " << a.summary << "\nreport written to "
+                  << out_path << '\n';
     } else if (*gen) {
-      auto kt = key_type == "rsa" ? crypto::key_type::rsa : key_type == "ecdsa" ? crypto::key_type::ecdsa_p256 : crypto::key_type::ed25519;
+      auto kt = key_type == "rsa"     ? crypto::key_type::rsa
+                : key_type == "ecdsa" ? crypto::key_type::ecdsa_p256
+                                      : crypto::key_type::ed25519;
       auto key = take(crypto::private_key::generate(kt));
       auto priv = prefix + ".key";
       auto pub = prefix + ".pub";
@@ -349,10 +402,15 @@ int run(int argc, char** argv) {
         } else {
           const auto& e = **ev;
           auto str = [](const flatbuffers::String* s) { return s ? s->str() : std::string(); };
-          line = as_json ? json{{"kind", str(e.kind())}, {"cvm_id", str(e.cvm_id())}, {"computation_id", str(e.computation_id())},
-                                {"state", str(e.state())}, {"message", str(e.message())}, {"at_ns", e.at_ns()}}.dump()
-                         : fmt::format("{:<12} {:<14} {:<18} {}", str(e.kind()), str(e.cvm_id()), str(e.state()),
-                                       str(e.message()));
+          line = as_json ? json{{"kind", str(e.kind())},
+                                {"cvm_id", str(e.cvm_id())},
+                                {"computation_id", str(e.computation_id())},
+                                {"state", str(e.state())},
+                                {"message", str(e.message())},
+                                {"at_ns", e.at_ns()}}
+                               .dump()
+                         : fmt::format("{:<12} {:<14} {:<18} {}", str(e.kind()), str(e.cvm_id()),
+                                       str(e.state()), str(e.message()));
         }
         {
           std::lock_guard lock(sh->mu);
@@ -363,9 +421,11 @@ int run(int argc, char** argv) {
       check(conn.flush(g.timeout()));
       std::signal(SIGINT, on_interrupt);
       std::signal(SIGTERM, on_interrupt);
-      auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(wait_s * 1000));
+      auto deadline =
+          std::chrono::steady_clock::now() + std::chrono::milliseconds(static_cast<int64_t>(wait_s * 1000));
       int64_t printed = 0;
-      while (!interrupted && (count == 0 || printed < count) && (follow || std::chrono::steady_clock::now() < deadline)) {
+      while (!interrupted && (count == 0 || printed < count) &&
+             (follow || std::chrono::steady_clock::now() < deadline)) {
         std::unique_lock lock(sh->mu);
         sh->cv.wait_for(lock, std::chrono::milliseconds(100), [&] { return !sh->lines.empty(); });
         for (auto& l : sh->lines) {
@@ -378,7 +438,8 @@ int run(int argc, char** argv) {
     }
   } catch (const failure& f) {
     if (g.json_out)
-      std::cerr << json{{"error", std::string(to_string(f.err.code))}, {"message", f.err.message}}.dump() << '\n';
+      std::cerr << json{{"error", std::string(to_string(f.err.code))}, {"message", f.err.message}}.dump()
+                << '\n';
     else
       std::cerr << "cove: " << f.err.to_string() << '\n';
     return 1;

@@ -101,10 +101,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::span<const uint8_t> rest(data + 1, size - 1);
   std::string_view text(reinterpret_cast<const char*>(rest.data()), rest.size());
   switch (data[0] % 4) {
-    case 0: fuzz_public(text); break;
-    case 1: fuzz_private(text); break;
-    case 2: fuzz_stream(rest); break;
-    default: fuzz_unwrap(rest); break;
+    case 0:
+      fuzz_public(text);
+      break;
+    case 1:
+      fuzz_private(text);
+      break;
+    case 2:
+      fuzz_stream(rest);
+      break;
+    default:
+      fuzz_unwrap(rest);
+      break;
   }
   return 0;
 }

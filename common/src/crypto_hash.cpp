@@ -62,8 +62,7 @@ expected<sha3_digest> sha3_256_file(const std::filesystem::path& path) {
   };
   std::unique_ptr<std::FILE, file_closer> f(std::fopen(path.c_str(), "rb"));
   if (!f) {
-    return make_error(errc::not_found,
-                      "cannot open '" + path.string() + "': " + std::strerror(errno));
+    return make_error(errc::not_found, "cannot open '" + path.string() + "': " + std::strerror(errno));
   }
   constexpr size_t buffer_size = size_t{1} << 20;
   std::vector<uint8_t> buf(buffer_size);

@@ -89,8 +89,9 @@ expected<key_type> classify(EVP_PKEY* pkey) {
                   "RSA-PSS restricted keys (id-RSASSA-PSS) are not supported; use a plain RSA key");
     default: {
       const char* name = EVP_PKEY_get0_type_name(pkey);
-      return fail(errc::invalid_request, std::string("key type '") + (name != nullptr ? name : "unknown") +
-                                             "' is not supported; use Ed25519, ECDSA P-256 or RSA (>= 2048 bits)");
+      return fail(errc::invalid_request,
+                  std::string("key type '") + (name != nullptr ? name : "unknown") +
+                      "' is not supported; use Ed25519, ECDSA P-256 or RSA (>= 2048 bits)");
     }
   }
 }
@@ -100,7 +101,8 @@ expected<std::vector<uint8_t>> spki_der(EVP_PKEY* pkey) {
   if (len <= 0) return fail(errc::internal, "cannot encode public key: " + openssl_error());
   std::vector<uint8_t> der(static_cast<size_t>(len));
   unsigned char* p = der.data();
-  if (i2d_PUBKEY(pkey, &p) != len) return fail(errc::internal, "cannot encode public key: " + openssl_error());
+  if (i2d_PUBKEY(pkey, &p) != len)
+    return fail(errc::internal, "cannot encode public key: " + openssl_error());
   return der;
 }
 
@@ -173,9 +175,12 @@ bool set_pss(EVP_PKEY_CTX* pctx) {
 
 std::string_view to_string(key_type t) noexcept {
   switch (t) {
-    case key_type::ed25519: return "ed25519";
-    case key_type::ecdsa_p256: return "ecdsa-p256";
-    case key_type::rsa: return "rsa";
+    case key_type::ed25519:
+      return "ed25519";
+    case key_type::ecdsa_p256:
+      return "ecdsa-p256";
+    case key_type::rsa:
+      return "rsa";
   }
   return "unknown";
 }
@@ -229,7 +234,8 @@ expected<public_key> public_key::parse(std::string_view text) {
   }
   auto der = base64_decode(compact);
   if (!der) {
-    return make_error(errc::invalid_request, "public key is neither PEM nor base64 of DER SubjectPublicKeyInfo");
+    return make_error(errc::invalid_request,
+                      "public key is neither PEM nor base64 of DER SubjectPublicKeyInfo");
   }
   return from_der(*der);
 }
@@ -256,13 +262,20 @@ std::string public_key::pem() const {
   return bio_contents(bio.get());
 }
 
-int public_key::bits() const noexcept { return EVP_PKEY_get_bits(pkey_.get()); }
+int public_key::bits() const noexcept {
+  return EVP_PKEY_get_bits(pkey_.get());
+}
 
-std::string public_key::fingerprint() const { return to_hex(sha3_256_of(der_)); }
+std::string public_key::fingerprint() const {
+  return to_hex(sha3_256_of(der_));
+}
 
-std::string public_key::short_id() const { return fingerprint().substr(0, 16); }
+std::string public_key::short_id() const {
+  return fingerprint().substr(0, 16);
+}
 
-expected<void> public_key::verify(std::span<const uint8_t> message, std::span<const uint8_t> signature) const {
+expected<void> public_key::verify(std::span<const uint8_t> message,
+                                  std::span<const uint8_t> signature) const {
   md_ctx ctx(EVP_MD_CTX_new());
   if (!ctx) return fail(errc::internal, "out of memory");
   EVP_PKEY_CTX* pctx = nullptr;  // owned by ctx
@@ -274,8 +287,8 @@ expected<void> public_key::verify(std::span<const uint8_t> message, std::span<co
   int rc = EVP_DigestVerify(ctx.get(), ptr_or_empty(signature), signature.size(), ptr_or_empty(message),
                             message.size());
   if (rc != 1) {
-    return fail(errc::unauthorized, "signature does not verify under " + std::string(to_string(type_)) +
-                                        " key " + short_id());
+    return fail(errc::unauthorized,
+                "signature does not verify under " + std::string(to_string(type_)) + " key " + short_id());
   }
   return ok();
 }
@@ -291,7 +304,8 @@ expected<private_key> private_key::from_evp(EVP_PKEY* pkey) {
   {
     pkey_ctx ctx(EVP_PKEY_CTX_new_from_pkey(nullptr, pkey, nullptr));
     if (!ctx || EVP_PKEY_pairwise_check(ctx.get()) != 1) {
-      return fail(errc::invalid_request, "private key is inconsistent (public and private parts do not match)");
+      return fail(errc::invalid_request,
+                  "private key is inconsistent (public and private parts do not match)");
     }
   }
   EVP_PKEY_up_ref(pkey);
@@ -309,8 +323,8 @@ expected<private_key> private_key::generate(key_type type, int rsa_bits) {
       break;
     case key_type::rsa:
       if (rsa_bits < min_rsa_bits || rsa_bits > max_rsa_bits) {
-        return make_error(errc::invalid_request, "RSA key size " + std::to_string(rsa_bits) +
-                                                     " is outside 2048..16384 bits");
+        return make_error(errc::invalid_request,
+                          "RSA key size " + std::to_string(rsa_bits) + " is outside 2048..16384 bits");
       }
       key.reset(EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", static_cast<size_t>(rsa_bits)));
       break;
@@ -324,7 +338,8 @@ expected<private_key> private_key::from_pem(std::string_view pem) {
   if (auto r = read_pem(pem, block, "EC PARAMETERS"); !r) return std::move(r).error();
   std::string_view label = block.label();
   if (block.encrypted() || label == "ENCRYPTED PRIVATE KEY") {
-    return make_error(errc::invalid_request, "encrypted private keys are not supported; decrypt the key first");
+    return make_error(errc::invalid_request,
+                      "encrypted private keys are not supported; decrypt the key first");
   }
   std::span<const uint8_t> der(block.data, static_cast<size_t>(block.len));
   expected<evp_pkey> key = make_error(errc::invalid_request, "");
@@ -343,8 +358,9 @@ expected<private_key> private_key::from_pem(std::string_view pem) {
   } else if (label == "EC PRIVATE KEY") {
     key = decode_der(der, EVP_PKEY_EC, true);
   } else {
-    return make_error(errc::invalid_request, "unsupported PEM block '" + std::string(label) +
-                                                 "'; expected PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY");
+    return make_error(errc::invalid_request,
+                      "unsupported PEM block '" + std::string(label) +
+                          "'; expected PRIVATE KEY, RSA PRIVATE KEY or EC PRIVATE KEY");
   }
   if (!key) return make_error(errc::invalid_request, "malformed '" + std::string(label) + "' block");
   return from_evp(key->get());

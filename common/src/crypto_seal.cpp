@@ -22,7 +22,9 @@ using kdf_ctx = c_handle<EVP_KDF_CTX, EVP_KDF_CTX_free>;
 
 const uint8_t empty_byte = 0;
 /// Some libsodium functions are declared nonnull even for zero lengths.
-const uint8_t* ptr_or_empty(std::span<const uint8_t> s) { return s.data() != nullptr ? s.data() : &empty_byte; }
+const uint8_t* ptr_or_empty(std::span<const uint8_t> s) {
+  return s.data() != nullptr ? s.data() : &empty_byte;
+}
 
 error fail(errc code, std::string message) {
   ERR_clear_error();
@@ -52,7 +54,8 @@ secret_key secret_key::generate() {
 
 expected<secret_key> secret_key::from_bytes(std::span<const uint8_t> bytes) {
   if (bytes.size() != size) {
-    return make_error(errc::invalid_request, "a secret key must be 32 bytes, got " + std::to_string(bytes.size()));
+    return make_error(errc::invalid_request,
+                      "a secret key must be 32 bytes, got " + std::to_string(bytes.size()));
   }
   secret_key k;
   std::memcpy(k.bytes_.data(), bytes.data(), size);
@@ -71,7 +74,9 @@ secret_key& secret_key::operator=(secret_key&& other) noexcept {
   return *this;
 }
 
-secret_key::~secret_key() { sodium_memzero(bytes_.data(), size); }
+secret_key::~secret_key() {
+  sodium_memzero(bytes_.data(), size);
+}
 
 // --------------------------------------------------------------- key exchange
 
@@ -147,7 +152,9 @@ seal_stream& seal_stream::operator=(seal_stream&& other) noexcept {
   return *this;
 }
 
-seal_stream::~seal_stream() { sodium_memzero(&state_, sizeof state_); }
+seal_stream::~seal_stream() {
+  sodium_memzero(&state_, sizeof state_);
+}
 
 expected<void> seal_stream::push(std::span<const uint8_t> plain, bool final, std::vector<uint8_t>& out) {
   if (finished_) return make_error(errc::wrong_state, "sealed stream already finished");
@@ -156,10 +163,10 @@ expected<void> seal_stream::push(std::span<const uint8_t> plain, bool final, std
   }
   out.resize(plain.size() + seal_overhead);
   unsigned long long clen = 0;
-  const uint8_t tag =
-      final ? crypto_secretstream_xchacha20poly1305_TAG_FINAL : crypto_secretstream_xchacha20poly1305_TAG_MESSAGE;
-  if (crypto_secretstream_xchacha20poly1305_push(&state_, out.data(), &clen, ptr_or_empty(plain), plain.size(), nullptr,
-                                                 0, tag) != 0) {
+  const uint8_t tag = final ? crypto_secretstream_xchacha20poly1305_TAG_FINAL
+                            : crypto_secretstream_xchacha20poly1305_TAG_MESSAGE;
+  if (crypto_secretstream_xchacha20poly1305_push(&state_, out.data(), &clen, ptr_or_empty(plain),
+                                                 plain.size(), nullptr, 0, tag) != 0) {
     return make_error(errc::crypto_failed, "sealing a chunk failed");
   }
   if (final) finished_ = true;
@@ -169,8 +176,9 @@ expected<void> seal_stream::push(std::span<const uint8_t> plain, bool final, std
 expected<open_stream> open_stream::create(const secret_key& key, std::span<const uint8_t> header) {
   ensure_sodium();
   if (header.size() != seal_header_size) {
-    return make_error(errc::invalid_request, "sealed stream header must be " + std::to_string(seal_header_size) +
-                                                 " bytes, got " + std::to_string(header.size()));
+    return make_error(errc::invalid_request, "sealed stream header must be " +
+                                                 std::to_string(seal_header_size) + " bytes, got " +
+                                                 std::to_string(header.size()));
   }
   open_stream s;
   if (crypto_secretstream_xchacha20poly1305_init_pull(&s.state_, header.data(), key.data()) != 0) {
@@ -196,9 +204,12 @@ open_stream& open_stream::operator=(open_stream&& other) noexcept {
   return *this;
 }
 
-open_stream::~open_stream() { sodium_memzero(&state_, sizeof state_); }
+open_stream::~open_stream() {
+  sodium_memzero(&state_, sizeof state_);
+}
 
-expected<void> open_stream::pull(std::span<const uint8_t> cipher, std::vector<uint8_t>& plain_out, bool& final_out) {
+expected<void> open_stream::pull(std::span<const uint8_t> cipher, std::vector<uint8_t>& plain_out,
+                                 bool& final_out) {
   final_out = false;
   if (failed_) return make_error(errc::crypto_failed, "sealed stream already failed");
   if (finished_) {
@@ -214,11 +225,12 @@ expected<void> open_stream::pull(std::span<const uint8_t> cipher, std::vector<ui
   unsigned char tag = 0;
   uint8_t none = 0;  // libsodium wants a non-null output even for an empty chunk
   uint8_t* m = plain_out.empty() ? &none : plain_out.data();
-  if (crypto_secretstream_xchacha20poly1305_pull(&state_, m, &mlen, &tag, cipher.data(),
-                                                 cipher.size(), nullptr, 0) != 0) {
+  if (crypto_secretstream_xchacha20poly1305_pull(&state_, m, &mlen, &tag, cipher.data(), cipher.size(),
+                                                 nullptr, 0) != 0) {
     failed_ = true;
     plain_out.clear();
-    return make_error(errc::crypto_failed, "sealed chunk failed authentication (forged, reordered or missing chunk)");
+    return make_error(errc::crypto_failed,
+                      "sealed chunk failed authentication (forged, reordered or missing chunk)");
   }
   if (tag == crypto_secretstream_xchacha20poly1305_TAG_FINAL) {
     finished_ = true;
@@ -242,7 +254,8 @@ constexpr std::string_view wrap_info_tag = "cove-wrap-v1";
 expected<std::vector<uint8_t>> encoded_point(EVP_PKEY* pkey) {
   std::vector<uint8_t> out(p256_point_size);
   size_t len = 0;
-  if (EVP_PKEY_get_octet_string_param(pkey, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, out.data(), out.size(), &len) != 1 ||
+  if (EVP_PKEY_get_octet_string_param(pkey, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, out.data(), out.size(),
+                                      &len) != 1 ||
       len != p256_point_size) {
     return fail(errc::internal, "cannot encode P-256 public key");
   }
@@ -254,7 +267,8 @@ expected<evp_pkey> p256_from_point(std::span<const uint8_t> point) {
   char group[] = "prime256v1";
   OSSL_PARAM params[] = {
       OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, group, 0),
-      OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, const_cast<uint8_t*>(point.data()), point.size()),
+      OSSL_PARAM_construct_octet_string(OSSL_PKEY_PARAM_PUB_KEY, const_cast<uint8_t*>(point.data()),
+                                        point.size()),
       OSSL_PARAM_construct_end(),
   };
   EVP_PKEY* raw = nullptr;
@@ -305,7 +319,8 @@ expected<std::vector<uint8_t>> wrap_p256(const public_key& recipient, const secr
     return std::move(r).error();
   }
   std::vector<uint8_t> out;
-  out.reserve(1 + p256_point_size + xnonce_size + secret_key::size + crypto_aead_xchacha20poly1305_ietf_ABYTES);
+  out.reserve(1 + p256_point_size + xnonce_size + secret_key::size +
+              crypto_aead_xchacha20poly1305_ietf_ABYTES);
   out.push_back(wrap_tag_p256);
   out.insert(out.end(), eph_point->begin(), eph_point->end());
   std::array<uint8_t, xnonce_size> nonce{};
@@ -314,8 +329,8 @@ expected<std::vector<uint8_t>> wrap_p256(const public_key& recipient, const secr
   size_t ct_at = out.size();
   out.resize(ct_at + secret_key::size + crypto_aead_xchacha20poly1305_ietf_ABYTES);
   unsigned long long clen = 0;
-  crypto_aead_xchacha20poly1305_ietf_encrypt(out.data() + ct_at, &clen, key.data(), secret_key::size, nullptr, 0,
-                                             nullptr, nonce.data(), kek.data());
+  crypto_aead_xchacha20poly1305_ietf_encrypt(out.data() + ct_at, &clen, key.data(), secret_key::size, nullptr,
+                                             0, nullptr, nonce.data(), kek.data());
   return out;
 }
 
@@ -390,7 +405,8 @@ expected<secret_key> unwrap_ed25519(const private_key& recipient, std::span<cons
 
 bool set_oaep(EVP_PKEY_CTX* ctx) {
   return EVP_PKEY_CTX_set_rsa_padding(ctx, RSA_PKCS1_OAEP_PADDING) == 1 &&
-         EVP_PKEY_CTX_set_rsa_oaep_md(ctx, EVP_sha256()) == 1 && EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, EVP_sha256()) == 1;
+         EVP_PKEY_CTX_set_rsa_oaep_md(ctx, EVP_sha256()) == 1 &&
+         EVP_PKEY_CTX_set_rsa_mgf1_md(ctx, EVP_sha256()) == 1;
 }
 
 expected<std::vector<uint8_t>> wrap_rsa(const public_key& recipient, const secret_key& key) {
@@ -420,9 +436,10 @@ expected<secret_key> unwrap_rsa(const private_key& recipient, std::span<const ui
   bool good = EVP_PKEY_decrypt(ctx.get(), plain.data(), &len, body.data(), body.size()) == 1 &&
               len == secret_key::size;
   ERR_clear_error();
-  expected<secret_key> out = good ? secret_key::from_bytes(std::span<const uint8_t>(plain.data(), len))
-                                  : expected<secret_key>(make_error(errc::crypto_failed,
-                                                                    "cannot unwrap key: wrong key or damaged wrapped key"));
+  expected<secret_key> out =
+      good ? secret_key::from_bytes(std::span<const uint8_t>(plain.data(), len))
+           : expected<secret_key>(
+                 make_error(errc::crypto_failed, "cannot unwrap key: wrong key or damaged wrapped key"));
   sodium_memzero(plain.data(), plain.size());
   return out;
 }
@@ -432,9 +449,12 @@ expected<secret_key> unwrap_rsa(const private_key& recipient, std::span<const ui
 expected<std::vector<uint8_t>> wrap_key(const public_key& recipient, const secret_key& key) {
   ensure_sodium();
   switch (recipient.type()) {
-    case key_type::ed25519: return wrap_ed25519(recipient, key);
-    case key_type::ecdsa_p256: return wrap_p256(recipient, key);
-    case key_type::rsa: return wrap_rsa(recipient, key);
+    case key_type::ed25519:
+      return wrap_ed25519(recipient, key);
+    case key_type::ecdsa_p256:
+      return wrap_p256(recipient, key);
+    case key_type::rsa:
+      return wrap_rsa(recipient, key);
   }
   return make_error(errc::invalid_request, "unsupported key type");
 }
@@ -444,18 +464,27 @@ expected<secret_key> unwrap_key(const private_key& recipient, std::span<const ui
   if (wrapped.empty()) return make_error(errc::crypto_failed, "empty wrapped key");
   uint8_t expected_tag = 0;
   switch (recipient.type()) {
-    case key_type::ed25519: expected_tag = wrap_tag_ed25519; break;
-    case key_type::ecdsa_p256: expected_tag = wrap_tag_p256; break;
-    case key_type::rsa: expected_tag = wrap_tag_rsa; break;
+    case key_type::ed25519:
+      expected_tag = wrap_tag_ed25519;
+      break;
+    case key_type::ecdsa_p256:
+      expected_tag = wrap_tag_p256;
+      break;
+    case key_type::rsa:
+      expected_tag = wrap_tag_rsa;
+      break;
   }
   if (wrapped[0] != expected_tag) {
     return make_error(errc::crypto_failed, "key was wrapped for a different key type or format version");
   }
   auto body = wrapped.subspan(1);
   switch (recipient.type()) {
-    case key_type::ed25519: return unwrap_ed25519(recipient, body);
-    case key_type::ecdsa_p256: return unwrap_p256(recipient, body);
-    case key_type::rsa: return unwrap_rsa(recipient, body);
+    case key_type::ed25519:
+      return unwrap_ed25519(recipient, body);
+    case key_type::ecdsa_p256:
+      return unwrap_p256(recipient, body);
+    case key_type::rsa:
+      return unwrap_rsa(recipient, body);
   }
   return make_error(errc::crypto_failed, "unsupported key type");
 }

@@ -4,21 +4,36 @@ namespace cove {
 
 std::string_view to_string(errc e) noexcept {
   switch (e) {
-    case errc::none: return "none";
-    case errc::invalid_request: return "invalid_request";
-    case errc::not_found: return "not_found";
-    case errc::already_exists: return "already_exists";
-    case errc::unauthorized: return "unauthorized";
-    case errc::wrong_state: return "wrong_state";
-    case errc::hash_mismatch: return "hash_mismatch";
-    case errc::attestation_failed: return "attestation_failed";
-    case errc::timeout: return "timeout";
-    case errc::unavailable: return "unavailable";
-    case errc::too_large: return "too_large";
-    case errc::algorithm_failed: return "algorithm_failed";
-    case errc::internal: return "internal";
-    case errc::crypto_failed: return "crypto_failed";
-    case errc::unknown: return "unknown";
+    case errc::none:
+      return "none";
+    case errc::invalid_request:
+      return "invalid_request";
+    case errc::not_found:
+      return "not_found";
+    case errc::already_exists:
+      return "already_exists";
+    case errc::unauthorized:
+      return "unauthorized";
+    case errc::wrong_state:
+      return "wrong_state";
+    case errc::hash_mismatch:
+      return "hash_mismatch";
+    case errc::attestation_failed:
+      return "attestation_failed";
+    case errc::timeout:
+      return "timeout";
+    case errc::unavailable:
+      return "unavailable";
+    case errc::too_large:
+      return "too_large";
+    case errc::algorithm_failed:
+      return "algorithm_failed";
+    case errc::internal:
+      return "internal";
+    case errc::crypto_failed:
+      return "crypto_failed";
+    case errc::unknown:
+      return "unknown";
   }
   return "unknown";
 }

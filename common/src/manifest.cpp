@@ -29,15 +29,14 @@ error bad(const std::string& path, std::string_view what) {
 std::string base64_encode(std::span<const uint8_t> in) {
   std::string out(4 * ((in.size() + 2) / 3), '\0');
   if (in.empty()) return out;
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), in.data(),
-                          static_cast<int>(in.size()));
+  int n =
+      EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()), in.data(), static_cast<int>(in.size()));
   out.resize(static_cast<size_t>(std::max(n, 0)));
   return out;
 }
 
 bool is_b64_char(char c) {
-  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' ||
-         c == '/';
+  return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '+' || c == '/';
 }
 
 // Strict standard base64 with padding (what Go's encoding/json emits for []byte).
@@ -113,8 +112,7 @@ std::optional<std::vector<uint8_t>> pem_to_der(std::string_view pem) {
   long len = 0;
   if (PEM_read_bio(b.get(), &name, &header, &data, &len) != 1) return std::nullopt;
   std::optional<std::vector<uint8_t>> out;
-  if (std::strcmp(name, "PUBLIC KEY") == 0 && header[0] == '\0' && len > 0)
-    out.emplace(data, data + len);
+  if (std::strcmp(name, "PUBLIC KEY") == 0 && header[0] == '\0' && len > 0) out.emplace(data, data + len);
   OPENSSL_free(name);
   OPENSSL_free(header);
   OPENSSL_free(data);
@@ -237,10 +235,14 @@ expected<algorithm_spec> parse_algorithm(const json& j, const std::string& path)
       if (v.is_null()) continue;
       if (!v.is_string()) return bad(p, "expected \"bin\", \"python\" or \"wasm\"");
       const auto& s = v.get_ref<const std::string&>();
-      if (s.empty() || s == "bin") a.type = algo_type::bin;
-      else if (s == "python") a.type = algo_type::python;
-      else if (s == "wasm") a.type = algo_type::wasm;
-      else return bad(p, "expected \"bin\", \"python\" or \"wasm\"");
+      if (s.empty() || s == "bin")
+        a.type = algo_type::bin;
+      else if (s == "python")
+        a.type = algo_type::python;
+      else if (s == "wasm")
+        a.type = algo_type::wasm;
+      else
+        return bad(p, "expected \"bin\", \"python\" or \"wasm\"");
     } else if (k == "algo_args") {
       if (v.is_null()) continue;
       if (!v.is_array()) return bad(p, "expected an array of strings");
@@ -325,8 +327,7 @@ expected<manifest> parse_root(const json& j) {
 bool valid_id(std::string_view id) {
   if (id.empty() || id.size() > 64) return false;
   return std::all_of(id.begin(), id.end(), [](char c) {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '-' || c == '_';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
   });
 }
 
@@ -350,9 +351,12 @@ std::vector<uint8_t> bytes_of(const flatbuffers::Vector<T>* v) {
 
 std::string_view to_string(algo_type t) noexcept {
   switch (t) {
-    case algo_type::bin: return "bin";
-    case algo_type::python: return "python";
-    case algo_type::wasm: return "wasm";
+    case algo_type::bin:
+      return "bin";
+    case algo_type::python:
+      return "python";
+    case algo_type::wasm:
+      return "wasm";
   }
   return "bin";
 }
@@ -366,7 +370,8 @@ expected<void> check_public_key_der(std::span<const uint8_t> der) {
   if (p != der.data() + der.size())
     return make_error(errc::invalid_request, "trailing bytes after the public key");
   switch (EVP_PKEY_get_base_id(key.get())) {
-    case EVP_PKEY_ED25519: return ok();
+    case EVP_PKEY_ED25519:
+      return ok();
     case EVP_PKEY_RSA:
       if (EVP_PKEY_get_bits(key.get()) < 2048)
         return make_error(errc::invalid_request, "RSA key shorter than 2048 bits");
@@ -408,8 +413,7 @@ expected<void> validate(const manifest& m) {
 }
 
 expected<manifest> parse_manifest_json(std::string_view text) {
-  if (text.size() > max_manifest_json_size)
-    return make_error(errc::too_large, "manifest: larger than 1 MiB");
+  if (text.size() > max_manifest_json_size) return make_error(errc::too_large, "manifest: larger than 1 MiB");
   try {
     json j = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);
     if (j.is_discarded()) return make_error(errc::invalid_request, "manifest: not valid JSON");
@@ -435,7 +439,8 @@ std::string to_json(const manifest& m) {
     if (!m.algorithm.algo_args.empty()) a["algo_args"] = m.algorithm.algo_args;
     j["algorithm"] = std::move(a);
     j["result_consumers"] = json::array();
-    for (const auto& c : m.result_consumers) j["result_consumers"].push_back({{"user_key", base64_encode(c)}});
+    for (const auto& c : m.result_consumers)
+      j["result_consumers"].push_back({{"user_key", base64_encode(c)}});
     if (m.timeout_seconds != 0) j["timeout_seconds"] = m.timeout_seconds;
     return j.dump(2, ' ', false, json::error_handler_t::replace);
   } catch (const std::exception&) {
@@ -452,10 +457,9 @@ flatbuffers::Offset<v1::Manifest> to_fbs(flatbuffers::FlatBufferBuilder& fbb, co
                                          fbb.CreateVector(d.user_key)));
   std::vector<flatbuffers::Offset<flatbuffers::String>> args;
   for (const auto& s : m.algorithm.algo_args) args.push_back(fbb.CreateString(s));
-  auto algo = v1::CreateAlgorithm(
-      fbb, fbb.CreateVector(m.algorithm.hash.data(), m.algorithm.hash.size()),
-      fbb.CreateVector(m.algorithm.user_key), static_cast<v1::AlgoType>(m.algorithm.type),
-      fbb.CreateVector(args));
+  auto algo = v1::CreateAlgorithm(fbb, fbb.CreateVector(m.algorithm.hash.data(), m.algorithm.hash.size()),
+                                  fbb.CreateVector(m.algorithm.user_key),
+                                  static_cast<v1::AlgoType>(m.algorithm.type), fbb.CreateVector(args));
   std::vector<flatbuffers::Offset<v1::Consumer>> consumers;
   for (const auto& c : m.result_consumers) consumers.push_back(v1::CreateConsumer(fbb, fbb.CreateVector(c)));
   return v1::CreateManifest(fbb, fbb.CreateString(m.id), fbb.CreateString(m.name),
@@ -490,10 +494,17 @@ expected<manifest> from_fbs(const v1::Manifest* f) {
   std::copy(a->hash()->begin(), a->hash()->end(), m.algorithm.hash.begin());
   m.algorithm.user_key = bytes_of(a->user_key());
   switch (a->algo_type()) {
-    case v1::AlgoType::bin: m.algorithm.type = algo_type::bin; break;
-    case v1::AlgoType::python: m.algorithm.type = algo_type::python; break;
-    case v1::AlgoType::wasm: m.algorithm.type = algo_type::wasm; break;
-    default: return bad("algorithm.algo_type", "unknown algorithm type");
+    case v1::AlgoType::bin:
+      m.algorithm.type = algo_type::bin;
+      break;
+    case v1::AlgoType::python:
+      m.algorithm.type = algo_type::python;
+      break;
+    case v1::AlgoType::wasm:
+      m.algorithm.type = algo_type::wasm;
+      break;
+    default:
+      return bad("algorithm.algo_type", "unknown algorithm type");
   }
   if (const auto* args = a->algo_args()) {
     for (flatbuffers::uoffset_t i = 0; i < args->size(); ++i) {

@@ -19,10 +19,10 @@ namespace fs = std::filesystem;
 constexpr uint32_t local_sig = 0x04034b50;
 constexpr uint32_t central_sig = 0x02014b50;
 constexpr uint32_t eocd_sig = 0x06054b50;
-constexpr uint16_t dos_time = 0;                               // 00:00:00
-constexpr uint16_t dos_date = (0 << 9) | (1 << 5) | 1;         // 1980-01-01
-constexpr uint16_t version_made_by = (3 << 8) | 20;            // Unix, 2.0
-constexpr uint16_t version_needed = 10;                        // stored
+constexpr uint16_t dos_time = 0;                        // 00:00:00
+constexpr uint16_t dos_date = (0 << 9) | (1 << 5) | 1;  // 1980-01-01
+constexpr uint16_t version_made_by = (3 << 8) | 20;     // Unix, 2.0
+constexpr uint16_t version_needed = 10;                 // stored
 constexpr uint16_t flag_utf8 = 0x0800;
 constexpr size_t chunk = 64 * 1024;
 
@@ -72,10 +72,12 @@ void put16(std::vector<uint8_t>& b, uint16_t v) {
 void put32(std::vector<uint8_t>& b, uint32_t v) {
   for (int i = 0; i < 4; ++i) b.push_back(static_cast<uint8_t>(v >> (8 * i)));
 }
-uint16_t get16(const uint8_t* p) { return static_cast<uint16_t>(p[0] | p[1] << 8); }
+uint16_t get16(const uint8_t* p) {
+  return static_cast<uint16_t>(p[0] | p[1] << 8);
+}
 uint32_t get32(const uint8_t* p) {
-  return static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8 |
-         static_cast<uint32_t>(p[2]) << 16 | static_cast<uint32_t>(p[3]) << 24;
+  return static_cast<uint32_t>(p[0]) | static_cast<uint32_t>(p[1]) << 8 | static_cast<uint32_t>(p[2]) << 16 |
+         static_cast<uint32_t>(p[3]) << 24;
 }
 
 // ---- writer
@@ -243,7 +245,8 @@ expected<void> write_zip(const fs::path& dir, sink& out) {
     central.insert(central.end(), f.name.begin(), f.name.end());
   }
   const uint64_t cd_offset = out.pos();
-  if (cd_offset + central.size() >= 0xFFFFFFFFu) return make_error(errc::too_large, "zip: archive larger than 4 GiB");
+  if (cd_offset + central.size() >= 0xFFFFFFFFu)
+    return make_error(errc::too_large, "zip: archive larger than 4 GiB");
   std::vector<uint8_t> eocd;
   put32(eocd, eocd_sig);
   put16(eocd, 0);
@@ -265,7 +268,9 @@ struct parsed_entry {
   uint64_t data_offset = 0;
 };
 
-error corrupt(const std::string& what) { return make_error(errc::invalid_request, "zip: " + what); }
+error corrupt(const std::string& what) {
+  return make_error(errc::invalid_request, "zip: " + what);
+}
 
 expected<std::vector<parsed_entry>> parse(std::span<const uint8_t> z) {
   if (z.size() < 22) return corrupt("too short");

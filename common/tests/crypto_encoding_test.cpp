@@ -13,7 +13,9 @@ using namespace cove::crypto;
 using cove::errc;
 
 namespace {
-std::vector<uint8_t> bytes_of(std::string_view s) { return {s.begin(), s.end()}; }
+std::vector<uint8_t> bytes_of(std::string_view s) {
+  return {s.begin(), s.end()};
+}
 }  // namespace
 
 TEST_CASE("hex encodes lowercase and round-trips; bad hex is rejected") {
@@ -47,11 +49,11 @@ TEST_CASE("base64 uses the standard padded alphabet and rejects garbage") {
     CHECK(*dec == b);
   }
   CHECK(*base64_decode("+/8=") == std::vector<uint8_t>{0xfb, 0xff});
-  CHECK_FALSE(base64_decode("Zg"));        // missing padding
-  CHECK_FALSE(base64_decode("Zm9v!"));     // bad character
-  CHECK_FALSE(base64_decode("Zm9v Zm9v")); // whitespace
-  CHECK_FALSE(base64_decode("-_8="));      // URL alphabet
-  CHECK_FALSE(base64_decode("Zg==Zg=="));  // data after padding
+  CHECK_FALSE(base64_decode("Zg"));         // missing padding
+  CHECK_FALSE(base64_decode("Zm9v!"));      // bad character
+  CHECK_FALSE(base64_decode("Zm9v Zm9v"));  // whitespace
+  CHECK_FALSE(base64_decode("-_8="));       // URL alphabet
+  CHECK_FALSE(base64_decode("Zg==Zg=="));   // data after padding
   auto bad = base64_decode("@@@@");
   REQUIRE_FALSE(bad);
   CHECK(bad.error().code == errc::invalid_request);
@@ -126,12 +128,15 @@ TEST_CASE("statements: domain tag then u32 big-endian length-prefixed fields") {
   CHECK(s == want);
 
   // Moving bytes between fields changes the statement.
-  CHECK(upload_statement("c1", "dataset", "ab", hash, kx) != upload_statement("c1", "datasetab", "", hash, kx));
-  CHECK(upload_statement("c1", "algorithm", "f", hash, kx) != upload_statement("c1", "dataset", "f", hash, kx));
+  CHECK(upload_statement("c1", "dataset", "ab", hash, kx) !=
+        upload_statement("c1", "datasetab", "", hash, kx));
+  CHECK(upload_statement("c1", "algorithm", "f", hash, kx) !=
+        upload_statement("c1", "dataset", "f", hash, kx));
 
   auto r = result_statement("comp", bytes_of("DER"), kx);
   std::vector<uint8_t> want_r = bytes_of("cove-result-v1");
-  want_r.insert(want_r.end(), {0, 0, 0, 4, 'c', 'o', 'm', 'p', 0, 0, 0, 3, 'D', 'E', 'R', 0, 0, 0, 3, 1, 2, 3});
+  want_r.insert(want_r.end(),
+                {0, 0, 0, 4, 'c', 'o', 'm', 'p', 0, 0, 0, 3, 'D', 'E', 'R', 0, 0, 0, 3, 1, 2, 3});
   CHECK(r == want_r);
   CHECK(result_statement("a", bytes_of("bc"), kx) != result_statement("ab", bytes_of("c"), kx));
 }

@@ -16,8 +16,8 @@
 #include "cove/crypto/keys.hpp"
 
 using namespace cove::crypto;
-using cove::errc;
 using cove::c_handle;
+using cove::errc;
 
 namespace {
 
@@ -32,10 +32,16 @@ const private_key& test_key(key_type t, int which = 0) {
   return it->second;
 }
 
-std::vector<uint8_t> msg_of(std::string_view s) { return {s.begin(), s.end()}; }
+std::vector<uint8_t> msg_of(std::string_view s) {
+  return {s.begin(), s.end()};
+}
 
-evp_pkey openssl_keygen_ec(const char* curve) { return evp_pkey(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", curve)); }
-evp_pkey openssl_keygen_rsa(size_t bits) { return evp_pkey(EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", bits)); }
+evp_pkey openssl_keygen_ec(const char* curve) {
+  return evp_pkey(EVP_PKEY_Q_keygen(nullptr, nullptr, "EC", curve));
+}
+evp_pkey openssl_keygen_rsa(size_t bits) {
+  return evp_pkey(EVP_PKEY_Q_keygen(nullptr, nullptr, "RSA", bits));
+}
 
 std::string bio_string(BIO* bio) {
   char* data = nullptr;
@@ -225,7 +231,8 @@ TEST_CASE("private key PEM variants: PKCS#1 under PRIVATE KEY (cocos), RSA PRIVA
   std::string pkcs1_as_pkcs8_label = traditional_pem(rsa.native(), "PRIVATE KEY");
   {
     // Make sure the body really is PKCS#1 (SEQUENCE { INTEGER 0, INTEGER n, ... }).
-    c_handle<BIO, BIO_free> bio(BIO_new_mem_buf(pkcs1_as_pkcs8_label.data(), static_cast<int>(pkcs1_as_pkcs8_label.size())));
+    c_handle<BIO, BIO_free> bio(
+        BIO_new_mem_buf(pkcs1_as_pkcs8_label.data(), static_cast<int>(pkcs1_as_pkcs8_label.size())));
     char *name = nullptr, *header = nullptr;
     unsigned char* data = nullptr;
     long len = 0;

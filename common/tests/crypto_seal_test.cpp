@@ -48,7 +48,8 @@ sealed seal_chunks(const secret_key& key, std::vector<size_t> sizes) {
 }
 
 /// Pulls `order` chunk indices; returns the index of the first failing pull, or -1.
-int open_chunks(const secret_key& key, const sealed& s, const std::vector<size_t>& order, bool* finished = nullptr) {
+int open_chunks(const secret_key& key, const sealed& s, const std::vector<size_t>& order,
+                bool* finished = nullptr) {
   auto stream = open_stream::create(key, s.header);
   REQUIRE(stream);
   std::vector<uint8_t> out;
@@ -74,7 +75,8 @@ TEST_CASE("secret_key: 32 bytes, move wipes the source") {
   CHECK(copy != std::vector<uint8_t>(32, 0));
   secret_key moved = std::move(k);
   CHECK(std::vector<uint8_t>(moved.bytes().begin(), moved.bytes().end()) == copy);
-  CHECK(std::vector<uint8_t>(k.bytes().begin(), k.bytes().end()) == std::vector<uint8_t>(32, 0));  // NOLINT(bugprone-use-after-move)
+  CHECK(std::vector<uint8_t>(k.bytes().begin(), k.bytes().end()) ==
+        std::vector<uint8_t>(32, 0));  // NOLINT(bugprone-use-after-move)
   auto from = secret_key::from_bytes(copy);
   REQUIRE(from);
   CHECK(std::equal(from->bytes().begin(), from->bytes().end(), copy.begin()));
@@ -133,9 +135,15 @@ TEST_CASE("sealed stream detects tampering, drops, reordering, truncation and ex
     t.chunks[0][0] ^= 0x80;
     CHECK(open_chunks(key, t, {0, 1, 2, 3}) == 0);
   }
-  SUBCASE("dropped chunk") { CHECK(open_chunks(key, s, {0, 2, 3}) == 1); }
-  SUBCASE("reordered chunks") { CHECK(open_chunks(key, s, {1, 0, 2, 3}) == 0); }
-  SUBCASE("replayed chunk") { CHECK(open_chunks(key, s, {0, 0, 1}) == 1); }
+  SUBCASE("dropped chunk") {
+    CHECK(open_chunks(key, s, {0, 2, 3}) == 1);
+  }
+  SUBCASE("reordered chunks") {
+    CHECK(open_chunks(key, s, {1, 0, 2, 3}) == 0);
+  }
+  SUBCASE("replayed chunk") {
+    CHECK(open_chunks(key, s, {0, 0, 1}) == 1);
+  }
   SUBCASE("truncated stream without its final chunk") {
     bool finished = true;
     CHECK(open_chunks(key, s, {0, 1, 2}, &finished) == -1);
@@ -211,9 +219,18 @@ TEST_CASE("wrap/unwrap round trip for every key type; another key cannot unwrap"
     auto wrapped = wrap_key(owner.public_key(), key);
     REQUIRE(wrapped);
     switch (t) {
-      case key_type::ed25519: CHECK(wrapped->size() == 1 + 48 + 32); CHECK((*wrapped)[0] == wrap_tag_ed25519); break;
-      case key_type::ecdsa_p256: CHECK(wrapped->size() == 1 + 65 + 24 + 48); CHECK((*wrapped)[0] == wrap_tag_p256); break;
-      case key_type::rsa: CHECK(wrapped->size() == 1 + 256); CHECK((*wrapped)[0] == wrap_tag_rsa); break;
+      case key_type::ed25519:
+        CHECK(wrapped->size() == 1 + 48 + 32);
+        CHECK((*wrapped)[0] == wrap_tag_ed25519);
+        break;
+      case key_type::ecdsa_p256:
+        CHECK(wrapped->size() == 1 + 65 + 24 + 48);
+        CHECK((*wrapped)[0] == wrap_tag_p256);
+        break;
+      case key_type::rsa:
+        CHECK(wrapped->size() == 1 + 256);
+        CHECK((*wrapped)[0] == wrap_tag_rsa);
+        break;
     }
     auto back = unwrap_key(owner, *wrapped);
     REQUIRE(back);

@@ -57,10 +57,14 @@ json valid_json() {
       {"name", "sum"},
       {"description", "adds numbers"},
       {"datasets",
-       json::array({{{"filename", "a.csv"}, {"hash", hex_a}, {"user_key", b64(spki(k.ed.get()))}},
-                    {{"filename", "b.csv"}, {"hash", std::string(64, 'B')}, {"user_key", b64(spki(k.ec.get()))}}})},
-      {"algorithm", {{"hash", std::string(64, '0')}, {"user_key", b64(spki(k.rsa.get()))}, {"algo_type", "python"},
-                     {"algo_args", {"--x", "1"}}}},
+       json::array(
+           {{{"filename", "a.csv"}, {"hash", hex_a}, {"user_key", b64(spki(k.ed.get()))}},
+            {{"filename", "b.csv"}, {"hash", std::string(64, 'B')}, {"user_key", b64(spki(k.ec.get()))}}})},
+      {"algorithm",
+       {{"hash", std::string(64, '0')},
+        {"user_key", b64(spki(k.rsa.get()))},
+        {"algo_type", "python"},
+        {"algo_args", {"--x", "1"}}}},
       {"result_consumers", json::array({{{"user_key", b64(spki(k.ed.get()))}}})},
       {"timeout_seconds", 30}};
 }
@@ -97,13 +101,17 @@ TEST_CASE("cocos's shape parses: array hashes, PEM keys, source/kbs/decompress, 
   const auto& k = test_keys();
   json hash = json::array();
   for (int i = 0; i < 32; ++i) hash.push_back(i * 8);
-  json j = {{"id", "7c9e6679-7425-40de-944b-e07fc1f90ae7"},
-            {"datasets", json::array({{{"hash", hash}, {"user_key", pem(k.ec.get())}, {"filename", "d.zip"},
-                                       {"source", {{"type", ""}, {"url", ""}, {"kbs_resource_path", ""}, {"encrypted", false}}},
-                                       {"decompress", true},
-                                       {"kbs", {{"url", ""}, {"enabled", false}}}}})},
-            {"algorithm", {{"hash", hash}, {"user_key", pem(k.ed.get())}, {"source", nullptr}}},
-            {"result_consumers", json::array({{{"user_key", b64(spki(k.rsa.get()))}}})}};
+  json j = {
+      {"id", "7c9e6679-7425-40de-944b-e07fc1f90ae7"},
+      {"datasets",
+       json::array({{{"hash", hash},
+                     {"user_key", pem(k.ec.get())},
+                     {"filename", "d.zip"},
+                     {"source", {{"type", ""}, {"url", ""}, {"kbs_resource_path", ""}, {"encrypted", false}}},
+                     {"decompress", true},
+                     {"kbs", {{"url", ""}, {"enabled", false}}}}})},
+      {"algorithm", {{"hash", hash}, {"user_key", pem(k.ed.get())}, {"source", nullptr}}},
+      {"result_consumers", json::array({{{"user_key", b64(spki(k.rsa.get()))}}})}};
   auto r = cove::parse_manifest_json(j.dump());
   REQUIRE_MESSAGE(r, (r ? "" : r.error().message));
   CHECK(r->datasets[0].hash[1] == 8);

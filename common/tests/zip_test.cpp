@@ -53,7 +53,9 @@ void populate(const fs::path& d) {
   fs::create_directories(d / "emptydir");
 }
 
-int sh(const std::string& cmd) { return std::system(cmd.c_str()); }
+int sh(const std::string& cmd) {
+  return std::system(cmd.c_str());
+}
 
 }  // namespace
 
@@ -86,7 +88,8 @@ TEST_CASE("zip_directory is deterministic, sorted, and python's zipfile accepts 
   REQUIRE(entries);
   std::vector<std::string> names;
   for (const auto& e : *entries) names.push_back(e.name);
-  CHECK(names == std::vector<std::string>{"a/run.sh", "a/z.csv", "b.txt", "big.bin", "caf\xc3\xa9.txt", "empty"});
+  CHECK(names ==
+        std::vector<std::string>{"a/run.sh", "a/z.csv", "b.txt", "big.bin", "caf\xc3\xa9.txt", "empty"});
   CHECK((*entries)[0].mode == (S_IFREG | 0755));
   CHECK((*entries)[1].mode == (S_IFREG | 0644));
   CHECK((*entries)[3].size == 200000);

@@ -53,8 +53,15 @@ class embedded_nats {
     fs::create_directories(dir, ec);
     for (const auto& e : fs::directory_iterator(dir, ec))
       if (e.path().extension() == ".ports") fs::remove(e.path(), ec);
-    std::vector<std::string> args = {binary.string(), "-a", host, "-p", port, "--ports_file_dir", dir.string(),
-                                     "-l", (dir / "nats-server.log").string()};
+    std::vector<std::string> args = {binary.string(),
+                                     "-a",
+                                     host,
+                                     "-p",
+                                     port,
+                                     "--ports_file_dir",
+                                     dir.string(),
+                                     "-l",
+                                     (dir / "nats-server.log").string()};
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -72,7 +79,8 @@ class embedded_nats {
     posix_spawnattr_destroy(&attr);
     if (rc != 0) {
       pid_ = 0;
-      return make_error(errc::unavailable, fmt::format("cannot start {}: {}", binary.string(), std::strerror(rc)));
+      return make_error(errc::unavailable,
+                        fmt::format("cannot start {}: {}", binary.string(), std::strerror(rc)));
     }
     // nats-server writes <exe>_<pid>.ports once it listens.
     auto ports = dir / fmt::format("{}_{}.ports", binary.filename().string(), pid_);
@@ -81,8 +89,8 @@ class embedded_nats {
       int status = 0;
       if (waitpid(pid_, &status, WNOHANG) == pid_) {
         pid_ = 0;
-        return make_error(errc::unavailable,
-                          "nats-server exited at start (is the port in use?); see " + (dir / "nats-server.log").string());
+        return make_error(errc::unavailable, "nats-server exited at start (is the port in use?); see " +
+                                                 (dir / "nats-server.log").string());
       }
       std::ifstream f(ports);
       if (f) {
@@ -113,7 +121,8 @@ class embedded_nats {
 
 /// Loads the simulated SEV-SNP root of this host (generated once), and writes the
 /// policy a CLI on this host uses by default to accept its simulated CVMs.
-expected<std::shared_ptr<const attest::sim_root>> prepare_sim_tee(const fs::path& state_dir, const fs::path& agent) {
+expected<std::shared_ptr<const attest::sim_root>> prepare_sim_tee(const fs::path& state_dir,
+                                                                  const fs::path& agent) {
   auto dir = state_dir / "sim";
   auto root = attest::load_sim_root(dir);
   if (!root) {
@@ -137,13 +146,17 @@ expected<daemon_config> load_config(int argc, char** argv) {
   std::string services;
   CLI::App app{"coved — the cove host daemon: manager and computation services on the bus"};
   app.add_option("--nats", cfg.nats_url, "Bus URL; default: start an embedded nats-server");
-  app.add_option("--listen", cfg.listen, "Embedded nats-server address (port 0 = random)")->capture_default_str();
+  app.add_option("--listen", cfg.listen, "Embedded nats-server address (port 0 = random)")
+      ->capture_default_str();
   app.add_option("--nats-server", cfg.nats_server, "nats-server binary")->capture_default_str();
-  app.add_option("--state-dir", cfg.state_dir,
-                 "State directory (default: $COVE_STATE_DIR, /var/lib/cove as root, else ~/.local/state/cove)");
+  app.add_option(
+      "--state-dir", cfg.state_dir,
+      "State directory (default: $COVE_STATE_DIR, /var/lib/cove as root, else ~/.local/state/cove)");
   app.add_option("--services", services, "Comma-separated services to run (default: manager,computation)");
   app.add_option("--agent", cfg.agent_binary, "cove-agent binary (default: beside coved)");
   app.add_option("--agent-nats", cfg.agent_nats_url, "Bus URL handed to agents (default: the bus URL)");
+  app.add_option("--agent-max-upload", cfg.agent_max_upload,
+                 "Largest file in bytes that agents accept (cove-agent --max-upload; default: the agent's)");
   app.add_option("--log-level", cfg.log_level, "trace|debug|info|warn|error")->capture_default_str();
   try {
     app.parse(argc, argv);
@@ -170,7 +183,8 @@ expected<void> validate(const daemon_config& cfg) {
   for (const auto& s : cfg.services) {
     if (implemented_services.count(s)) continue;
     if (planned_services.count(s))
-      return make_error(errc::invalid_request, fmt::format("--services: '{}' is not implemented yet in this build", s));
+      return make_error(errc::invalid_request,
+                        fmt::format("--services: '{}' is not implemented yet in this build", s));
     return make_error(errc::invalid_request, fmt::format("--services: unknown service '{}'", s));
   }
   if (cfg.services.empty()) return make_error(errc::invalid_request, "--services: empty");
@@ -256,6 +270,7 @@ int run(const daemon_config& cfg) {
         mc.agent_binary = cfg.agent_binary;
         mc.agent_nats_url = cfg.agent_nats_url.empty() ? url : cfg.agent_nats_url;
         mc.agent_log_level = cfg.log_level;
+        mc.agent_max_upload = cfg.agent_max_upload;
         mc.bus = bus;
         mc.backend = backend;
         mc.sim_root = *sim;
@@ -272,9 +287,9 @@ int run(const daemon_config& cfg) {
       cc.bus = bus;
       auto h = sys.spawn(computation::computation, std::move(cc));
       computation_handle = caf::actor_cast<caf::actor>(h);
-      ok_start = subscribe(computation_handle,
-                           {bus::subjects::computation_start, bus::subjects::computation_stop,
-                            bus::subjects::computation_status, "cove.v1.cvm.*.events"});
+      ok_start =
+          subscribe(computation_handle, {bus::subjects::computation_start, bus::subjects::computation_stop,
+                                         bus::subjects::computation_status, "cove.v1.cvm.*.events"});
     }
     if (ok_start) {
       if (auto f = bus->flush(std::chrono::seconds(5)); !f) {
@@ -283,14 +298,15 @@ int run(const daemon_config& cfg) {
       }
     }
     if (ok_start) {
-      spdlog::info("coved ready: services {}; state {}", fmt::join(cfg.services, ","), cfg.state_dir.string());
+      spdlog::info("coved ready: services {}; state {}", fmt::join(cfg.services, ","),
+                   cfg.state_dir.string());
       int sig = 0;
       sigwait(&sigs, &sig);
       spdlog::info("coved: signal {}; shutting down", sig);
     } else {
       rc = 1;
     }
-    subs.clear();  // no more bus traffic into the actors
+    subs.clear();                      // no more bus traffic into the actors
     if (backend) backend->shutdown();  // joins the reapers while the manager can still receive
     if (reaper_target) *reaper_target = caf::actor{};
     if (manager_handle) caf::anon_send_exit(manager_handle, caf::exit_reason::user_shutdown);

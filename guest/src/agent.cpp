@@ -33,7 +33,8 @@ using bytes = std::vector<uint8_t>;
 using v1::AgentState;
 
 expected<void> validate(const agent_config& cfg) {
-  if (!bus::valid_id(cfg.cvm_id)) return make_error(errc::invalid_request, "cvm_id: must match [a-z0-9-]{1,64}");
+  if (!bus::valid_id(cfg.cvm_id))
+    return make_error(errc::invalid_request, "cvm_id: must match [a-z0-9-]{1,64}");
   if (cfg.nats_url.empty()) return make_error(errc::invalid_request, "nats_url: empty");
   if (cfg.work_dir.empty()) return make_error(errc::invalid_request, "work_dir: empty");
   if (cfg.sim.dir.empty()) return make_error(errc::invalid_request, "sim tee dir: empty");
@@ -48,14 +49,19 @@ namespace {
 std::atomic<bool> g_stop{false};
 work_queue* g_queue = nullptr;
 
-extern "C" void on_signal(int) { g_stop = true; }
-
-int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
-    .count();
+extern "C" void on_signal(int) {
+  g_stop = true;
 }
 
-std::string_view state_name(AgentState s) { return v1::EnumNameAgentState(s); }
+int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string_view state_name(AgentState s) {
+  return v1::EnumNameAgentState(s);
+}
 
 /// An upload in progress: decrypt, hash and write chunk by chunk.
 struct upload_stream {
@@ -122,9 +128,10 @@ class agent {
     sender_ = "agent." + cfg_.cvm_id;
 
     const std::pair<const char*, void (agent::*)(const bus::message&)> routes[] = {
-      {"attest", &agent::on_attest},   {"manifest", &agent::on_manifest}, {"upload", &agent::on_upload},
-      {"chunk", &agent::on_chunk},     {"result", &agent::on_result},     {"result.chunk", &agent::on_result_chunk},
-      {"status", &agent::on_status},   {"stop", &agent::on_stop},
+        {"attest", &agent::on_attest}, {"manifest", &agent::on_manifest},
+        {"upload", &agent::on_upload}, {"chunk", &agent::on_chunk},
+        {"result", &agent::on_result}, {"result.chunk", &agent::on_result_chunk},
+        {"status", &agent::on_status}, {"stop", &agent::on_stop},
     };
     for (const auto& [leaf, handler] : routes) {
       auto subject = *bus::cvm_subject(cfg_.cvm_id, leaf);
@@ -159,7 +166,8 @@ class agent {
 
   void reply(const bus::message& m, const bytes& payload) {
     if (m.reply.empty()) return;
-    if (auto r = conn_->publish(m.reply, payload); !r) spdlog::warn("reply on {}: {}", m.subject, r.error().to_string());
+    if (auto r = conn_->publish(m.reply, payload); !r)
+      spdlog::warn("reply on {}: {}", m.subject, r.error().to_string());
   }
 
   void reply_error(const bus::message& m, errc code, const std::string& text) {
@@ -196,9 +204,13 @@ class agent {
     return bus::finish(b, st, {}, sender_);
   }
 
-  void wipe_run_files() {
+  /// Removes the run's files; `recreate` then sets up empty datasets/ and incoming/. Not at
+  /// shutdown: the manager may already have removed the work dir, which must stay gone.
+  void wipe_run_files(bool recreate = true) {
     std::error_code ec;
-    for (const char* p : {"datasets", "results", "algo", "incoming", "result.zip", "logs"}) fs::remove_all(cfg_.work_dir / p, ec);
+    for (const char* p : {"datasets", "results", "algo", "incoming", "result.zip", "logs"})
+      fs::remove_all(cfg_.work_dir / p, ec);
+    if (!recreate) return;
     fs::create_directories(cfg_.work_dir / "datasets", ec);
     fs::create_directories(cfg_.work_dir / "incoming", ec);
   }
@@ -213,7 +225,7 @@ class agent {
   // ---- handlers -------------------------------------------------------------
 
   void on_attest(const bus::message& m) {
-    auto req = bus::body_as<v1::AttestationRequest>(m.data);
+    auto req = bus::request_as<v1::AttestationRequest>(m.data);
     if (!req) return reply_error(m, req.error());
     auto* nonce = (*req)->nonce();
     if (nonce == nullptr || nonce->size() < 16 || nonce->size() > 64)
@@ -231,11 +243,12 @@ class agent {
   }
 
   void on_manifest(const bus::message& m) {
-    auto req = bus::body_as<v1::Manifest>(m.data);
+    auto req = bus::request_as<v1::Manifest>(m.data);
     if (!req) return reply_error(m, req.error());
     if (state_ != AgentState::ReceivingManifest)
-      return reply_error(m, errc::wrong_state,
-                         fmt::format("a computation is already loaded (state {}); stop it first", state_name(state_)));
+      return reply_error(
+          m, errc::wrong_state,
+          fmt::format("a computation is already loaded (state {}); stop it first", state_name(state_)));
     auto man = from_fbs(*req);
     if (!man) return reply_error(m, man.error());
     manifest_ = std::move(*man);
@@ -248,7 +261,7 @@ class agent {
   }
 
   void on_upload(const bus::message& m) {
-    auto req = bus::body_as<v1::UploadBegin>(m.data);
+    auto req = bus::request_as<v1::UploadBegin>(m.data);
     if (!req) return reply_error(m, req.error());
     auto r = begin_upload(**req);
     if (!r) return reply_error(m, r.error());
@@ -266,13 +279,16 @@ class agent {
     auto* header = u.stream_header();
     auto* signer = u.signer_key();
     auto* sig = u.signature();
-    if (hash == nullptr || hash->size() != 32) return make_error(errc::invalid_request, "sha3_256: 32 bytes required");
+    if (hash == nullptr || hash->size() != 32)
+      return make_error(errc::invalid_request, "sha3_256: 32 bytes required");
     if (sender_pk == nullptr || sender_pk->size() != 32)
       return make_error(errc::invalid_request, "sender_pk: 32 bytes required");
     if (header == nullptr) return make_error(errc::invalid_request, "stream_header missing");
-    if (signer == nullptr || sig == nullptr) return make_error(errc::invalid_request, "signer_key and signature required");
+    if (signer == nullptr || sig == nullptr)
+      return make_error(errc::invalid_request, "signer_key and signature required");
     if (u.size() > cfg_.max_upload_bytes)
-      return make_error(errc::too_large, fmt::format("{} bytes exceeds the limit of {} bytes", u.size(), cfg_.max_upload_bytes));
+      return make_error(errc::too_large, fmt::format("{} bytes exceeds the limit of {} bytes", u.size(),
+                                                     cfg_.max_upload_bytes));
 
     crypto::sha3_digest declared{};
     const std::vector<uint8_t>* allowed_key = nullptr;
@@ -283,8 +299,9 @@ class agent {
       filename = "algo";
       if (state_ != AgentState::ReceivingAlgorithm)
         return make_error(algorithm_received_ ? errc::already_exists : errc::wrong_state,
-                          algorithm_received_ ? "the algorithm was already received"
-                                              : fmt::format("not accepting an algorithm in state {}", state_name(state_)));
+                          algorithm_received_
+                              ? "the algorithm was already received"
+                              : fmt::format("not accepting an algorithm in state {}", state_name(state_)));
       declared = manifest_->algorithm.hash;
       allowed_key = &manifest_->algorithm.user_key;
     } else if (u.role() == v1::FileRole::dataset) {
@@ -294,11 +311,13 @@ class agent {
       for (const auto& d : manifest_->datasets)
         if (d.filename == filename) spec = &d;
       if (spec == nullptr)
-        return make_error(errc::not_found, fmt::format("dataset '{}' is not declared in the manifest", filename));
+        return make_error(errc::not_found,
+                          fmt::format("dataset '{}' is not declared in the manifest", filename));
       if (std::find(pending_datasets_.begin(), pending_datasets_.end(), filename) == pending_datasets_.end())
         return make_error(errc::already_exists, fmt::format("dataset '{}' was already received", filename));
       if (state_ != AgentState::ReceivingData)
-        return make_error(errc::wrong_state, fmt::format("not accepting datasets in state {}", state_name(state_)));
+        return make_error(errc::wrong_state,
+                          fmt::format("not accepting datasets in state {}", state_name(state_)));
       declared = spec->hash;
       allowed_key = &spec->user_key;
     } else {
@@ -309,19 +328,21 @@ class agent {
         return make_error(errc::already_exists, fmt::format("'{}' is already being uploaded", filename));
 
     if (!std::equal(hash->begin(), hash->end(), declared.begin(), declared.end()))
-      return make_error(errc::hash_mismatch, fmt::format("{} '{}': SHA3-256 {} does not match the manifest's {}", role,
-                                                         filename, crypto::to_hex({hash->data(), hash->size()}),
-                                                         crypto::to_hex(declared)));
+      return make_error(errc::hash_mismatch,
+                        fmt::format("{} '{}': SHA3-256 {} does not match the manifest's {}", role, filename,
+                                    crypto::to_hex({hash->data(), hash->size()}), crypto::to_hex(declared)));
     if (!std::equal(signer->begin(), signer->end(), allowed_key->begin(), allowed_key->end()))
       return make_error(errc::unauthorized,
-                        fmt::format("{} '{}': the signing key is not the one the manifest declares for it", role, filename));
+                        fmt::format("{} '{}': the signing key is not the one the manifest declares for it",
+                                    role, filename));
     auto key = crypto::public_key::from_der({signer->data(), signer->size()});
     if (!key) return key.error();
     crypto::sha3_digest h{};
     std::copy(hash->begin(), hash->end(), h.begin());
     auto statement = crypto::upload_statement(manifest_->id, role, filename, h, kx_.public_key);
     if (auto v = key->verify(statement, {sig->data(), sig->size()}); !v)
-      return make_error(errc::unauthorized, fmt::format("{} '{}': signature does not verify", role, filename));
+      return make_error(errc::unauthorized,
+                        fmt::format("{} '{}': signature does not verify", role, filename));
 
     auto session = crypto::server_session_key(kx_, {sender_pk->data(), sender_pk->size()});
     if (!session) return session.error();
@@ -330,14 +351,20 @@ class agent {
 
     std::string id = fmt::format("{}-{}", role, ++stream_counter_);
     auto part = cfg_.work_dir / "incoming" / (id + ".part");
-    upload_stream s{.id = id, .role = u.role(), .filename = filename, .size = u.size(),
-                    .expected_hash = declared, .opener = std::move(*opener), .part_path = part};
+    upload_stream s{.id = id,
+                    .role = u.role(),
+                    .filename = filename,
+                    .size = u.size(),
+                    .expected_hash = declared,
+                    .opener = std::move(*opener),
+                    .part_path = part};
     s.out.open(part, std::ios::binary | std::ios::trunc);
     if (!s.out) return make_error(errc::internal, "cannot create the upload file");
     s.last_activity = std::chrono::steady_clock::now();
     s.plain.reserve(cfg_.chunk_size + 64);
     uploads_.emplace(id, std::move(s));
-    publish_event("upload", state_name(state_), fmt::format("{} '{}' upload started ({} bytes)", role, filename, u.size()));
+    publish_event("upload", state_name(state_),
+                  fmt::format("{} '{}' upload started ({} bytes)", role, filename, u.size()));
     return id;
   }
 
@@ -351,19 +378,23 @@ class agent {
   }
 
   void on_chunk(const bus::message& m) {
-    auto req = bus::body_as<v1::Chunk>(m.data);
+    auto req = bus::request_as<v1::Chunk>(m.data);
     if (!req) return reply_error(m, req.error());
     const v1::Chunk& c = **req;
     std::string id = c.stream_id() ? c.stream_id()->str() : "";
     auto it = uploads_.find(id);
-    if (it == uploads_.end()) return reply_error(m, errc::not_found, fmt::format("no upload stream '{}'", id));
+    if (it == uploads_.end())
+      return reply_error(m, errc::not_found, fmt::format("no upload stream '{}'", id));
     auto& s = it->second;
     auto fail = [&](errc code, const std::string& why) {
-      publish_event("upload", state_name(state_), fmt::format("'{}' upload rejected: {}", s.filename, why));
-      reply_error(m, code, why);
+      // Drop the partial file first: an error reply means nothing of the upload is left.
+      std::string filename = s.filename;
       abort_upload(id);
+      publish_event("upload", state_name(state_), fmt::format("'{}' upload rejected: {}", filename, why));
+      reply_error(m, code, why);
     };
-    if (c.seq() != s.next_seq) return fail(errc::invalid_request, fmt::format("chunk {} arrived, expected {}", c.seq(), s.next_seq));
+    if (c.seq() != s.next_seq)
+      return fail(errc::invalid_request, fmt::format("chunk {} arrived, expected {}", c.seq(), s.next_seq));
     if (c.data() == nullptr) return fail(errc::invalid_request, "chunk without data");
     bool final = false;
     if (auto r = s.opener.pull({c.data()->data(), c.data()->size()}, s.plain, final); !r)
@@ -381,8 +412,9 @@ class agent {
       return fail(errc::invalid_request, fmt::format("received {} bytes, announced {}", s.received, s.size));
     auto digest = s.hasher.finish();
     if (digest != s.expected_hash)
-      return fail(errc::hash_mismatch, fmt::format("'{}': SHA3-256 of the received bytes {} does not match the manifest",
-                                                   s.filename, crypto::to_hex(digest)));
+      return fail(errc::hash_mismatch,
+                  fmt::format("'{}': SHA3-256 of the received bytes {} does not match the manifest",
+                              s.filename, crypto::to_hex(digest)));
     s.out.close();
     if (auto r = accept_file(s); !r) return fail(r.error().code, r.error().message);
     reply(m, ack(id, c.seq(), true));
@@ -398,7 +430,8 @@ class agent {
 
   expected<void> accept_file(upload_stream& s) {
     std::error_code ec;
-    fs::path dest = s.role == v1::FileRole::algorithm ? cfg_.work_dir / "algo" : cfg_.work_dir / "datasets" / s.filename;
+    fs::path dest =
+        s.role == v1::FileRole::algorithm ? cfg_.work_dir / "algo" : cfg_.work_dir / "datasets" / s.filename;
     fs::rename(s.part_path, dest, ec);
     if (ec) return make_error(errc::internal, "cannot store the file: " + ec.message());
     if (s.role == v1::FileRole::algorithm) {
@@ -407,7 +440,8 @@ class agent {
       publish_event("upload", state_name(state_), "algorithm received and verified");
     } else {
       std::erase(pending_datasets_, s.filename);
-      publish_event("upload", state_name(state_), fmt::format("dataset '{}' received and verified", s.filename));
+      publish_event("upload", state_name(state_),
+                    fmt::format("dataset '{}' received and verified", s.filename));
     }
     return ok();
   }
@@ -417,7 +451,8 @@ class agent {
       if (pending_datasets_.empty()) {
         start_run();
       } else {
-        transition(AgentState::ReceivingData, fmt::format("waiting for {} dataset(s)", pending_datasets_.size()));
+        transition(AgentState::ReceivingData,
+                   fmt::format("waiting for {} dataset(s)", pending_datasets_.size()));
       }
     } else if (state_ == AgentState::ReceivingData && pending_datasets_.empty()) {
       start_run();
@@ -433,8 +468,9 @@ class agent {
     req.type = manifest_->algorithm.type;
     req.algorithm = cfg_.work_dir / "algo";
     req.args = manifest_->algorithm.algo_args;
-    req.timeout = manifest_->timeout_seconds > 0 ? std::chrono::seconds(manifest_->timeout_seconds)
-                                                 : std::chrono::duration_cast<std::chrono::seconds>(cfg_.default_timeout);
+    req.timeout = manifest_->timeout_seconds > 0
+                      ? std::chrono::seconds(manifest_->timeout_seconds)
+                      : std::chrono::duration_cast<std::chrono::seconds>(cfg_.default_timeout);
     uint64_t generation = ++run_generation_;
     auto started = runner::start(req);
     if (!started) {
@@ -446,7 +482,9 @@ class agent {
     // The waiter only blocks on the child and posts the outcome to the agent's queue.
     waiter_ = std::thread([this, generation, algo = running_] {
       auto outcome = algo->wait();
-      queue_.post([this, generation, outcome = std::move(outcome)]() mutable { on_run_done(generation, std::move(outcome)); });
+      queue_.post([this, generation, outcome = std::move(outcome)]() mutable {
+        on_run_done(generation, std::move(outcome));
+      });
     });
   }
 
@@ -474,12 +512,12 @@ class agent {
   }
 
   void on_status(const bus::message& m) {
-    if (auto req = bus::body_as<v1::StatusRequest>(m.data); !req) return reply_error(m, req.error());
+    if (auto req = bus::request_as<v1::StatusRequest>(m.data); !req) return reply_error(m, req.error());
     reply(m, status_payload());
   }
 
   void on_stop(const bus::message& m) {
-    auto req = bus::body_as<v1::ComputationStop>(m.data);
+    auto req = bus::request_as<v1::ComputationStop>(m.data);
     if (!req) return reply_error(m, req.error());
     ++run_generation_;
     if (running_) running_->cancel();
@@ -499,7 +537,7 @@ class agent {
   }
 
   void on_result(const bus::message& m) {
-    auto req = bus::body_as<v1::ResultRequest>(m.data);
+    auto req = bus::request_as<v1::ResultRequest>(m.data);
     if (!req) return reply_error(m, req.error());
     auto r = begin_result(**req);
     if (!r) return reply_error(m, r.error());
@@ -512,7 +550,8 @@ class agent {
       return make_error(errc::invalid_request, "computation_id does not match the loaded manifest");
     auto* key_der = r.consumer_key();
     auto* sig = r.signature();
-    if (key_der == nullptr || sig == nullptr) return make_error(errc::invalid_request, "consumer_key and signature required");
+    if (key_der == nullptr || sig == nullptr)
+      return make_error(errc::invalid_request, "consumer_key and signature required");
     bytes der(key_der->begin(), key_der->end());
     if (std::find(manifest_->result_consumers.begin(), manifest_->result_consumers.end(), der) ==
         manifest_->result_consumers.end())
@@ -524,7 +563,8 @@ class agent {
       return make_error(errc::unauthorized, "result request signature does not verify");
     if (state_ == AgentState::Failed) return make_error(errc::algorithm_failed, failure_);
     if (state_ != AgentState::ConsumingResults && state_ != AgentState::Complete)
-      return make_error(errc::wrong_state, fmt::format("results are not ready (state {})", state_name(state_)));
+      return make_error(errc::wrong_state,
+                        fmt::format("results are not ready (state {})", state_name(state_)));
 
     auto file_key = crypto::secret_key::generate();
     auto wrapped = crypto::wrap_key(*key, file_key);
@@ -538,7 +578,10 @@ class agent {
     if (ec) return make_error(errc::internal, "result file missing");
     uint64_t chunks = size == 0 ? 1 : (size + cfg_.chunk_size - 1) / cfg_.chunk_size;
     std::string id = fmt::format("result-{}", ++stream_counter_);
-    result_stream s{.id = id, .consumer_fingerprint = key->fingerprint(), .sealer = std::move(*sealer), .size = size,
+    result_stream s{.id = id,
+                    .consumer_fingerprint = key->fingerprint(),
+                    .sealer = std::move(*sealer),
+                    .size = size,
                     .chunks = chunks};
     s.in.open(path, std::ios::binary);
     if (!s.in) return make_error(errc::internal, "cannot open the result file");
@@ -552,14 +595,16 @@ class agent {
   }
 
   void on_result_chunk(const bus::message& m) {
-    auto req = bus::body_as<v1::ResultChunkRequest>(m.data);
+    auto req = bus::request_as<v1::ResultChunkRequest>(m.data);
     if (!req) return reply_error(m, req.error());
     std::string id = (*req)->stream_id() ? (*req)->stream_id()->str() : "";
     auto it = results_.find(id);
-    if (it == results_.end()) return reply_error(m, errc::not_found, fmt::format("no result stream '{}'", id));
+    if (it == results_.end())
+      return reply_error(m, errc::not_found, fmt::format("no result stream '{}'", id));
     auto& s = it->second;
     if ((*req)->seq() != s.next_seq) {
-      reply_error(m, errc::invalid_request, fmt::format("result chunk {} requested, expected {}", (*req)->seq(), s.next_seq));
+      reply_error(m, errc::invalid_request,
+                  fmt::format("result chunk {} requested, expected {}", (*req)->seq(), s.next_seq));
       results_.erase(it);
       return;
     }
@@ -575,7 +620,8 @@ class agent {
     ++s.next_seq;
     s.last_activity = std::chrono::steady_clock::now();
     if (last) {
-      publish_event("result", state_name(state_), fmt::format("result delivered to consumer {}", s.consumer_fingerprint));
+      publish_event("result", state_name(state_),
+                    fmt::format("result delivered to consumer {}", s.consumer_fingerprint));
       results_.erase(it);
       if (state_ == AgentState::ConsumingResults) transition(AgentState::Complete, "results consumed");
     }
@@ -609,7 +655,7 @@ class agent {
     subs_.clear();
     uploads_.clear();
     results_.clear();
-    wipe_run_files();
+    wipe_run_files(/*recreate=*/false);
     conn_.reset();
     sodium_memzero(sign_sk_.data(), sign_sk_.size());
   }

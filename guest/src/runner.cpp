@@ -30,7 +30,9 @@ void close_fd(int& fd) noexcept {
   fd = -1;
 }
 
-int pidfd_open(pid_t pid) noexcept { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+int pidfd_open(pid_t pid) noexcept {
+  return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+}
 
 // Reads what is available now; closes fd at EOF or error. Keeps the last
 // tail_size bytes in `tail` when it is non-null.
@@ -146,7 +148,8 @@ expected<run_outcome> running_algorithm::wait() {
         poll_ms = static_cast<int>(std::min<int64_t>(left.count(), 24 * 3600 * 1000));
       }
     }
-    pollfd fds[4] = {{pidfd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}, {stderr_fd_, POLLIN, 0}, {stdout_fd_, POLLIN, 0}};
+    pollfd fds[4] = {
+        {pidfd_, POLLIN, 0}, {wake_fd_, POLLIN, 0}, {stderr_fd_, POLLIN, 0}, {stdout_fd_, POLLIN, 0}};
     int n = ::poll(fds, 4, poll_ms);
     if (n < 0) {
       if (errno == EINTR) continue;
@@ -246,7 +249,10 @@ expected<std::shared_ptr<running_algorithm>> runner::start(const run_request& re
   struct write_ends {
     int* a;
     int* b;
-    ~write_ends() { close_fd(*a); close_fd(*b); }
+    ~write_ends() {
+      close_fd(*a);
+      close_fd(*b);
+    }
   } close_write{&err_pipe[1], &out_pipe[1]};
   ::fcntl(h->stderr_fd_, F_SETFL, O_NONBLOCK);
   ::fcntl(h->stdout_fd_, F_SETFL, O_NONBLOCK);
@@ -265,7 +271,9 @@ expected<std::shared_ptr<running_algorithm>> runner::start(const run_request& re
   sigset_t none, all;
   sigemptyset(&none);
   sigfillset(&all);
-  if (rc == 0) rc = posix_spawnattr_setflags(&ss.attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  if (rc == 0)
+    rc = posix_spawnattr_setflags(&ss.attr,
+                                  POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   if (rc == 0) rc = posix_spawnattr_setpgroup(&ss.attr, 0);
   if (rc == 0) rc = posix_spawnattr_setsigmask(&ss.attr, &none);
   if (rc == 0) rc = posix_spawnattr_setsigdefault(&ss.attr, &all);
@@ -286,7 +294,8 @@ expected<std::shared_ptr<running_algorithm>> runner::start(const run_request& re
     std::lock_guard lock(h->mu_);
     ::kill(-pid, SIGKILL);
     int status = 0;
-    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {}
+    while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+    }
     h->reaped_ = true;
     h->result_ = e;
     return e;

@@ -83,7 +83,8 @@ TEST_CASE("a bin algorithm runs in work_dir and writes results") {
 
 TEST_CASE("a failing algorithm reports its exit status and stderr tail") {
   temp_dir d;
-  auto o = runner::run(bin_request(d, "#!/bin/sh\necho 'lots of output' \necho 'boom: bad input' >&2\nexit 1\n"));
+  auto o =
+      runner::run(bin_request(d, "#!/bin/sh\necho 'lots of output' \necho 'boom: bad input' >&2\nexit 1\n"));
   REQUIRE(o);
   CHECK_FALSE(o->succeeded());
   CHECK(o->exit_code == 1);
@@ -93,8 +94,9 @@ TEST_CASE("a failing algorithm reports its exit status and stderr tail") {
 
 TEST_CASE("only the last 4 KiB of stderr are kept and a stdout flood does not block") {
   temp_dir d;
-  auto o = runner::run(bin_request(
-      d, "#!/bin/sh\nhead -c 2000000 /dev/zero | tr '\\0' x\nhead -c 10000 /dev/zero | tr '\\0' y >&2\necho END >&2\n"));
+  auto o = runner::run(bin_request(d,
+                                   "#!/bin/sh\nhead -c 2000000 /dev/zero | tr '\\0' x\nhead -c 10000 "
+                                   "/dev/zero | tr '\\0' y >&2\necho END >&2\n"));
   REQUIRE(o);
   CHECK(o->exit_code == 0);
   CHECK(o->stderr_tail.size() == 4096);
@@ -106,7 +108,8 @@ TEST_CASE("a python algorithm gets its arguments") {
   run_request req;
   req.work_dir = d.path;
   req.type = cove::algo_type::python;
-  req.algorithm = script(d.path, "import sys\nopen('results/args.txt', 'w').write(','.join(sys.argv[1:]))\n", "algo.py");
+  req.algorithm =
+      script(d.path, "import sys\nopen('results/args.txt', 'w').write(','.join(sys.argv[1:]))\n", "algo.py");
   req.args = {"--n", "3"};
   auto o = runner::run(req);
   REQUIRE_MESSAGE(o, (o ? "" : o.error().message));

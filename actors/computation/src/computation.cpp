@@ -28,33 +28,38 @@ void send_error(self_ptr self, const std::string& subject, const error& e) {
 
 /// Forwards `payload` to the agent's `leaf` subject and relays its answer (or a
 /// typed error) to `reply` without blocking the actor.
-void forward(self_ptr self, const std::string& cvm_id, std::string_view leaf, bytes payload, std::string reply) {
+void forward(self_ptr self, const std::string& cvm_id, std::string_view leaf, bytes payload,
+             std::string reply) {
   auto subject = bus::cvm_subject(cvm_id, leaf);
-  if (!subject) return send_error(self, reply, make_error(errc::invalid_request, "cvm_id: must match [a-z0-9-]{1,64}"));
+  if (!subject)
+    return send_error(self, reply, make_error(errc::invalid_request, "cvm_id: must match [a-z0-9-]{1,64}"));
   auto target = caf::actor_cast<computation_actor>(self);
   auto sent = self->state.cfg.bus->request_async(
-    *subject, payload, self->state.cfg.agent_timeout,
-    [target, reply, cvm_id](expected<bus::message> answer) {
-      bytes out;
-      if (answer) {
-        out = std::move(answer->data);
-      } else {
-        auto e = answer.error();
-        if (e.code == errc::unavailable) e.message = fmt::format("no agent answers for CVM '{}'", cvm_id);
-        if (e.code == errc::timeout) e.message = fmt::format("the agent of CVM '{}' did not answer in time", cvm_id);
-        out = bus::make_error(e.code, e.message, {}, sender);
-      }
-      caf::anon_send(target, atom::forwarded::value, reply, std::move(out));
-    });
+      *subject, payload, self->state.cfg.agent_timeout,
+      [target, reply, cvm_id](expected<bus::message> answer) {
+        bytes out;
+        if (answer) {
+          out = std::move(answer->data);
+        } else {
+          auto e = answer.error();
+          if (e.code == errc::unavailable) e.message = fmt::format("no agent answers for CVM '{}'", cvm_id);
+          if (e.code == errc::timeout)
+            e.message = fmt::format("the agent of CVM '{}' did not answer in time", cvm_id);
+          out = bus::make_error(e.code, e.message, {}, sender);
+        }
+        caf::anon_send(target, atom::forwarded::value, reply, std::move(out));
+      });
   if (!sent) send_error(self, reply, sent.error());
 }
 
 void on_start(self_ptr self, const bus::bus_msg& m) {
-  auto req = bus::body_as<v1::ComputationStart>(m.data);
+  auto req = bus::request_as<v1::ComputationStart>(m.data);
   if (!req) return send_error(self, m.reply, req.error());
   std::string cvm_id = (*req)->cvm_id() ? (*req)->cvm_id()->str() : "";
-  if (!bus::valid_id(cvm_id)) return send_error(self, m.reply, make_error(errc::invalid_request, "cvm_id: invalid"));
-  if ((*req)->manifest() == nullptr) return send_error(self, m.reply, make_error(errc::invalid_request, "manifest missing"));
+  if (!bus::valid_id(cvm_id))
+    return send_error(self, m.reply, make_error(errc::invalid_request, "cvm_id: invalid"));
+  if ((*req)->manifest() == nullptr)
+    return send_error(self, m.reply, make_error(errc::invalid_request, "manifest missing"));
   auto man = from_fbs((*req)->manifest());
   if (!man) return send_error(self, m.reply, man.error());
   // Re-encode: the agent receives exactly the manifest this service validated.
@@ -87,13 +92,13 @@ void on_agent_event(self_ptr self, const bus::bus_msg& m) {
 void on_bus(self_ptr self, const bus::bus_msg& m) {
   if (m.subject == bus::subjects::computation_start) return on_start(self, m);
   if (m.subject == bus::subjects::computation_stop) {
-    auto req = bus::body_as<v1::ComputationStop>(m.data);
+    auto req = bus::request_as<v1::ComputationStop>(m.data);
     if (!req) return send_error(self, m.reply, req.error());
     std::string cvm_id = (*req)->cvm_id() ? (*req)->cvm_id()->str() : "";
     return forward(self, cvm_id, "stop", m.data, m.reply);
   }
   if (m.subject == bus::subjects::computation_status) {
-    auto req = bus::body_as<v1::StatusRequest>(m.data);
+    auto req = bus::request_as<v1::StatusRequest>(m.data);
     if (!req) return send_error(self, m.reply, req.error());
     std::string cvm_id = (*req)->cvm_id() ? (*req)->cvm_id()->str() : "";
     return forward(self, cvm_id, "status", m.data, m.reply);
@@ -113,8 +118,10 @@ computation_actor::behavior_type computation(computation_actor::stateful_pointer
   }
   self->state.cfg = std::move(cfg);
   return {
-    [self](bus::bus_msg& m) { on_bus(self, m); },
-    [self](atom::forwarded, std::string& reply, std::vector<uint8_t>& payload) { send(self, reply, payload); },
+      [self](bus::bus_msg& m) { on_bus(self, m); },
+      [self](atom::forwarded, std::string& reply, std::vector<uint8_t>& payload) {
+        send(self, reply, payload);
+      },
   };
 }
 

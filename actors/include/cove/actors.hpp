@@ -10,10 +10,10 @@
 
 namespace cove::atom {
 // Texts are unique, <= 10 characters of [A-Za-z0-9_].
-using exited = caf::atom_constant<caf::atom("exited")>;     // a child process ended
-using deadline = caf::atom_constant<caf::atom("deadline")>; // a create/remove took too long
-using expire = caf::atom_constant<caf::atom("expire")>;     // a CVM's TTL ran out
-using forwarded = caf::atom_constant<caf::atom("forwarded")>; // reply from an agent arrived
+using exited = caf::atom_constant<caf::atom("exited")>;        // a child process ended
+using deadline = caf::atom_constant<caf::atom("deadline")>;    // a create/remove took too long
+using expire = caf::atom_constant<caf::atom("expire")>;        // a CVM's TTL ran out
+using forwarded = caf::atom_constant<caf::atom("forwarded")>;  // reply from an agent arrived
 }  // namespace cove::atom
 
 namespace cove {
@@ -23,15 +23,16 @@ namespace cove {
 ///  - (exited, cvm_id, wait status): the agent process of a CVM ended
 ///  - (deadline, cvm_id, generation): a pending create/remove ran out of time
 ///  - (expire, cvm_id): the CVM's TTL ran out
-using manager_actor = caf::typed_actor<caf::reacts_to<bus::bus_msg>,
-                                       caf::reacts_to<atom::exited, std::string, int>,
-                                       caf::reacts_to<atom::deadline, std::string, uint64_t>,
-                                       caf::reacts_to<atom::expire, std::string>>;
+using manager_actor =
+    caf::typed_actor<caf::reacts_to<bus::bus_msg>, caf::reacts_to<atom::exited, std::string, int>,
+                     caf::reacts_to<atom::deadline, std::string, uint64_t>,
+                     caf::reacts_to<atom::expire, std::string>>;
 
 /// The COMPUTATION actor: manifests and run state (cove.v1.computation.*).
 ///  - bus_msg: requests on cove.v1.computation.* and agent events
 ///  - (forwarded, reply subject, payload): an agent's answer to a forwarded request
-using computation_actor = caf::typed_actor<caf::reacts_to<bus::bus_msg>,
-                                           caf::reacts_to<atom::forwarded, std::string, std::vector<uint8_t>>>;
+using computation_actor =
+    caf::typed_actor<caf::reacts_to<bus::bus_msg>,
+                     caf::reacts_to<atom::forwarded, std::string, std::vector<uint8_t>>>;
 
 }  // namespace cove

@@ -20,9 +20,11 @@ using bytes = std::vector<uint8_t>;
 expected<void> validate(const manager_config& cfg) {
   if (cfg.state_dir.empty()) return make_error(errc::invalid_request, "state_dir: empty");
   if (!fs::exists(cfg.agent_binary))
-    return make_error(errc::invalid_request, "agent_binary: " + cfg.agent_binary.string() + " does not exist");
+    return make_error(errc::invalid_request,
+                      "agent_binary: " + cfg.agent_binary.string() + " does not exist");
   if (cfg.agent_nats_url.empty()) return make_error(errc::invalid_request, "agent_nats_url: empty");
-  if (!cfg.bus || !cfg.backend || !cfg.sim_root) return make_error(errc::invalid_request, "bus, backend and sim_root required");
+  if (!cfg.bus || !cfg.backend || !cfg.sim_root)
+    return make_error(errc::invalid_request, "bus, backend and sim_root required");
   return ok();
 }
 
@@ -31,8 +33,9 @@ namespace {
 constexpr std::string_view sender = "coved.manager";
 
 int64_t now_ns() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch())
-    .count();
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
 }
 
 void send(self_ptr self, const std::string& subject, const bytes& payload) {
@@ -47,8 +50,8 @@ void send_error(self_ptr self, const std::string& subject, errc code, const std:
 }
 
 flatbuffers::Offset<v1::CvmInfo> build_info(flatbuffers::FlatBufferBuilder& b, const cvm_record& r) {
-  return v1::CreateCvmInfo(b, b.CreateString(r.id), r.backend, r.tee, r.state, r.pid, r.created_at_ns, r.ttl_seconds,
-                           b.CreateString(r.detail));
+  return v1::CreateCvmInfo(b, b.CreateString(r.id), r.backend, r.tee, r.state, r.pid, r.created_at_ns,
+                           r.ttl_seconds, b.CreateString(r.detail));
 }
 
 bytes info_payload(const cvm_record& r) {
@@ -58,7 +61,8 @@ bytes info_payload(const cvm_record& r) {
 
 void publish_event(self_ptr self, const cvm_record& r, const std::string& message) {
   flatbuffers::FlatBufferBuilder b(256);
-  auto ev = v1::CreateEventDirect(b, "cvm", r.id.c_str(), "", v1::EnumNameCvmState(r.state), message.c_str(), now_ns());
+  auto ev = v1::CreateEventDirect(b, "cvm", r.id.c_str(), "", v1::EnumNameCvmState(r.state), message.c_str(),
+                                  now_ns());
   send(self, *bus::events_subject("cvm"), bus::finish(b, ev, {}, sender));
 }
 
@@ -72,7 +76,7 @@ std::string new_cvm_id(const manager_state& st) {
 }
 
 void on_create(self_ptr self, const bus::bus_msg& m) {
-  auto req = bus::body_as<v1::CvmCreate>(m.data);
+  auto req = bus::request_as<v1::CvmCreate>(m.data);
   if (!req) return send(self, m.reply, bus::make_error(req.error().code, req.error().message, {}, sender));
   auto& st = self->state;
   if ((*req)->backend() != v1::Backend::process)
@@ -80,11 +84,13 @@ void on_create(self_ptr self, const bus::bus_msg& m) {
                       fmt::format("backend '{}' is not available in this build; use 'process'",
                                   v1::EnumNameBackend((*req)->backend())));
   if ((*req)->tee() != v1::Tee::sim)
-    return send_error(self, m.reply, errc::unavailable,
-                      fmt::format("tee '{}' needs the libvirt backend; the process backend simulates SEV-SNP (tee 'sim')",
-                                  v1::EnumNameTee((*req)->tee())));
+    return send_error(
+        self, m.reply, errc::unavailable,
+        fmt::format("tee '{}' needs the libvirt backend; the process backend simulates SEV-SNP (tee 'sim')",
+                    v1::EnumNameTee((*req)->tee())));
   if (st.cvms.size() >= st.cfg.max_cvms)
-    return send_error(self, m.reply, errc::too_large, fmt::format("this host already runs {} CVMs", st.cvms.size()));
+    return send_error(self, m.reply, errc::too_large,
+                      fmt::format("this host already runs {} CVMs", st.cvms.size()));
 
   cvm_record r;
   r.id = new_cvm_id(st);
@@ -110,7 +116,8 @@ void on_create(self_ptr self, const bus::bus_msg& m) {
                  .work_dir = r.dir / "work",
                  .tee_dir = r.dir / "tee",
                  .log_file = r.dir / "agent.log",
-                 .log_level = st.cfg.agent_log_level};
+                 .log_level = st.cfg.agent_log_level,
+                 .max_upload_bytes = st.cfg.agent_max_upload};
   auto pid = st.cfg.backend->launch(l);
   if (!pid) {
     fs::remove_all(r.dir, ec);
@@ -129,7 +136,8 @@ void finish_create(self_ptr self, cvm_record& r) {
   publish_event(self, r, "agent ready");
   send(self, r.create_reply, info_payload(r));
   r.create_reply.clear();
-  if (r.ttl_seconds > 0) self->delayed_send(self, std::chrono::seconds(r.ttl_seconds), atom::expire::value, r.id);
+  if (r.ttl_seconds > 0)
+    self->delayed_send(self, std::chrono::seconds(r.ttl_seconds), atom::expire::value, r.id);
 }
 
 void start_remove(self_ptr self, cvm_record& r, const std::string& reply, v1::CvmState final_state) {
@@ -137,11 +145,12 @@ void start_remove(self_ptr self, cvm_record& r, const std::string& reply, v1::Cv
   if (r.state == v1::CvmState::crashed || r.state == v1::CvmState::stopped) {
     // Already gone: forget it now.
     r.state = final_state;
+    // Wipe first: a remove reply (or event) means the CVM's files are gone.
+    std::error_code ec;
+    fs::remove_all(r.dir, ec);
     auto payload = info_payload(r);
     for (const auto& s : r.remove_replies) send(self, s, payload);
     publish_event(self, r, "removed");
-    std::error_code ec;
-    fs::remove_all(r.dir, ec);
     self->state.cvms.erase(r.id);
     return;
   }
@@ -157,7 +166,7 @@ void start_remove(self_ptr self, cvm_record& r, const std::string& reply, v1::Cv
 }
 
 cvm_record* lookup(self_ptr self, const bus::bus_msg& m) {
-  auto req = bus::body_as<v1::CvmRef>(m.data);
+  auto req = bus::request_as<v1::CvmRef>(m.data);
   if (!req) {
     send(self, m.reply, bus::make_error(req.error().code, req.error().message, {}, sender));
     return nullptr;
@@ -165,7 +174,8 @@ cvm_record* lookup(self_ptr self, const bus::bus_msg& m) {
   std::string id = (*req)->id() ? (*req)->id()->str() : "";
   auto it = self->state.cvms.find(id);
   if (it == self->state.cvms.end()) {
-    send_error(self, m.reply, errc::not_found, fmt::format("no CVM '{}'", bus::valid_id(id) ? id : "<invalid id>"));
+    send_error(self, m.reply, errc::not_found,
+               fmt::format("no CVM '{}'", bus::valid_id(id) ? id : "<invalid id>"));
     return nullptr;
   }
   return &it->second;
@@ -190,7 +200,7 @@ void on_agent_event(self_ptr self, const bus::bus_msg& m) {
 void on_bus(self_ptr self, const bus::bus_msg& m) {
   if (m.subject == bus::subjects::manager_create) return on_create(self, m);
   if (m.subject == bus::subjects::manager_list) {
-    if (auto req = bus::body_as<v1::CvmListRequest>(m.data); !req)
+    if (auto req = bus::request_as<v1::CvmListRequest>(m.data); !req)
       return send(self, m.reply, bus::make_error(req.error().code, req.error().message, {}, sender));
     flatbuffers::FlatBufferBuilder b(1024);
     std::vector<flatbuffers::Offset<v1::CvmInfo>> infos;
@@ -212,7 +222,8 @@ void on_bus(self_ptr self, const bus::bus_msg& m) {
 
 }  // namespace
 
-manager_actor::behavior_type manager(manager_actor::stateful_pointer<manager_state> self, manager_config cfg) {
+manager_actor::behavior_type manager(manager_actor::stateful_pointer<manager_state> self,
+                                     manager_config cfg) {
   if (auto v = validate(cfg); !v) {
     spdlog::error("manager: {}", v.error().to_string());
     self->quit(caf::sec::invalid_argument);
@@ -220,54 +231,54 @@ manager_actor::behavior_type manager(manager_actor::stateful_pointer<manager_sta
   }
   self->state.cfg = std::move(cfg);
   return {
-    [self](bus::bus_msg& m) { on_bus(self, m); },
-    [self](atom::exited, std::string& id, int status) {
-      auto it = self->state.cvms.find(id);
-      if (it == self->state.cvms.end()) return;
-      auto& r = it->second;
-      auto how = describe_wait_status(status);
-      std::error_code ec;
-      if (r.state == v1::CvmState::removed || r.state == v1::CvmState::expired) {
-        spdlog::info("manager: {} {} ({})", r.id, v1::EnumNameCvmState(r.state), how);
-        auto payload = info_payload(r);
-        for (const auto& s : r.remove_replies) send(self, s, payload);
-        publish_event(self, r, r.state == v1::CvmState::expired ? "TTL expired; removed" : "removed");
-        fs::remove_all(r.dir, ec);
-        self->state.cvms.erase(it);
-        return;
-      }
-      bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-      r.state = clean ? v1::CvmState::stopped : v1::CvmState::crashed;
-      r.detail = "agent " + how + "; log: " + (r.dir / "agent.log").string();
-      r.generation = ++self->state.generation;
-      spdlog::warn("manager: {} {}: {}", r.id, v1::EnumNameCvmState(r.state), r.detail);
-      fs::remove_all(r.dir / "work", ec);  // never leave a run's plaintext behind
-      if (!r.create_reply.empty()) {
-        send_error(self, r.create_reply, errc::internal, "the agent exited while starting: " + r.detail);
-        r.create_reply.clear();
-      }
-      publish_event(self, r, r.detail);
-    },
-    [self](atom::deadline, std::string& id, uint64_t generation) {
-      auto it = self->state.cvms.find(id);
-      if (it == self->state.cvms.end() || it->second.generation != generation) return;
-      auto& r = it->second;
-      if (r.state == v1::CvmState::starting) {
-        r.detail = "the agent did not become ready in time; log: " + (r.dir / "agent.log").string();
-        send_error(self, r.create_reply, errc::timeout, r.detail);
-        r.create_reply.clear();
-        start_remove(self, r, {}, v1::CvmState::removed);
-      } else if (r.state == v1::CvmState::removed || r.state == v1::CvmState::expired) {
-        spdlog::warn("manager: {} ignored SIGTERM; killing", r.id);
-        self->state.cfg.backend->signal(r.pid, SIGKILL);
-      }
-    },
-    [self](atom::expire, std::string& id) {
-      auto it = self->state.cvms.find(id);
-      if (it == self->state.cvms.end() || it->second.state != v1::CvmState::running) return;
-      spdlog::info("manager: {} TTL expired", id);
-      start_remove(self, it->second, {}, v1::CvmState::expired);
-    },
+      [self](bus::bus_msg& m) { on_bus(self, m); },
+      [self](atom::exited, std::string& id, int status) {
+        auto it = self->state.cvms.find(id);
+        if (it == self->state.cvms.end()) return;
+        auto& r = it->second;
+        auto how = describe_wait_status(status);
+        std::error_code ec;
+        if (r.state == v1::CvmState::removed || r.state == v1::CvmState::expired) {
+          spdlog::info("manager: {} {} ({})", r.id, v1::EnumNameCvmState(r.state), how);
+          fs::remove_all(r.dir, ec);  // before the reply: "removed" means the files are gone
+          auto payload = info_payload(r);
+          for (const auto& s : r.remove_replies) send(self, s, payload);
+          publish_event(self, r, r.state == v1::CvmState::expired ? "TTL expired; removed" : "removed");
+          self->state.cvms.erase(it);
+          return;
+        }
+        bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        r.state = clean ? v1::CvmState::stopped : v1::CvmState::crashed;
+        r.detail = "agent " + how + "; log: " + (r.dir / "agent.log").string();
+        r.generation = ++self->state.generation;
+        spdlog::warn("manager: {} {}: {}", r.id, v1::EnumNameCvmState(r.state), r.detail);
+        fs::remove_all(r.dir / "work", ec);  // never leave a run's plaintext behind
+        if (!r.create_reply.empty()) {
+          send_error(self, r.create_reply, errc::internal, "the agent exited while starting: " + r.detail);
+          r.create_reply.clear();
+        }
+        publish_event(self, r, r.detail);
+      },
+      [self](atom::deadline, std::string& id, uint64_t generation) {
+        auto it = self->state.cvms.find(id);
+        if (it == self->state.cvms.end() || it->second.generation != generation) return;
+        auto& r = it->second;
+        if (r.state == v1::CvmState::starting) {
+          r.detail = "the agent did not become ready in time; log: " + (r.dir / "agent.log").string();
+          send_error(self, r.create_reply, errc::timeout, r.detail);
+          r.create_reply.clear();
+          start_remove(self, r, {}, v1::CvmState::removed);
+        } else if (r.state == v1::CvmState::removed || r.state == v1::CvmState::expired) {
+          spdlog::warn("manager: {} ignored SIGTERM; killing", r.id);
+          self->state.cfg.backend->signal(r.pid, SIGKILL);
+        }
+      },
+      [self](atom::expire, std::string& id) {
+        auto it = self->state.cvms.find(id);
+        if (it == self->state.cvms.end() || it->second.state != v1::CvmState::running) return;
+        spdlog::info("manager: {} TTL expired", id);
+        start_remove(self, it->second, {}, v1::CvmState::expired);
+      },
   };
 }
 

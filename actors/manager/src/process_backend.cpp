@@ -15,9 +15,11 @@ extern char** environ;
 namespace cove::manager {
 
 process_backend::process_backend(std::function<void(const std::string&, int)> on_exit)
-  : on_exit_(std::move(on_exit)) {}
+    : on_exit_(std::move(on_exit)) {}
 
-process_backend::~process_backend() { shutdown(); }
+process_backend::~process_backend() {
+  shutdown();
+}
 
 void process_backend::shutdown() {
   kill_all();
@@ -31,10 +33,14 @@ void process_backend::shutdown() {
 }
 
 expected<pid_t> process_backend::launch(const agent_launch& l) {
-  std::vector<std::string> args = {l.agent_binary.string(), "--cvm-id",  l.cvm_id,
-                                   "--nats",                l.nats_url,  "--work-dir",
-                                   l.work_dir.string(),     "--sim-dir", l.tee_dir.string(),
-                                   "--log-level",           l.log_level};
+  std::vector<std::string> args = {
+      l.agent_binary.string(), "--cvm-id",  l.cvm_id,           "--nats",      l.nats_url,  "--work-dir",
+      l.work_dir.string(),     "--sim-dir", l.tee_dir.string(), "--log-level", l.log_level, "--parent-pid",
+      std::to_string(getpid())};
+  if (l.max_upload_bytes > 0) {
+    args.emplace_back("--max-upload");
+    args.push_back(std::to_string(l.max_upload_bytes));
+  }
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -44,7 +50,8 @@ expected<pid_t> process_backend::launch(const agent_launch& l) {
   posix_spawn_file_actions_init(&fa);
   posix_spawnattr_init(&attr);
   posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, l.log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0600);
+  posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, l.log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND,
+                                   0600);
   posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
   posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   posix_spawnattr_setpgroup(&attr, 0);
@@ -60,7 +67,8 @@ expected<pid_t> process_backend::launch(const agent_launch& l) {
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
   if (rc != 0)
-    return make_error(errc::internal, fmt::format("cannot start {}: {}", l.agent_binary.string(), std::strerror(rc)));
+    return make_error(errc::internal,
+                      fmt::format("cannot start {}: {}", l.agent_binary.string(), std::strerror(rc)));
   live_.emplace(pid, l.cvm_id);
   reapers_.emplace_back([this, pid, id = l.cvm_id] {
     int status = 0;
@@ -87,7 +95,8 @@ void process_backend::kill_all() {
 
 std::string describe_wait_status(int status) {
   if (WIFEXITED(status)) return fmt::format("exit status {}", WEXITSTATUS(status));
-  if (WIFSIGNALED(status)) return fmt::format("killed by signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status)));
+  if (WIFSIGNALED(status))
+    return fmt::format("killed by signal {} ({})", WTERMSIG(status), strsignal(WTERMSIG(status)));
   return fmt::format("wait status {}", status);
 }
 

@@ -27,28 +27,28 @@ std::string_view to_string(algo_type t) noexcept;
 using sha3_digest = std::array<uint8_t, 32>;
 
 struct dataset_spec {
-  std::string filename;            // a plain file name: no '/', not "." or ".."
-  sha3_digest hash{};              // SHA3-256 of the plaintext
-  std::vector<uint8_t> user_key;   // DER SubjectPublicKeyInfo of the only allowed uploader
+  std::string filename;           // a plain file name: no '/', not "." or ".."
+  sha3_digest hash{};             // SHA3-256 of the plaintext
+  std::vector<uint8_t> user_key;  // DER SubjectPublicKeyInfo of the only allowed uploader
   friend bool operator==(const dataset_spec&, const dataset_spec&) = default;
 };
 
 struct algorithm_spec {
   sha3_digest hash{};
-  std::vector<uint8_t> user_key;   // DER SPKI
+  std::vector<uint8_t> user_key;    // DER SPKI
   algo_type type = algo_type::bin;  // JSON key "algo_type"
   std::vector<std::string> algo_args;
   friend bool operator==(const algorithm_spec&, const algorithm_spec&) = default;
 };
 
 struct manifest {
-  std::string id;                  // [A-Za-z0-9_-]{1,64}: it is used in bus subjects
+  std::string id;  // [A-Za-z0-9_-]{1,64}: it is used in bus subjects
   std::string name;
   std::string description;
   std::vector<dataset_spec> datasets;
   algorithm_spec algorithm;
   std::vector<std::vector<uint8_t>> result_consumers;  // DER SPKI each, at least one
-  uint32_t timeout_seconds = 0;    // cove extension; 0 = the agent's default
+  uint32_t timeout_seconds = 0;                        // cove extension; 0 = the agent's default
   friend bool operator==(const manifest&, const manifest&) = default;
 };
 

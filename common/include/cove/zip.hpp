@@ -37,10 +37,10 @@ expected<std::vector<uint8_t>> zip_directory(const std::filesystem::path& dir);
 expected<void> zip_directory_to_file(const std::filesystem::path& dir, const std::filesystem::path& out);
 
 struct zip_entry {
-  std::string name;    // relative, '/'-separated
+  std::string name;  // relative, '/'-separated
   uint64_t size = 0;
   uint32_t crc = 0;
-  uint32_t mode = 0;   // Unix st_mode bits from the external attributes (0 if not Unix)
+  uint32_t mode = 0;  // Unix st_mode bits from the external attributes (0 if not Unix)
 };
 
 /// Lists the entries in central directory order (checks structure, not CRCs).

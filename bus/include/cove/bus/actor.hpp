@@ -37,7 +37,7 @@ typename Inspector::result_type inspect(Inspector& f, bus_msg& x) {
 }  // namespace cove::bus
 
 CAF_BEGIN_TYPE_ID_BLOCK(cove_bus, caf::first_custom_type_id)
-  CAF_ADD_TYPE_ID(cove_bus, (cove::bus::bus_msg))
+CAF_ADD_TYPE_ID(cove_bus, (cove::bus::bus_msg))
 CAF_END_TYPE_ID_BLOCK(cove_bus)
 
 namespace cove::bus {
@@ -50,7 +50,7 @@ inline caf::actor_system_config& add_bus_types(caf::actor_system_config& cfg) {
 /// Subscribes `target` to `subject`: each message arrives as a bus_msg via
 /// caf::anon_send (from the NATS thread; the actor never blocks on NATS).
 /// Answer by publishing to bus_msg::reply with connection::publish.
-expected<subscription> subscribe_actor(connection& conn, std::string_view subject,
-                                       caf::actor target, std::string_view queue_group = {});
+expected<subscription> subscribe_actor(connection& conn, std::string_view subject, caf::actor target,
+                                       std::string_view queue_group = {});
 
 }  // namespace cove::bus

@@ -93,8 +93,7 @@ class connection {
 
   /// Async subscription; `h` runs on the subscription's NATS thread. An empty
   /// queue_group means a plain subscription.
-  expected<subscription> subscribe(std::string_view subject, handler h,
-                                   std::string_view queue_group = {});
+  expected<subscription> subscribe(std::string_view subject, handler h, std::string_view queue_group = {});
 
   /// A fresh unique inbox subject (_INBOX.<nuid>).
   std::string new_inbox();

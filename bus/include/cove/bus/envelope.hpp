@@ -44,8 +44,8 @@ std::vector<uint8_t> finish(flatbuffers::FlatBufferBuilder& fbb, flatbuffers::Of
 }
 
 /// An Envelope carrying v1::Error{code, message}.
-std::vector<uint8_t> make_error(cove::errc code, std::string_view message,
-                                std::string_view correlation_id, std::string_view sender);
+std::vector<uint8_t> make_error(cove::errc code, std::string_view message, std::string_view correlation_id,
+                                std::string_view sender);
 /// An Envelope carrying v1::Ok.
 std::vector<uint8_t> make_ok(std::string_view correlation_id, std::string_view sender);
 
@@ -81,6 +81,18 @@ expected<const Body*> body_as(std::span<const uint8_t> buf) {
   return body;
 }
 
+/// The body of a verified *request* envelope: like body_as(), except that an
+/// Error body is only a wrong body type (invalid_request). Requests carry no
+/// errors, and a service must never answer with an error code its caller chose.
+template <class Body>
+expected<const Body*> request_as(std::span<const uint8_t> buf) {
+  const v1::Envelope* env = verified_envelope(buf);
+  if (env != nullptr && env->body_type() == v1::Body::Error)
+    return cove::make_error(errc::invalid_request,
+                            "expected " + body_name(v1::BodyTraits<Body>::enum_value) + " body, got Error");
+  return body_as<Body>(buf);
+}
+
 /// A reply message together with its verified body (points into msg.data;
 /// moving a reply keeps the vector's buffer, so `body` stays valid).
 template <class Body>
@@ -92,8 +104,8 @@ struct reply {
 /// Blocking request whose reply must be an Envelope with a `Body` (an Error
 /// reply becomes its cove::error).
 template <class Body>
-expected<reply<Body>> request_typed(connection& conn, std::string_view subject,
-                                    std::span<const uint8_t> data, std::chrono::milliseconds timeout) {
+expected<reply<Body>> request_typed(connection& conn, std::string_view subject, std::span<const uint8_t> data,
+                                    std::chrono::milliseconds timeout) {
   auto m = conn.request(subject, data, timeout);
   if (!m) return std::move(m).error();
   reply<Body> r{std::move(*m), nullptr};

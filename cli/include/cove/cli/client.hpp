@@ -34,8 +34,8 @@ struct attested_agent {
 
 /// Fetches evidence with a fresh nonce and verifies signature, certificate chain
 /// and policy, including report_data = H(agent keys || nonce). errc::attestation_failed otherwise.
-expected<attested_agent> attest(bus::connection& bus, const std::string& cvm_id, const attest::snp_policy& policy,
-                                const client_options& opt = {});
+expected<attested_agent> attest(bus::connection& bus, const std::string& cvm_id,
+                                const attest::snp_policy& policy, const client_options& opt = {});
 
 /// Loads a policy file (see attest/README.md).
 expected<attest::snp_policy> load_policy(const std::filesystem::path& file);
@@ -59,9 +59,10 @@ expected<upload_stats> upload(bus::connection& bus, const std::string& cvm_id, f
                               const client_options& opt = {});
 
 /// Attests, then downloads the result sealed to `key` and writes the plaintext to `out`.
-expected<upload_stats> fetch_result(bus::connection& bus, const std::string& cvm_id, const crypto::private_key& key,
-                                    const attest::snp_policy& policy, const std::filesystem::path& out,
-                                    std::string computation_id = {}, const client_options& opt = {});
+expected<upload_stats> fetch_result(bus::connection& bus, const std::string& cvm_id,
+                                    const crypto::private_key& key, const attest::snp_policy& policy,
+                                    const std::filesystem::path& out, std::string computation_id = {},
+                                    const client_options& opt = {});
 
 /// The agent's current status.
 struct status {
@@ -70,6 +71,7 @@ struct status {
   std::string message;
   std::vector<std::string> pending;
 };
-expected<status> computation_status(bus::connection& bus, const std::string& cvm_id, const client_options& opt = {});
+expected<status> computation_status(bus::connection& bus, const std::string& cvm_id,
+                                    const client_options& opt = {});
 
 }  // namespace cove::cli

@@ -119,9 +119,10 @@ class open_stream {
 };
 
 /// Wrapped key format, first byte:
-inline constexpr uint8_t wrap_tag_ed25519 = 0x01;  // || crypto_box_seal to the X25519 form of the key (80 bytes)
-inline constexpr uint8_t wrap_tag_p256 = 0x02;     // || eph pub (65) || nonce (24) || XChaCha20-Poly1305 ct (48)
-inline constexpr uint8_t wrap_tag_rsa = 0x03;      // || RSA-OAEP-SHA256 (MGF1-SHA256) ciphertext
+inline constexpr uint8_t wrap_tag_ed25519 =
+    0x01;                                       // || crypto_box_seal to the X25519 form of the key (80 bytes)
+inline constexpr uint8_t wrap_tag_p256 = 0x02;  // || eph pub (65) || nonce (24) || XChaCha20-Poly1305 ct (48)
+inline constexpr uint8_t wrap_tag_rsa = 0x03;   // || RSA-OAEP-SHA256 (MGF1-SHA256) ciphertext
 
 /// Encrypts `key` so only the holder of `recipient`'s private key can read it.
 expected<std::vector<uint8_t>> wrap_key(const public_key& recipient, const secret_key& key);

@@ -31,8 +31,7 @@ std::vector<uint8_t> result_statement(std::string_view computation_id,
 
 /// SHA-512("cove-evidence-v1" || lp(kx_pk) || lp(sign_pk) || lp(nonce)):
 /// the 64 bytes an agent puts in its attestation report's report_data.
-std::array<uint8_t, 64> evidence_report_data(std::span<const uint8_t> kx_pk,
-                                             std::span<const uint8_t> sign_pk,
+std::array<uint8_t, 64> evidence_report_data(std::span<const uint8_t> kx_pk, std::span<const uint8_t> sign_pk,
                                              std::span<const uint8_t> nonce);
 
 }  // namespace cove::crypto

@@ -1,6 +1,7 @@
 #pragma once
 // coved: the host daemon. Hosts the services as CAF actors, connects them to the
 // bus, and (unless --nats names a server) runs an embedded nats-server.
+#include <cstdint>
 #include <filesystem>
 #include <set>
 #include <string>
@@ -10,13 +11,14 @@
 namespace cove::daemon {
 
 struct daemon_config {
-  std::string nats_url;                    // empty: start an embedded nats-server
-  std::string listen = "127.0.0.1:4222";   // embedded server address; port 0 = random
+  std::string nats_url;                   // empty: start an embedded nats-server
+  std::string listen = "127.0.0.1:4222";  // embedded server address; port 0 = random
   std::filesystem::path nats_server = "/usr/sbin/nats-server";
-  std::filesystem::path state_dir;         // default: cove::default_state_dir()
+  std::filesystem::path state_dir;  // default: cove::default_state_dir()
   std::set<std::string> services = {"manager", "computation"};
-  std::filesystem::path agent_binary;      // default: cove-agent beside coved
-  std::string agent_nats_url;              // URL handed to agents; default: the bus URL
+  std::filesystem::path agent_binary;  // default: cove-agent beside coved
+  std::string agent_nats_url;          // URL handed to agents; default: the bus URL
+  uint64_t agent_max_upload = 0;       // per-file upload limit handed to agents; 0: the agent's default
   std::string log_level = "info";
 };
 

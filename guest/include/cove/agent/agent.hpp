@@ -20,10 +20,10 @@ struct sim_tee_config {
 };
 
 struct agent_config {
-  std::string cvm_id;                  // [a-z0-9-]{1,64}
-  std::string nats_url;                // the bus (later: the attested bridge)
-  std::filesystem::path work_dir;      // datasets/, results/, algo live here
-  sim_tee_config sim;                  // evidence provider: simulated SEV-SNP
+  std::string cvm_id;                         // [a-z0-9-]{1,64}
+  std::string nats_url;                       // the bus (later: the attested bridge)
+  std::filesystem::path work_dir;             // datasets/, results/, algo live here
+  sim_tee_config sim;                         // evidence provider: simulated SEV-SNP
   std::chrono::seconds default_timeout{600};  // algorithm wall-clock limit when the manifest sets none
   uint64_t max_upload_bytes = 64ull << 30;    // per file
   uint32_t chunk_size = 512 * 1024;           // plaintext bytes per chunk

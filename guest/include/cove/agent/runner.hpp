@@ -41,16 +41,18 @@ struct run_request {
 };
 
 struct run_outcome {
-  int exit_code = -1;      // exit status if it exited, else -1
-  int term_signal = 0;     // signal that killed it, else 0
-  bool timed_out = false;  // killed by the runner at the deadline
-  bool cancelled = false;  // killed by cancel()
-  std::string stderr_tail; // last 4 KiB of stderr
+  int exit_code = -1;       // exit status if it exited, else -1
+  int term_signal = 0;      // signal that killed it, else 0
+  bool timed_out = false;   // killed by the runner at the deadline
+  bool cancelled = false;   // killed by cancel()
+  std::string stderr_tail;  // last 4 KiB of stderr
   std::chrono::milliseconds elapsed{0};
   std::chrono::milliseconds timeout{0};  // the limit that applied (0: none)
 
   /// Exited with status 0 (and was not killed).
-  [[nodiscard]] bool succeeded() const { return exit_code == 0 && term_signal == 0 && !timed_out && !cancelled; }
+  [[nodiscard]] bool succeeded() const {
+    return exit_code == 0 && term_signal == 0 && !timed_out && !cancelled;
+  }
 };
 
 /// "exit status 0", "exit status 1: <stderr tail>", "killed by signal 9",
@@ -84,15 +86,15 @@ class running_algorithm {
 
   pid_t pid_ = -1;
   int pidfd_ = -1;
-  int wake_fd_ = -1;   // eventfd written by cancel()
+  int wake_fd_ = -1;  // eventfd written by cancel()
   int stderr_fd_ = -1;
   int stdout_fd_ = -1;
   std::chrono::steady_clock::time_point started_{};
   std::chrono::milliseconds timeout_{0};
-  std::mutex mu_;      // guards reaped_ and kill_reason_ (no kill after reaping: the pid could be reused)
+  std::mutex mu_;  // guards reaped_ and kill_reason_ (no kill after reaping: the pid could be reused)
   bool reaped_ = false;
   kill_reason kill_reason_ = kill_reason::none;
-  std::mutex wait_mu_; // one waiter at a time
+  std::mutex wait_mu_;  // one waiter at a time
   std::optional<expected<run_outcome>> result_;
 };
 

@@ -19,7 +19,7 @@ struct computation_config {
 
 struct run_record {
   std::string computation_id;
-  std::string state;   // agent state name
+  std::string state;  // agent state name
   std::string message;
 };
 

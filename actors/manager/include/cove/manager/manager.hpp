@@ -16,10 +16,11 @@
 namespace cove::manager {
 
 struct manager_config {
-  std::filesystem::path state_dir;          // CVM work dirs live in <state_dir>/cvms/<id>
-  std::filesystem::path agent_binary;       // cove-agent
-  std::string agent_nats_url;               // the URL agents dial
+  std::filesystem::path state_dir;     // CVM work dirs live in <state_dir>/cvms/<id>
+  std::filesystem::path agent_binary;  // cove-agent
+  std::string agent_nats_url;          // the URL agents dial
   std::string agent_log_level = "info";
+  uint64_t agent_max_upload = 0;  // cove-agent --max-upload; 0: the agent's default
   std::shared_ptr<bus::connection> bus;
   std::shared_ptr<process_backend> backend;
   std::shared_ptr<const attest::sim_root> sim_root;  // issues each CVM's simulated VCEK
@@ -40,9 +41,9 @@ struct cvm_record {
   uint32_t ttl_seconds = 0;
   std::string detail;
   std::filesystem::path dir;
-  uint64_t generation = 0;                 // guards stale deadline messages
-  std::string create_reply;                // reply subject of a pending create
-  std::vector<std::string> remove_replies; // reply subjects of pending removes
+  uint64_t generation = 0;                  // guards stale deadline messages
+  std::string create_reply;                 // reply subject of a pending create
+  std::vector<std::string> remove_replies;  // reply subjects of pending removes
 };
 
 struct manager_state {

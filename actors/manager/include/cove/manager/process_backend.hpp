@@ -4,6 +4,7 @@
 // and report its exit through a callback; the backend owns and joins them.
 #include <sys/types.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -24,6 +25,7 @@ struct agent_launch {
   std::filesystem::path tee_dir;   // simulated TEE identity (VCEK etc.)
   std::filesystem::path log_file;  // agent stdout+stderr
   std::string log_level = "info";
+  uint64_t max_upload_bytes = 0;  // cove-agent --max-upload; 0: the agent's default
 };
 
 class process_backend {
