@@ -27,7 +27,9 @@ namespace cove::itest {
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
-inline fs::path bin_dir() { return COVE_BIN_DIR; }
+inline fs::path bin_dir() {
+  return COVE_BIN_DIR;
+}
 
 /// Unwraps an expected in a test: fails the test with the error text.
 template <class T>
@@ -39,7 +41,8 @@ inline void must(expected<void> r, const char* what = "") {
   if (!r) FAIL(what << ": " << r.error().to_string());
 }
 
-inline void write_file(const fs::path& p, std::string_view content, fs::perms perms = fs::perms::owner_read | fs::perms::owner_write) {
+inline void write_file(const fs::path& p, std::string_view content,
+                       fs::perms perms = fs::perms::owner_read | fs::perms::owner_write) {
   std::ofstream f(p, std::ios::binary | std::ios::trunc);
   f << content;
   f.close();
@@ -62,15 +65,29 @@ struct participant {
 class cluster {
  public:
   explicit cluster(std::vector<std::string> extra_coved_args = {})
-    : dir_("cove-itest"), nats_(must(test::nats_server::start(), "nats-server")) {
+      : dir_("cove-itest"), nats_(must(test::nats_server::start(), "nats-server")) {
     start_coved(std::move(extra_coved_args));
     bus_ = must(bus::connection::connect({.url = nats_.url(), .name = "itest"}), "connect");
     policy_ = must(cli::load_policy(state_dir() / "sim" / "policy.json"), "policy");
   }
 
+  /// coved gets SIGTERM first so it removes its CVMs (agents live in their own
+  /// process groups); members then kill whatever is left by PID.
+  ~cluster() {
+    bus_.reset();
+    if (coved_.running()) {
+      auto status = coved_.terminate(10s);
+      // A clean shutdown exits 0; sanitizer findings in coved make it non-zero.
+      CHECK_MESSAGE(status == 0, "coved exit status " << status.value_or(-1) << "; log in " << dir_.path());
+    }
+  }
+  cluster(const cluster&) = delete;
+  cluster& operator=(const cluster&) = delete;
+
   void start_coved(std::vector<std::string> extra = {}) {
-    std::vector<std::string> argv = {(bin_dir() / "coved").string(), "--nats", nats_.url(), "--state-dir",
-                                     state_dir().string(), "--log-level", "debug"};
+    std::vector<std::string> argv = {
+        (bin_dir() / "coved").string(), "--nats",      nats_.url(), "--state-dir",
+        state_dir().string(),           "--log-level", "debug"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     coved_ = must(test::child_process::spawn(argv, {}, dir_.path(), "coved"), "coved");
     // coved is ready when the manager answers a list request.
@@ -78,11 +95,12 @@ class cluster {
     flatbuffers::FlatBufferBuilder b(64);
     auto payload = bus::finish(b, v1::CreateCvmListRequest(b), {}, "itest");
     bool ready = test::wait_until(
-      [&] {
-        REQUIRE(coved_.running());
-        return static_cast<bool>(bus::request_typed<v1::CvmList>(*probe, bus::subjects::manager_list, payload, 500ms));
-      },
-      test::deadline_in(20s));
+        [&] {
+          REQUIRE(coved_.running());
+          return static_cast<bool>(
+              bus::request_typed<v1::CvmList>(*probe, bus::subjects::manager_list, payload, 500ms));
+        },
+        test::deadline_in(20s));
     REQUIRE_MESSAGE(ready, "coved did not become ready; log in " << dir_.path());
   }
 
@@ -98,7 +116,8 @@ class cluster {
   std::string create_cvm(uint32_t ttl_seconds = 0) {
     flatbuffers::FlatBufferBuilder b(64);
     auto req = v1::CreateCvmCreate(b, v1::Backend::process, v1::Tee::sim, ttl_seconds);
-    auto r = must(bus::request_typed<v1::CvmInfo>(*bus_, bus::subjects::manager_create, bus::finish(b, req, {}, "itest"), 20s),
+    auto r = must(bus::request_typed<v1::CvmInfo>(*bus_, bus::subjects::manager_create,
+                                                  bus::finish(b, req, {}, "itest"), 20s),
                   "cvm create");
     REQUIRE(r.body->id() != nullptr);
     CHECK(r.body->state() == v1::CvmState::running);
@@ -108,7 +127,8 @@ class cluster {
   expected<bus::reply<v1::CvmInfo>> cvm_info(const std::string& id) {
     flatbuffers::FlatBufferBuilder b(64);
     auto req = v1::CreateCvmRef(b, b.CreateString(id));
-    return bus::request_typed<v1::CvmInfo>(*bus_, bus::subjects::manager_info, bus::finish(b, req, {}, "itest"), 5s);
+    return bus::request_typed<v1::CvmInfo>(*bus_, bus::subjects::manager_info,
+                                           bus::finish(b, req, {}, "itest"), 5s);
   }
 
   participant make_participant(const std::string& name, crypto::key_type type = crypto::key_type::ed25519) {
@@ -123,7 +143,8 @@ class cluster {
     auto p = dir_.path() / "inputs";
     fs::create_directories(p);
     p /= name;
-    write_file(p, content, executable ? fs::perms::owner_all : fs::perms::owner_read | fs::perms::owner_write);
+    write_file(p, content,
+               executable ? fs::perms::owner_all : fs::perms::owner_read | fs::perms::owner_write);
     return p;
   }
 
@@ -139,16 +160,17 @@ class cluster {
   }
 
   /// Polls the agent's status until `state` (or Failed) is reached.
-  cli::status wait_for_state(const std::string& cvm_id, std::string_view state, std::chrono::seconds limit = 30s) {
+  cli::status wait_for_state(const std::string& cvm_id, std::string_view state,
+                             std::chrono::seconds limit = 30s) {
     cli::status last;
     bool reached = test::wait_until(
-      [&] {
-        auto s = cli::computation_status(*bus_, cvm_id);
-        if (!s) return false;
-        last = *s;
-        return last.state == state || last.state == "Failed";
-      },
-      test::deadline_in(limit));
+        [&] {
+          auto s = cli::computation_status(*bus_, cvm_id);
+          if (!s) return false;
+          last = *s;
+          return last.state == state || last.state == "Failed";
+        },
+        test::deadline_in(limit));
     INFO("last state " << last.state << ": " << last.message);
     REQUIRE(reached);
     return last;
@@ -162,10 +184,13 @@ class cluster {
   attest::snp_policy policy_;
 };
 
-inline sha3_digest sha3_of_file(const fs::path& p) { return must(crypto::sha3_256_file(p), "sha3"); }
+inline sha3_digest sha3_of_file(const fs::path& p) {
+  return must(crypto::sha3_256_file(p), "sha3");
+}
 
 /// A manifest for one algorithm, some datasets and some consumers.
-inline manifest make_manifest(const std::string& id, const fs::path& algo, algo_type type, const participant& algo_owner,
+inline manifest make_manifest(const std::string& id, const fs::path& algo, algo_type type,
+                              const participant& algo_owner,
                               const std::vector<std::pair<fs::path, const participant*>>& datasets,
                               const std::vector<const participant*>& consumers, uint32_t timeout_seconds = 0,
                               std::vector<std::string> args = {}) {

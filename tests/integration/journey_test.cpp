@@ -21,7 +21,8 @@ TEST_CASE("a python computation runs end to end and only the consumer can read t
                           "open('results/total.txt', 'w').write(str(total) + '\\n')\n");
   auto a = c.make_file("a.txt", "1\n2\n3\n");
   auto b = c.make_file("b.txt", "10\n20\n");
-  auto m = make_manifest("journey-1", algo, algo_type::python, algo_owner, {{a, &hospital_a}, {b, &hospital_b}}, {&consumer});
+  auto m = make_manifest("journey-1", algo, algo_type::python, algo_owner,
+                         {{a, &hospital_a}, {b, &hospital_b}}, {&consumer});
 
   auto cvm = c.create_cvm();
   CHECK(must(c.start_computation(cvm, m), "start") == "ReceivingAlgorithm");

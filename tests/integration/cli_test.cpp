@@ -1,0 +1,253 @@
+// The real `cove` binary against a real coved: keys, CVMs, the whole journey,
+// attestation, events, and its exit codes.
+#include "fixture.hpp"
+
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <nlohmann/json.hpp>
+
+#include "cove/zip.hpp"
+
+using namespace cove;
+using namespace cove::itest;
+using json = nlohmann::json;
+
+namespace {
+
+struct cli_run {
+  int code = -1;
+  std::string out, err;
+};
+
+/// Runs `cove args...` with the cluster's bus and state dir in its environment.
+class cove_cli {
+ public:
+  cove_cli(fs::path log_dir, std::vector<std::string> env)
+      : log_dir_(std::move(log_dir)), env_(std::move(env)) {}
+  explicit cove_cli(cluster& c)
+      : cove_cli(c.dir(), {"COVE_NATS_URL=" + c.nats().url(), "COVE_STATE_DIR=" + c.state_dir().string()}) {}
+
+  test::child_process spawn(const std::vector<std::string>& args, std::string& name) {
+    name = "cove-" + std::to_string(++runs_);
+    std::vector<std::string> argv = {(bin_dir() / "cove").string()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return must(test::child_process::spawn(argv, env_, log_dir_, name), "spawn cove");
+  }
+
+  cli_run collect(test::child_process& p, const std::string& name, std::chrono::seconds limit = 60s) {
+    auto st = p.wait_for_exit(test::deadline_in(limit));
+    REQUIRE_MESSAGE(st, "cove did not exit in time");
+    REQUIRE(WIFEXITED(*st));
+    return {WEXITSTATUS(*st), read_file(log_dir_ / (name + ".stdout")),
+            read_file(log_dir_ / (name + ".stderr"))};
+  }
+
+  cli_run run(const std::vector<std::string>& args) {
+    std::string name;
+    auto p = spawn(args, name);
+    return collect(p, name);
+  }
+
+  /// Runs and requires exit code 0; returns stdout.
+  std::string ok(const std::vector<std::string>& args) {
+    auto r = run(args);
+    std::string cmd;
+    for (const auto& a : args) cmd += a + " ";
+    INFO("cove " << cmd << "\nstdout: " << r.out << "\nstderr: " << r.err);
+    REQUIRE(r.code == 0);
+    return r.out;
+  }
+
+ private:
+  fs::path log_dir_;
+  std::vector<std::string> env_;
+  int runs_ = 0;
+};
+
+participant load_participant(const fs::path& prefix) {
+  auto file = fs::path(prefix.string() + ".key");
+  return participant{must(crypto::private_key::load_file(file), "load key"), file};
+}
+
+}  // namespace
+
+TEST_CASE("the cove binary drives keys, CVMs, a whole computation, attestation and events") {
+  cluster c;
+  cove_cli cove(c);
+  auto keys = c.dir() / "keys";
+  fs::create_directories(keys);
+
+  // Keys of every supported type: a 0600 private key and its public key.
+  const std::pair<std::string, std::string> kinds[] = {
+      {"ed25519", "algo"}, {"ecdsa", "data"}, {"rsa", "consumer"}};
+  for (const auto& [type, who] : kinds) {
+    auto prefix = (keys / who).string();
+    auto out = cove.ok({"keys", "generate", "--type", type, "-o", prefix});
+    CHECK(out.find("manifest user_key: ") != std::string::npos);
+    struct stat sb {};
+    REQUIRE(::stat((prefix + ".key").c_str(), &sb) == 0);
+    CHECK((sb.st_mode & 0777) == 0600);
+    auto pub = must(crypto::public_key::from_pem(read_file(prefix + ".pub")), "pub");
+    auto priv = must(crypto::private_key::load_file(prefix + ".key"), "key");
+    CHECK(pub.der() == priv.public_key().der());
+  }
+  auto algo_owner = load_participant(keys / "algo");
+  auto data_owner = load_participant(keys / "data");
+  auto consumer = load_participant(keys / "consumer");
+
+  // CVMs.
+  auto created = json::parse(cove.ok({"cvm", "create", "--json"}));
+  REQUIRE(created.is_object());
+  auto id = created.at("id").get<std::string>();
+  CHECK(bus::valid_id(id));
+  CHECK(created.at("state") == "running");
+  auto listed = json::parse(cove.ok({"cvm", "list", "--json"}));
+  REQUIRE(listed.is_array());
+  REQUIRE(listed.size() == 1);
+  CHECK(listed[0].at("id") == id);
+  auto info = cove.ok({"cvm", "info", id});
+  CHECK(info.find(id) != std::string::npos);
+  CHECK(info.find("running") != std::string::npos);
+
+  // The journey, through the binary only.
+  auto algo = c.make_file("double.py",
+                          "n = int(open('datasets/n.txt').read())\n"
+                          "open('results/double.txt', 'w').write(str(2 * n))\n");
+  auto data = c.make_file("n.txt", "21");
+  auto m = make_manifest("cli-1", algo, algo_type::python, algo_owner, {{data, &data_owner}}, {&consumer});
+  auto manifest_file = c.dir() / "manifest.json";
+  write_file(manifest_file, to_json(m));
+  auto started =
+      json::parse(cove.ok({"computation", "start", "--cvm", id, manifest_file.string(), "--json"}));
+  CHECK(started.at("state") == "ReceivingAlgorithm");
+  CHECK(cove.ok({"algo", "--cvm", id, algo.string(), algo_owner.key_file.string()})
+            .find("accepted by the attested agent") != std::string::npos);
+  CHECK(cove.ok({"data", "--cvm", id, data.string(), data_owner.key_file.string()})
+            .find("accepted by the attested agent") != std::string::npos);
+  std::string state;
+  bool done = test::wait_until(
+      [&] {
+        state = json::parse(cove.ok({"computation", "status", "--cvm", id, "--json"}))
+                    .at("state")
+                    .get<std::string>();
+        return state == "ConsumingResults" || state == "Failed";
+      },
+      test::deadline_in(30s));
+  REQUIRE(done);
+  REQUIRE(state == "ConsumingResults");
+  auto out = c.dir() / "out.zip";
+  cove.ok({"result", "--cvm", id, consumer.key_file.string(), "-o", out.string()});
+  must(extract_zip(out, c.dir() / "out"), "unzip");
+  CHECK(read_file(c.dir() / "out" / "double.txt") == "42");
+  // A key that is no consumer gets nothing (exit 1, the agent's reason on stderr).
+  auto denied = cove.run(
+      {"result", "--cvm", id, data_owner.key_file.string(), "-o", (c.dir() / "stolen.zip").string()});
+  CHECK(denied.code == 1);
+  CHECK(denied.err.find("cove: unauthorized: ") != std::string::npos);
+
+  // Attestation: the raw SEV-SNP-format report.
+  auto report = c.dir() / "report.bin";
+  CHECK(cove.ok({"attestation", "get", "--cvm", id, "-o", report.string()}).find("evidence verified") !=
+        std::string::npos);
+  CHECK(fs::file_size(report) == 1184);
+
+  // Events: keep publishing one until `cove events` has printed it and exited.
+  {
+    std::string name;
+    auto p = cove.spawn({"events", "--count", "1", "--wait", "10"}, name);
+    flatbuffers::FlatBufferBuilder b(128);
+    auto ev = v1::CreateEventDirect(b, "cvm", id.c_str(), "", "running", "cli-events-probe", bus::now_ns());
+    auto payload = bus::finish(b, ev, {}, "itest");
+    test::wait_until(
+        [&] {
+          must(c.bus().publish("cove.v1.events.cvm", payload), "publish");
+          return p.wait_for_exit(test::deadline_in(50ms)).has_value();
+        },
+        test::deadline_in(15s));
+    auto r = cove.collect(p, name, 5s);
+    INFO("stdout: " << r.out << "\nstderr: " << r.err);
+    CHECK(r.code == 0);
+    CHECK(r.out.find("cli-events-probe") != std::string::npos);
+    CHECK(r.out.find(id) != std::string::npos);
+    CHECK(std::count(r.out.begin(), r.out.end(), '\n') == 1);
+  }
+
+  auto removed = cove.ok({"cvm", "remove", id});
+  CHECK(removed.find(id) != std::string::npos);
+  CHECK(removed.find("removed") != std::string::npos);
+  CHECK(json::parse(cove.ok({"cvm", "list", "--json"})).empty());
+}
+
+TEST_CASE("cove exit codes: 1 for failed operations, 2 for bad arguments, 0 for --help") {
+  cluster c;
+  cove_cli cove(c);
+
+  SUBCASE("an unknown CVM is an operational failure") {
+    auto info = cove.run({"cvm", "info", "cvm-nope"});
+    CHECK(info.code == 1);
+    CHECK(info.err.starts_with("cove: not_found: "));
+    auto remove = cove.run({"cvm", "remove", "cvm-nope"});
+    CHECK(remove.code == 1);
+    CHECK(remove.err.starts_with("cove: not_found: "));
+    auto status = cove.run({"computation", "status", "--cvm", "cvm-nope"});
+    CHECK(status.code == 1);
+    CHECK(status.err.starts_with("cove: unavailable: no agent answers for CVM 'cvm-nope'"));
+    auto json_err = cove.run({"cvm", "info", "cvm-nope", "--json"});
+    CHECK(json_err.code == 1);
+    auto j = json::parse(json_err.err);
+    CHECK(j.at("error") == "not_found");
+  }
+
+  SUBCASE("bad arguments are usage errors") {
+    const std::vector<std::vector<std::string>> bad = {
+        {},
+        {"frobnicate"},
+        {"cvm"},
+        {"cvm", "info"},
+        {"cvm", "create", "--tee", "sgx"},
+        {"cvm", "create", "--no-such-flag"},
+        {"computation", "start", "--cvm", "x", "/no/such/manifest.json"},
+        {"keys", "generate"},
+        {"keys", "generate", "-o", "k", "--type", "dsa"},
+        {"events", "--count", "many"},
+        {"--timeout", "soon", "cvm", "list"},
+    };
+    for (const auto& args : bad) {
+      auto r = cove.run(args);
+      std::string cmd;
+      for (const auto& a : args) cmd += a + " ";
+      INFO("cove " << cmd << "\nstderr: " << r.err);
+      CHECK(r.code == 2);
+      CHECK_FALSE(r.err.empty());
+    }
+  }
+
+  SUBCASE("--help on every command") {
+    const std::vector<std::vector<std::string>> cmds = {
+        {"cvm", "create"},
+        {"cvm", "list"},
+        {"cvm", "info"},
+        {"cvm", "remove"},
+        {"computation", "start"},
+        {"computation", "status"},
+        {"computation", "stop"},
+        {"algo"},
+        {"data"},
+        {"result"},
+        {"attestation", "get"},
+        {"keys", "generate"},
+        {"events"},
+        {},
+    };
+    for (auto args : cmds) {
+      args.push_back("--help");
+      auto r = cove.run(args);
+      std::string cmd;
+      for (const auto& a : args) cmd += a + " ";
+      INFO("cove " << cmd << "\nstdout: " << r.out << "\nstderr: " << r.err);
+      CHECK(r.code == 0);
+      CHECK(r.out.find("Usage") != std::string::npos);
+    }
+  }
+}
