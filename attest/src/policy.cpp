@@ -11,8 +11,12 @@ namespace {
 
 using json = nlohmann::json;
 
-error bad(std::string msg) { return make_error(errc::invalid_request, "policy: " + std::move(msg)); }
-error fail(std::string msg) { return make_error(errc::attestation_failed, std::move(msg)); }
+error bad(std::string msg) {
+  return make_error(errc::invalid_request, "policy: " + std::move(msg));
+}
+error fail(std::string msg) {
+  return make_error(errc::attestation_failed, std::move(msg));
+}
 
 expected<std::vector<uint8_t>> hex_field(const json& v, const std::string& key, std::size_t len,
                                          std::size_t alt_len = 0) {
@@ -53,7 +57,8 @@ expected<bool> bool_field(const json& v, const std::string& key) {
 // Reads a regular file of at most 1 MiB (so a policy cannot point us at /dev/zero or a FIFO).
 expected<std::string> read_file(const std::filesystem::path& p) {
   std::error_code ec;
-  if (!std::filesystem::is_regular_file(p, ec)) return make_error(errc::not_found, "cannot read " + p.string());
+  if (!std::filesystem::is_regular_file(p, ec))
+    return make_error(errc::not_found, "cannot read " + p.string());
   auto size = std::filesystem::file_size(p, ec);
   if (ec || size > (1u << 20)) return make_error(errc::too_large, p.string() + " is too large");
   std::ifstream in(p, std::ios::binary);
@@ -66,8 +71,12 @@ expected<std::string> read_file(const std::filesystem::path& p) {
 expected<void> parse_minimum_tcb(const json& v, snp_tcb_minimum& out) {
   if (!v.is_object()) return bad("minimum_tcb must be an object");
   for (const auto& [k, val] : v.items()) {
-    uint8_t* dst = k == "bl" ? &out.bl : k == "tee" ? &out.tee : k == "snp" ? &out.snp
-                 : k == "microcode" ? &out.microcode : k == "fmc" ? &out.fmc : nullptr;
+    uint8_t* dst = k == "bl"          ? &out.bl
+                   : k == "tee"       ? &out.tee
+                   : k == "snp"       ? &out.snp
+                   : k == "microcode" ? &out.microcode
+                   : k == "fmc"       ? &out.fmc
+                                      : nullptr;
     if (dst == nullptr) return bad("unknown key minimum_tcb." + k);
     auto n = uint_field(val, "minimum_tcb." + k, 255);
     if (!n) return std::move(n).error();
@@ -91,7 +100,9 @@ expected<snp_policy> parse(const json& doc, const std::filesystem::path& base_di
     } else if (key == "allow_debug" || key == "allow_smt" || key == "allow_migration_agent") {
       auto b = bool_field(v, key);
       if (!b) return std::move(b).error();
-      (key == "allow_debug" ? p.allow_debug : key == "allow_smt" ? p.allow_smt : p.allow_migration_agent) = *b;
+      (key == "allow_debug" ? p.allow_debug
+       : key == "allow_smt" ? p.allow_smt
+                            : p.allow_migration_agent) = *b;
     } else if (key == "minimum_tcb") {
       if (auto r = parse_minimum_tcb(v, p.minimum_tcb); !r) return std::move(r).error();
     } else if (key == "chip_ids") {
@@ -101,17 +112,25 @@ expected<snp_policy> parse(const json& doc, const std::filesystem::path& base_di
     } else if (key == "product") {
       if (!v.is_string()) return bad("product must be a string");
       const auto& s = v.get_ref<const std::string&>();
-      if (s == "any") p.product.reset();
-      else if (s == "Milan") p.product = snp_product::milan;
-      else if (s == "Genoa") p.product = snp_product::genoa;
-      else if (s == "Turin") p.product = snp_product::turin;
-      else return bad("product must be one of Milan, Genoa, Turin, any; got '" + s + "'");
+      if (s == "any")
+        p.product.reset();
+      else if (s == "Milan")
+        p.product = snp_product::milan;
+      else if (s == "Genoa")
+        p.product = snp_product::genoa;
+      else if (s == "Turin")
+        p.product = snp_product::turin;
+      else
+        return bad("product must be one of Milan, Genoa, Turin, any; got '" + s + "'");
     } else if (key == "minimum_report_version" || key == "minimum_guest_svn" || key == "vmpl") {
       auto n = uint_field(v, key, key == "vmpl" ? 3 : UINT32_MAX);
       if (!n) return std::move(n).error();
-      if (key == "vmpl") p.vmpl = static_cast<uint32_t>(*n);
-      else if (key == "minimum_guest_svn") p.minimum_guest_svn = static_cast<uint32_t>(*n);
-      else p.minimum_report_version = static_cast<uint32_t>(*n);
+      if (key == "vmpl")
+        p.vmpl = static_cast<uint32_t>(*n);
+      else if (key == "minimum_guest_svn")
+        p.minimum_guest_svn = static_cast<uint32_t>(*n);
+      else
+        p.minimum_report_version = static_cast<uint32_t>(*n);
     } else if (key == "trusted_roots") {
       if (!v.is_array()) return bad("trusted_roots must be an array of PEM strings or file paths");
       for (const auto& e : v) {
@@ -182,7 +201,8 @@ verify_options make_verify_options(const snp_policy& policy) {
   return o;
 }
 
-expected<void> check_policy(const snp_report& r, const snp_policy& p, std::span<const uint8_t> expected_report_data) {
+expected<void> check_policy(const snp_report& r, const snp_policy& p,
+                            std::span<const uint8_t> expected_report_data) {
   if (expected_report_data.size() > r.report_data.size())
     return make_error(errc::invalid_request, "report_data: expected value is longer than 64 bytes");
   if (!expected_report_data.empty()) {
@@ -198,11 +218,14 @@ expected<void> check_policy(const snp_report& r, const snp_policy& p, std::span<
       std::none_of(p.measurements.begin(), p.measurements.end(), [&](const auto& m) {
         return std::equal(m.begin(), m.end(), r.measurement.begin(), r.measurement.end());
       }))
-    return fail("measurement: got " + to_hex(r.measurement) + ", expected one of " + list_hex(p.measurements));
-  if (p.host_data && !std::equal(p.host_data->begin(), p.host_data->end(), r.host_data.begin(), r.host_data.end()))
+    return fail("measurement: got " + to_hex(r.measurement) + ", expected one of " +
+                list_hex(p.measurements));
+  if (p.host_data &&
+      !std::equal(p.host_data->begin(), p.host_data->end(), r.host_data.begin(), r.host_data.end()))
     return fail("host_data: got " + to_hex(r.host_data) + ", expected " + to_hex(*p.host_data));
   if (!p.allow_debug && r.debug_allowed())
-    return fail("allow_debug: guest policy " + hex64(r.policy) + " allows debugging (bit 19), expected not allowed");
+    return fail("allow_debug: guest policy " + hex64(r.policy) +
+                " allows debugging (bit 19), expected not allowed");
   if (!p.allow_smt && r.smt_allowed())
     return fail("allow_smt: guest policy " + hex64(r.policy) + " allows SMT (bit 16), expected not allowed");
   if (!p.allow_migration_agent && r.migration_agent_allowed())
@@ -218,8 +241,9 @@ expected<void> check_policy(const snp_report& r, const snp_policy& p, std::span<
                 std::string(to_string(*p.product)));
   const auto& m = p.minimum_tcb;
   const bool turin = r.product == snp_product::turin;
-  for (auto [name, raw] : {std::pair{"reported_tcb", r.reported_tcb}, std::pair{"committed_tcb", r.committed_tcb},
-                           std::pair{"current_tcb", r.current_tcb}}) {
+  for (auto [name, raw] :
+       {std::pair{"reported_tcb", r.reported_tcb}, std::pair{"committed_tcb", r.committed_tcb},
+        std::pair{"current_tcb", r.current_tcb}}) {
     const tcb_version t = decode_tcb(raw, r.product);
     struct cmp {
       const char* field;
@@ -235,8 +259,7 @@ expected<void> check_policy(const snp_report& r, const snp_policy& p, std::span<
         return fail(std::string("minimum_tcb.") + c.field + ": " + name + " has " + c.field + "=" +
                     std::to_string(c.got) + ", expected at least " + std::to_string(c.min));
   }
-  if (!p.chip_ids.empty() &&
-      std::none_of(p.chip_ids.begin(), p.chip_ids.end(), [&](const auto& c) {
+  if (!p.chip_ids.empty() && std::none_of(p.chip_ids.begin(), p.chip_ids.end(), [&](const auto& c) {
         return std::equal(c.begin(), c.end(), r.chip_id.begin(), r.chip_id.end());
       }))
     return fail("chip_id: got " + to_hex(r.chip_id) + ", expected one of " + list_hex(p.chip_ids));

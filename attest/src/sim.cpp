@@ -25,11 +25,15 @@ error crypto_error(std::string_view what) {
 ossl::x509_name make_name(const char* cn) {
   ossl::x509_name n{X509_NAME_new()};
   if (!n) return nullptr;
-  const std::pair<const char*, const char*> parts[] = {
-      {"OU", "Engineering"}, {"C", "US"}, {"L", "Santa Clara"}, {"ST", "CA"},
-      {"O", "cove simulated TEE (not AMD)"}, {"CN", cn}};
+  const std::pair<const char*, const char*> parts[] = {{"OU", "Engineering"},
+                                                       {"C", "US"},
+                                                       {"L", "Santa Clara"},
+                                                       {"ST", "CA"},
+                                                       {"O", "cove simulated TEE (not AMD)"},
+                                                       {"CN", cn}};
   for (auto [k, v] : parts)
-    if (X509_NAME_add_entry_by_txt(n.get(), k, MBSTRING_ASC, reinterpret_cast<const unsigned char*>(v), -1, -1, 0) != 1)
+    if (X509_NAME_add_entry_by_txt(n.get(), k, MBSTRING_ASC, reinterpret_cast<const unsigned char*>(v), -1,
+                                   -1, 0) != 1)
       return nullptr;
   return n;
 }
@@ -44,7 +48,8 @@ bool add_conf_ext(X509* cert, X509* issuer, int nid, const char* value) {
 bool add_raw_ext(X509* cert, const char* oid, std::span<const uint8_t> value) {
   ossl::asn1_object obj{OBJ_txt2obj(oid, 1)};
   ossl::asn1_octet_string os{ASN1_OCTET_STRING_new()};
-  if (!obj || !os || ASN1_OCTET_STRING_set(os.get(), value.data(), static_cast<int>(value.size())) != 1) return false;
+  if (!obj || !os || ASN1_OCTET_STRING_set(os.get(), value.data(), static_cast<int>(value.size())) != 1)
+    return false;
   ossl::x509_extension ext{X509_EXTENSION_create_by_OBJ(nullptr, obj.get(), 0, os.get())};
   return ext && X509_add_ext(cert, ext.get(), -1) == 1;
 }
@@ -60,8 +65,8 @@ bool sign_pss(X509* cert, EVP_PKEY* key) {
   EVP_PKEY_CTX* pctx = nullptr;
   return ctx && EVP_DigestSignInit(ctx.get(), &pctx, EVP_sha384(), nullptr, key) == 1 &&
          EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) == 1 &&
-         EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, 48) == 1 && EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, EVP_sha384()) == 1 &&
-         X509_sign_ctx(cert, ctx.get()) > 0;
+         EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, 48) == 1 &&
+         EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, EVP_sha384()) == 1 && X509_sign_ctx(cert, ctx.get()) > 0;
 }
 
 // A certificate for `pub` named `subject`, issued by `issuer` (null = self-issued).
@@ -72,7 +77,8 @@ expected<ossl::x509> make_cert(const char* cn, EVP_PKEY* pub, X509* issuer, EVP_
   ossl::bignum serial_bn{BN_new()};
   if (!cert || !subject || !serial_bn) return crypto_error("X509_new");
   ASN1_INTEGER* serial = X509_get_serialNumber(cert.get());
-  if (X509_set_version(cert.get(), 2) != 1 || BN_rand(serial_bn.get(), 64, BN_RAND_TOP_ONE, BN_RAND_BOTTOM_ANY) != 1 ||
+  if (X509_set_version(cert.get(), 2) != 1 ||
+      BN_rand(serial_bn.get(), 64, BN_RAND_TOP_ONE, BN_RAND_BOTTOM_ANY) != 1 ||
       BN_to_ASN1_INTEGER(serial_bn.get(), serial) == nullptr ||
       X509_set_subject_name(cert.get(), subject.get()) != 1 ||
       X509_set_issuer_name(cert.get(), issuer ? X509_get_subject_name(issuer) : subject.get()) != 1 ||
@@ -115,14 +121,17 @@ ossl::x509 read_cert(const std::string& pem) {
 
 expected<void> write_file(const std::filesystem::path& p, const std::string& data, mode_t mode) {
   int fd = ::open(p.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
-  if (fd < 0) return make_error(errc::unavailable, "cannot write " + p.string() + ": " + std::strerror(errno));
+  if (fd < 0)
+    return make_error(errc::unavailable, "cannot write " + p.string() + ": " + std::strerror(errno));
   bool good = ::fchmod(fd, mode) == 0;
   std::size_t off = 0;
   while (good && off < data.size()) {
     ssize_t n = ::write(fd, data.data() + off, data.size() - off);
     if (n < 0 && errno == EINTR) continue;
-    if (n <= 0) good = false;
-    else off += static_cast<std::size_t>(n);
+    if (n <= 0)
+      good = false;
+    else
+      off += static_cast<std::size_t>(n);
   }
   if (::close(fd) != 0) good = false;
   if (!good) return make_error(errc::unavailable, "cannot write " + p.string());
@@ -174,8 +183,9 @@ expected<void> save_sim_root(const sim_root& root, const std::filesystem::path& 
 
 expected<sim_root> load_sim_root(const std::filesystem::path& dir) {
   sim_root root;
-  for (auto [name, dst] : {std::pair{"ark.pem", &root.ark_pem}, std::pair{"ask.pem", &root.ask_pem},
-                           std::pair{"ark.key", &root.ark_key_pem}, std::pair{"ask.key", &root.ask_key_pem}}) {
+  for (auto [name, dst] :
+       {std::pair{"ark.pem", &root.ark_pem}, std::pair{"ask.pem", &root.ask_pem},
+        std::pair{"ark.key", &root.ark_key_pem}, std::pair{"ask.key", &root.ask_key_pem}}) {
     auto t = read_text(dir / name);
     if (!t) return std::move(t).error();
     *dst = std::move(*t);
@@ -196,13 +206,15 @@ expected<sim_chip> issue_sim_vcek(const sim_root& root, const tcb_version& tcb) 
   if (!vcek_key) return crypto_error("EC P-384 key generation");
   sim_chip chip;
   chip.tcb = tcb;
-  if (RAND_bytes(chip.chip_id.data(), static_cast<int>(chip.chip_id.size())) != 1) return crypto_error("RAND_bytes");
+  if (RAND_bytes(chip.chip_id.data(), static_cast<int>(chip.chip_id.size())) != 1)
+    return crypto_error("RAND_bytes");
 
   ossl::x509 cert{X509_new()};
   ossl::x509_name subject = make_name("SEV-VCEK");
   ossl::bignum serial_bn{BN_new()};
   if (!cert || !subject || !serial_bn) return crypto_error("X509_new");
-  if (X509_set_version(cert.get(), 2) != 1 || BN_rand(serial_bn.get(), 64, BN_RAND_TOP_ONE, BN_RAND_BOTTOM_ANY) != 1 ||
+  if (X509_set_version(cert.get(), 2) != 1 ||
+      BN_rand(serial_bn.get(), 64, BN_RAND_TOP_ONE, BN_RAND_BOTTOM_ANY) != 1 ||
       BN_to_ASN1_INTEGER(serial_bn.get(), X509_get_serialNumber(cert.get())) == nullptr ||
       X509_set_subject_name(cert.get(), subject.get()) != 1 ||
       X509_set_issuer_name(cert.get(), X509_get_subject_name(ask.get())) != 1 ||
@@ -223,11 +235,13 @@ expected<sim_chip> issue_sim_vcek(const sim_root& root, const tcb_version& tcb) 
   chip.vcek_pem = cert_pem(cert.get());
   chip.vcek_der = ossl::to_der(cert.get());
   chip.vcek_key_pem = key_pem(vcek_key.get());
-  if (chip.vcek_pem.empty() || chip.vcek_der.empty() || chip.vcek_key_pem.empty()) return crypto_error("encoding VCEK");
+  if (chip.vcek_pem.empty() || chip.vcek_der.empty() || chip.vcek_key_pem.empty())
+    return crypto_error("encoding VCEK");
   return chip;
 }
 
-expected<std::vector<uint8_t>> make_sim_report(const sim_chip& chip, const std::array<uint8_t, 64>& report_data,
+expected<std::vector<uint8_t>> make_sim_report(const sim_chip& chip,
+                                               const std::array<uint8_t, 64>& report_data,
                                                const std::array<uint8_t, 48>& measurement,
                                                const sim_report_options& opts) {
   ossl::evp_pkey key = read_key(chip.vcek_key_pem);
@@ -250,7 +264,8 @@ expected<std::vector<uint8_t>> make_sim_report(const sim_chip& chip, const std::
   put(r, 0x090, measurement);
   put(r, 0x0C0, opts.host_data);
   std::array<uint8_t, 32> report_id{};
-  if (RAND_bytes(report_id.data(), static_cast<int>(report_id.size())) != 1) return crypto_error("RAND_bytes");
+  if (RAND_bytes(report_id.data(), static_cast<int>(report_id.size())) != 1)
+    return crypto_error("RAND_bytes");
   put(r, 0x140, report_id);
   std::memset(r.data() + 0x160, 0xFF, 32);  // REPORT_ID_MA: no migration agent
   put_le(r, 0x180, tcb, 8);                 // REPORTED_TCB

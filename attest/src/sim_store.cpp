@@ -61,9 +61,10 @@ expected<void> save_sim_identity(const sim_chip& chip, const sim_root& root, con
                         {"microcode", chip.tcb.microcode},
                         {"fmc", chip.tcb.fmc}}}};
   const auto rw = fs::perms::owner_read | fs::perms::owner_write;
-  for (auto r : {write_file(dir / "vcek.key.pem", chip.vcek_key_pem, rw), write_file(dir / "vcek.pem", chip.vcek_pem, rw),
-                 write_file(dir / "chip.json", j.dump(2), rw), write_file(dir / "ask.pem", root.ask_pem, rw),
-                 write_file(dir / "ark.pem", root.ark_pem, rw)})
+  for (auto r :
+       {write_file(dir / "vcek.key.pem", chip.vcek_key_pem, rw),
+        write_file(dir / "vcek.pem", chip.vcek_pem, rw), write_file(dir / "chip.json", j.dump(2), rw),
+        write_file(dir / "ask.pem", root.ask_pem, rw), write_file(dir / "ark.pem", root.ark_pem, rw)})
     if (!r) return r;
   return ok();
 }
@@ -92,11 +93,14 @@ expected<sim_identity> load_sim_identity(const fs::path& dir) {
   try {
     auto j = nlohmann::json::parse(*chip);
     auto chip_hex = j.at("chip_id").get<std::string>();
-    if (chip_hex.size() != 128) return make_error(errc::invalid_request, "chip.json: chip_id must be 64 bytes");
-    for (size_t i = 0; i < 64; ++i) id.chip.chip_id[i] = static_cast<uint8_t>(std::stoul(chip_hex.substr(i * 2, 2), nullptr, 16));
+    if (chip_hex.size() != 128)
+      return make_error(errc::invalid_request, "chip.json: chip_id must be 64 bytes");
+    for (size_t i = 0; i < 64; ++i)
+      id.chip.chip_id[i] = static_cast<uint8_t>(std::stoul(chip_hex.substr(i * 2, 2), nullptr, 16));
     const auto& t = j.at("tcb");
-    id.chip.tcb = tcb_version{t.at("bl").get<uint8_t>(), t.at("tee").get<uint8_t>(), t.at("snp").get<uint8_t>(),
-                              t.at("microcode").get<uint8_t>(), t.at("fmc").get<uint8_t>()};
+    id.chip.tcb =
+        tcb_version{t.at("bl").get<uint8_t>(), t.at("tee").get<uint8_t>(), t.at("snp").get<uint8_t>(),
+                    t.at("microcode").get<uint8_t>(), t.at("fmc").get<uint8_t>()};
   } catch (const std::exception& e) {
     return make_error(errc::invalid_request, std::string("chip.json: ") + e.what());
   }
@@ -122,10 +126,10 @@ expected<std::array<uint8_t, 48>> sha384_file(const fs::path& file) {
 
 std::string sim_policy_json(const sim_root& root, const std::array<uint8_t, 48>& measurement) {
   nlohmann::json j = {
-    {"measurements", {hex(measurement)}},
-    {"allow_debug", false},
-    {"minimum_report_version", 2},
-    {"trusted_roots", {root.ark_pem}},
+      {"measurements", {hex(measurement)}},
+      {"allow_debug", false},
+      {"minimum_report_version", 2},
+      {"trusted_roots", {root.ark_pem}},
   };
   return j.dump(2);
 }

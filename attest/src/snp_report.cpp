@@ -40,10 +40,14 @@ constexpr mbz_range mbz_ranges[] = {
 
 std::string_view to_string(snp_product p) noexcept {
   switch (p) {
-    case snp_product::milan: return "Milan";
-    case snp_product::genoa: return "Genoa";
-    case snp_product::turin: return "Turin";
-    case snp_product::unknown: break;
+    case snp_product::milan:
+      return "Milan";
+    case snp_product::genoa:
+      return "Genoa";
+    case snp_product::turin:
+      return "Turin";
+    case snp_product::unknown:
+      break;
   }
   return "unknown";
 }
@@ -103,15 +107,17 @@ expected<snp_report> parse_snp_report(std::span<const uint8_t> bytes) {
   snp_report r;
   r.version = static_cast<uint32_t>(le(p, 4));
   if (r.version < snp_min_version || r.version > snp_max_version)
-    return make_error(errc::invalid_request, "unsupported report version " + std::to_string(r.version) +
-                                                 " (supported: 2 to 5)");
+    return make_error(errc::invalid_request,
+                      "unsupported report version " + std::to_string(r.version) + " (supported: 2 to 5)");
   r.signature_algo = static_cast<uint32_t>(le(p + 0x034, 4));
   if (r.signature_algo != snp_sig_algo_ecdsa_p384_sha384)
-    return make_error(errc::invalid_request, "unsupported SIGNATURE_ALGO " + std::to_string(r.signature_algo) +
+    return make_error(errc::invalid_request, "unsupported SIGNATURE_ALGO " +
+                                                 std::to_string(r.signature_algo) +
                                                  " (expected 1 = ECDSA P-384 with SHA-384)");
   r.signer_info = static_cast<uint32_t>(le(p + 0x048, 4));
   if ((r.signer_info & ~0x1Fu) != 0)
-    return make_error(errc::invalid_request, "reserved signer-info bits set: 0x" + to_hex(bytes.subspan(0x48, 4)));
+    return make_error(errc::invalid_request,
+                      "reserved signer-info bits set: 0x" + to_hex(bytes.subspan(0x48, 4)));
   for (const auto& m : mbz_ranges) {
     if (m.below_version != 0 && r.version >= m.below_version) continue;
     if (std::any_of(p + m.begin, p + m.end, [](uint8_t b) { return b != 0; }))

@@ -19,9 +19,13 @@ constexpr const char* amd_oid_ucode = "1.3.6.1.4.1.3704.1.3.8";
 constexpr const char* amd_oid_fmc = "1.3.6.1.4.1.3704.1.3.9";
 constexpr const char* amd_oid_hwid = "1.3.6.1.4.1.3704.1.4";
 
-void openssl_free_bytes(unsigned char* p) noexcept { OPENSSL_free(p); }
+void openssl_free_bytes(unsigned char* p) noexcept {
+  OPENSSL_free(p);
+}
 
-error chain_error(std::string msg) { return make_error(errc::attestation_failed, std::move(msg)); }
+error chain_error(std::string msg) {
+  return make_error(errc::attestation_failed, std::move(msg));
+}
 
 std::string name_of(const X509* c) {
   ossl::bio b{BIO_new(BIO_s_mem())};
@@ -45,7 +49,8 @@ std::optional<std::span<const uint8_t>> ext_value(const X509* cert, const char* 
   X509_EXTENSION* ext = X509_get_ext(cert, idx);
   const ASN1_OCTET_STRING* data = X509_EXTENSION_get_data(ext);
   if (data == nullptr) return std::nullopt;
-  return std::span<const uint8_t>(ASN1_STRING_get0_data(data), static_cast<std::size_t>(ASN1_STRING_length(data)));
+  return std::span<const uint8_t>(ASN1_STRING_get0_data(data),
+                                  static_cast<std::size_t>(ASN1_STRING_length(data)));
 }
 
 expected<std::optional<uint8_t>> spl_ext(const X509* cert, const char* oid) {
@@ -56,7 +61,8 @@ expected<std::optional<uint8_t>> spl_ext(const X509* cert, const char* oid) {
   int64_t n = -1;
   if (!i || p != v->data() + v->size() || ASN1_INTEGER_get_int64(&n, i.get()) != 1 || n < 0 || n > 255) {
     ERR_clear_error();
-    return make_error(errc::attestation_failed, std::string("VCEK extension ") + oid + " is not an SPL INTEGER 0..255");
+    return make_error(errc::attestation_failed,
+                      std::string("VCEK extension ") + oid + " is not an SPL INTEGER 0..255");
   }
   return std::optional<uint8_t>{static_cast<uint8_t>(n)};
 }
@@ -100,7 +106,8 @@ expected<void> check_validity(const X509* cert, const char* what, std::time_t no
     ERR_clear_error();
     return chain_error(std::string(what) + " has a malformed validity period");
   }
-  if (before > 0) return chain_error(std::string(what) + " is not yet valid (notBefore " + time_text(nb) + ")");
+  if (before > 0)
+    return chain_error(std::string(what) + " is not yet valid (notBefore " + time_text(nb) + ")");
   if (after < 0) return chain_error(std::string(what) + " has expired (notAfter " + time_text(na) + ")");
   return ok();
 }
@@ -120,7 +127,8 @@ expected<std::vector<std::vector<uint8_t>>> split_pem_bundle(std::string_view pe
   }
   unsigned long e = ERR_peek_last_error();
   bool clean_end = e == 0 || (ERR_GET_LIB(e) == ERR_LIB_PEM && ERR_GET_REASON(e) == PEM_R_NO_START_LINE);
-  if (!clean_end) return make_error(errc::invalid_request, "malformed certificate in PEM: " + ossl::last_error());
+  if (!clean_end)
+    return make_error(errc::invalid_request, "malformed certificate in PEM: " + ossl::last_error());
   ERR_clear_error();
   if (out.empty()) return make_error(errc::invalid_request, "no certificate in PEM");
   return out;
@@ -130,7 +138,8 @@ expected<std::vector<uint8_t>> pem_to_der(std::string_view pem) {
   auto certs = split_pem_bundle(pem);
   if (!certs) return std::move(certs).error();
   if (certs->size() != 1)
-    return make_error(errc::invalid_request, "expected one certificate, got " + std::to_string(certs->size()));
+    return make_error(errc::invalid_request,
+                      "expected one certificate, got " + std::to_string(certs->size()));
   return std::move((*certs)[0]);
 }
 
@@ -177,14 +186,16 @@ expected<vcek_info> parse_vcek_extensions(std::span<const uint8_t> vcek_der) {
     const char* oid;
     std::optional<uint8_t>* dst;
   };
-  for (auto [oid, dst] : {field{amd_oid_bl, &info.bl}, field{amd_oid_tee, &info.tee}, field{amd_oid_snp, &info.snp},
-                          field{amd_oid_ucode, &info.microcode}, field{amd_oid_fmc, &info.fmc}}) {
+  for (auto [oid, dst] :
+       {field{amd_oid_bl, &info.bl}, field{amd_oid_tee, &info.tee}, field{amd_oid_snp, &info.snp},
+        field{amd_oid_ucode, &info.microcode}, field{amd_oid_fmc, &info.fmc}}) {
     auto v = spl_ext(cert.get(), oid);
     if (!v) return std::move(v).error();
     *dst = *v;
   }
   if (auto v = ext_value(cert.get(), amd_oid_hwid)) {
-    if (v->empty() || v->size() > 64) return make_error(errc::attestation_failed, "VCEK hwID has a bad length");
+    if (v->empty() || v->size() > 64)
+      return make_error(errc::attestation_failed, "VCEK hwID has a bad length");
     info.hwid = std::vector<uint8_t>(v->begin(), v->end());
   }
   return info;
@@ -203,11 +214,14 @@ expected<void> verify_snp_signature(const snp_report& report, const X509* vcek) 
     return make_error(errc::attestation_failed, "VCEK key is not EC P-384");
   }
   // R and S are 72-byte little-endian integers.
-  ossl::bignum r{BN_lebin2bn(report.signature_r.data(), static_cast<int>(report.signature_r.size()), nullptr)};
-  ossl::bignum s{BN_lebin2bn(report.signature_s.data(), static_cast<int>(report.signature_s.size()), nullptr)};
+  ossl::bignum r{
+      BN_lebin2bn(report.signature_r.data(), static_cast<int>(report.signature_r.size()), nullptr)};
+  ossl::bignum s{
+      BN_lebin2bn(report.signature_s.data(), static_cast<int>(report.signature_s.size()), nullptr)};
   ossl::ecdsa_sig sig{ECDSA_SIG_new()};
   if (!r || !s || !sig) return make_error(errc::internal, "out of memory");
-  if (ECDSA_SIG_set0(sig.get(), r.get(), s.get()) != 1) return make_error(errc::internal, "ECDSA_SIG_set0 failed");
+  if (ECDSA_SIG_set0(sig.get(), r.get(), s.get()) != 1)
+    return make_error(errc::internal, "ECDSA_SIG_set0 failed");
   (void)r.release();
   (void)s.release();
   unsigned char* der = nullptr;
@@ -217,7 +231,8 @@ expected<void> verify_snp_signature(const snp_report& report, const X509* vcek) 
   ossl::evp_md_ctx ctx{EVP_MD_CTX_new()};
   if (!ctx || EVP_DigestVerifyInit(ctx.get(), nullptr, EVP_sha384(), nullptr, key) != 1)
     return make_error(errc::internal, "EVP_DigestVerifyInit: " + ossl::last_error());
-  int rc = EVP_DigestVerify(ctx.get(), der, static_cast<std::size_t>(der_len), report.raw.data(), snp_signed_size);
+  int rc =
+      EVP_DigestVerify(ctx.get(), der, static_cast<std::size_t>(der_len), report.raw.data(), snp_signed_size);
   ERR_clear_error();
   if (rc != 1)
     return make_error(errc::attestation_failed, "report signature does not verify with the VCEK public key");
@@ -257,8 +272,10 @@ expected<void> verify_cert_chain(std::span<const uint8_t> vcek_der, std::span<co
   if (auto r = check_signed_by(vcek.get(), ask.get(), "VCEK", "ASK"); !r) return r;
 
   // 3. Validity at `now`.
-  const std::time_t now = std::chrono::system_clock::to_time_t(opts.now.value_or(std::chrono::system_clock::now()));
-  for (auto [c, what] : {std::pair{ark.get(), "ARK"}, std::pair{ask.get(), "ASK"}, std::pair{vcek.get(), "VCEK"}})
+  const std::time_t now =
+      std::chrono::system_clock::to_time_t(opts.now.value_or(std::chrono::system_clock::now()));
+  for (auto [c, what] :
+       {std::pair{ark.get(), "ARK"}, std::pair{ask.get(), "ASK"}, std::pair{vcek.get(), "VCEK"}})
     if (auto r = check_validity(c, what, now); !r) return r;
 
   // 4. The VCEK key must be P-384.
@@ -283,7 +300,8 @@ expected<void> verify_cert_chain(std::span<const uint8_t> vcek_der, std::string_
 expected<void> check_vcek_binding(snp_report& report, const vcek_info& vcek) {
   if (auto p = product_from_name(vcek.product_name); p != snp_product::unknown) {
     if (report.product != snp_product::unknown && report.product != p)
-      return make_error(errc::attestation_failed, "product: report CPUID says " + std::string(to_string(report.product)) +
+      return make_error(errc::attestation_failed, "product: report CPUID says " +
+                                                      std::string(to_string(report.product)) +
                                                       ", VCEK says " + vcek.product_name);
     report.product = p;
   }
@@ -301,18 +319,20 @@ expected<void> check_vcek_binding(snp_report& report, const vcek_info& vcek) {
   for (const auto& s : spls) {
     if (s.cert && *s.cert != s.report)
       return make_error(errc::attestation_failed, std::string("tcb: REPORTED_TCB ") + s.name + "=" +
-                                                      std::to_string(s.report) + " but VCEK " + s.name + " SPL=" +
-                                                      std::to_string(*s.cert));
+                                                      std::to_string(s.report) + " but VCEK " + s.name +
+                                                      " SPL=" + std::to_string(*s.cert));
   }
   if (vcek.hwid) {
     const auto& h = *vcek.hwid;
-    bool match = h.size() <= report.chip_id.size() && std::equal(h.begin(), h.end(), report.chip_id.begin()) &&
-                 std::all_of(report.chip_id.begin() + static_cast<std::ptrdiff_t>(h.size()), report.chip_id.end(),
-                             [](uint8_t b) { return b == 0; });
+    bool match = h.size() <= report.chip_id.size() &&
+                 std::equal(h.begin(), h.end(), report.chip_id.begin()) &&
+                 std::all_of(report.chip_id.begin() + static_cast<std::ptrdiff_t>(h.size()),
+                             report.chip_id.end(), [](uint8_t b) { return b == 0; });
     if (!match)
       return make_error(errc::attestation_failed,
                         "chip_id: report CHIP_ID " + to_hex(std::span(report.chip_id).first(16)) +
-                            "... does not match VCEK hwID " + to_hex(std::span(h).first(std::min<std::size_t>(16, h.size()))) + "...");
+                            "... does not match VCEK hwID " +
+                            to_hex(std::span(h).first(std::min<std::size_t>(16, h.size()))) + "...");
   }
   return ok();
 }
@@ -327,7 +347,8 @@ expected<snp_report> verify_snp_evidence(std::span<const uint8_t> report, std::s
   if (parsed->signing_key() != 0)
     return make_error(errc::attestation_failed, "report: not signed by a VCEK (SIGNING_KEY=" +
                                                     std::to_string(parsed->signing_key()) + ")");
-  if (auto r = verify_cert_chain(vcek_der, ask_ark_pem_bundle, opts); !r) return fail("cert chain", r.error());
+  if (auto r = verify_cert_chain(vcek_der, ask_ark_pem_bundle, opts); !r)
+    return fail("cert chain", r.error());
   if (auto r = verify_snp_signature(*parsed, vcek_der); !r) return fail("signature", r.error());
   auto info = parse_vcek_extensions(vcek_der);
   if (!info) return fail("vcek binding", info.error());

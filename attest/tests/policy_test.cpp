@@ -42,7 +42,8 @@ std::string fail_msg(const snp_report& r, const snp_policy& p, std::span<const u
 
 TEST_CASE("load_policy_json: full example") {
   const std::string json = R"({
-    "measurements": [")" + std::string(milan_measurement) + R"("],
+    "measurements": [")" + std::string(milan_measurement) +
+                           R"("],
     "host_data": "0000000000000000000000000000000000000000000000000000000000000001",
     "allow_debug": true, "allow_smt": false, "allow_migration_agent": true,
     "minimum_tcb": {"bl": 2, "tee": 0, "snp": 5, "microcode": 68, "fmc": 1},
@@ -94,11 +95,14 @@ TEST_CASE("load_policy_json: defaults and errors") {
            c{"{\"allow_debug\": 1}", "policy: allow_debug must be true or false"},
            c{"{\"minimum_tcb\": {\"bl\": 256}}", "policy: minimum_tcb.bl must be <= 255"},
            c{"{\"minimum_tcb\": {\"ucode\": 1}}", "policy: unknown key minimum_tcb.ucode"},
-           c{"{\"product\": \"Rome\"}", "policy: product must be one of Milan, Genoa, Turin, any; got 'Rome'"},
+           c{"{\"product\": \"Rome\"}",
+             "policy: product must be one of Milan, Genoa, Turin, any; got 'Rome'"},
            c{"{\"vmpl\": 4}", "policy: vmpl must be <= 3"},
            c{"{\"vmpl\": -1}", "policy: vmpl must be a non-negative integer"},
-           c{"{\"trusted_roots\": [\"/nonexistent/ark.pem\"]}", "policy: trusted_roots: cannot read /nonexistent/ark.pem"},
-           c{"{\"trusted_roots\": [\"-----BEGIN CERTIFICATE-----\\nAA==\\n-----END CERTIFICATE-----\\n\"]}", nullptr},
+           c{"{\"trusted_roots\": [\"/nonexistent/ark.pem\"]}",
+             "policy: trusted_roots: cannot read /nonexistent/ark.pem"},
+           c{"{\"trusted_roots\": [\"-----BEGIN CERTIFICATE-----\\nAA==\\n-----END CERTIFICATE-----\\n\"]}",
+             nullptr},
            c{"[1]", "policy: top level must be an object"},
            c{"{", "policy: not valid JSON"},
        }) {
@@ -136,8 +140,8 @@ TEST_CASE("check_policy: each field passes and fails") {
   SUBCASE("measurements") {
     auto p = permissive();
     p.measurements = {*from_hex(std::string(96, 'a'))};
-    CHECK(fail_msg(milan, p, rd) == "measurement: got " + std::string(milan_measurement) + ", expected one of [" +
-                                        std::string(96, 'a') + "]");
+    CHECK(fail_msg(milan, p, rd) == "measurement: got " + std::string(milan_measurement) +
+                                        ", expected one of [" + std::string(96, 'a') + "]");
     p.measurements.push_back(*from_hex(milan_measurement));
     CHECK(fail_msg(milan, p, rd) == "<passed>");
   }
@@ -156,14 +160,16 @@ TEST_CASE("check_policy: each field passes and fails") {
   SUBCASE("allow_smt") {
     auto p = permissive();
     p.allow_smt = false;
-    CHECK(fail_msg(milan, p, rd) == "allow_smt: guest policy 0xb0000 allows SMT (bit 16), expected not allowed");
+    CHECK(fail_msg(milan, p, rd) ==
+          "allow_smt: guest policy 0xb0000 allows SMT (bit 16), expected not allowed");
   }
   SUBCASE("allow_migration_agent") {
     auto r = milan;
     r.policy |= snp_policy_migrate_ma;
     auto p = permissive();
     CHECK(fail_msg(r, p, rd) ==
-          "allow_migration_agent: guest policy 0xf0000 allows a migration agent (bit 18), expected not allowed");
+          "allow_migration_agent: guest policy 0xf0000 allows a migration agent (bit 18), expected not "
+          "allowed");
     p.allow_migration_agent = true;
     CHECK(fail_msg(r, p, rd) == "<passed>");
   }
@@ -172,7 +178,8 @@ TEST_CASE("check_policy: each field passes and fails") {
     p.minimum_tcb = {2, 0, 5, 68, 0};
     CHECK(fail_msg(milan, p, rd) == "<passed>");
     p.minimum_tcb.microcode = 69;
-    CHECK(fail_msg(milan, p, rd) == "minimum_tcb.microcode: reported_tcb has microcode=68, expected at least 69");
+    CHECK(fail_msg(milan, p, rd) ==
+          "minimum_tcb.microcode: reported_tcb has microcode=68, expected at least 69");
     p.minimum_tcb = {3, 0, 0, 0, 0};
     CHECK(fail_msg(milan, p, rd) == "minimum_tcb.bl: reported_tcb has bl=2, expected at least 3");
     p.minimum_tcb = {0, 0, 0, 0, 9};  // fmc is ignored off Turin

@@ -105,7 +105,8 @@ TEST_CASE("sim round trip through the real verification path") {
   // And the policy layer on top, with the sim root named in JSON.
   std::string json = R"({"measurements": [")" + to_hex(meas_of(9)) + R"("], "vmpl": 2,
       "minimum_tcb": {"bl": 4, "snp": 9, "microcode": 200},
-      "host_data": ")" + to_hex(r->host_data) + R"(", "trusted_roots": []})";
+      "host_data": ")" +
+                     to_hex(r->host_data) + R"(", "trusted_roots": []})";
   auto p = load_policy_json(json);
   REQUIRE(p);
   p->trusted_roots.push_back(root.ark_pem);
@@ -188,9 +189,7 @@ TEST_CASE("sim root save/load") {
 
   // A policy file naming the sim ARK by path.
   REQUIRE(std::filesystem::exists(dir.path / "sim" / "ark.pem"));
-  {
-    std::ofstream(dir.path / "policy.json") << R"({"trusted_roots": ["sim/ark.pem"]})";
-  }
+  { std::ofstream(dir.path / "policy.json") << R"({"trusted_roots": ["sim/ark.pem"]})"; }
   auto p = load_policy_file(dir.path / "policy.json");
   REQUIRE(p);
   REQUIRE(p->trusted_roots.size() == 1);

@@ -114,11 +114,11 @@ TEST_CASE("parse rejects non-zero must-be-zero fields") {
     std::size_t off;
     const char* msg;
   };
-  for (const auto& [base, off, msg] : {c{genoa, 0x04C, "reserved 0x04C"}, c{genoa, 0x190, "reserved 0x18B"},
-                                       c{genoa, 0x210, "reserved 0x208"}, c{genoa, 0x2A0 + 60, "signature R high bytes"},
-                                       c{genoa, 0x2E8 + 71, "signature S high bytes"}, c{genoa, 0x400, "reserved 0x330"},
-                                       c{milan, 0x188, "CPUID (reserved before v3)"},
-                                       c{milan, 0x1F8, "MIT vectors (reserved before v5)"}}) {
+  for (const auto& [base, off, msg] :
+       {c{genoa, 0x04C, "reserved 0x04C"}, c{genoa, 0x190, "reserved 0x18B"},
+        c{genoa, 0x210, "reserved 0x208"}, c{genoa, 0x2A0 + 60, "signature R high bytes"},
+        c{genoa, 0x2E8 + 71, "signature S high bytes"}, c{genoa, 0x400, "reserved 0x330"},
+        c{milan, 0x188, "CPUID (reserved before v3)"}, c{milan, 0x1F8, "MIT vectors (reserved before v5)"}}) {
     auto b = base;
     b[off] ^= 0x01;
     auto r = parse_snp_report(b);

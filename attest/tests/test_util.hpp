@@ -14,7 +14,9 @@
 
 namespace cove::attest::test {
 
-inline std::string fixture_path(const std::string& name) { return std::string(COVE_FIXTURES_DIR) + "/snp/" + name; }
+inline std::string fixture_path(const std::string& name) {
+  return std::string(COVE_FIXTURES_DIR) + "/snp/" + name;
+}
 
 inline std::vector<uint8_t> read_bytes(const std::string& name) {
   std::ifstream in(fixture_path(name), std::ios::binary);

@@ -20,12 +20,15 @@ const pairing pairings[] = {{"milan", "ask_ark_milan.pem", snp_product::milan},
                             {"genoa", "ask_ark_genoa.pem", snp_product::genoa},
                             {"turin", "ask_ark_turin.pem", snp_product::turin}};
 
-cove::expected<snp_report> verify(const std::string& report, const std::string& vcek, const std::string& bundle,
+cove::expected<snp_report> verify(const std::string& report, const std::string& vcek,
+                                  const std::string& bundle,
                                   const verify_options& o = t::real_amd_options()) {
   return verify_snp_evidence(t::read_bytes(report), t::read_bytes(vcek), t::read_text(bundle), o);
 }
 
-bool starts_with(const std::string& s, const std::string& prefix) { return s.rfind(prefix, 0) == 0; }
+bool starts_with(const std::string& s, const std::string& prefix) {
+  return s.rfind(prefix, 0) == 0;
+}
 
 }  // namespace
 
@@ -48,7 +51,8 @@ TEST_CASE("every cross pairing fails") {
         CAPTURE(rep.name);
         CAPTURE(cert.name);
         CAPTURE(chain.bundle);
-        auto r = verify(std::string(rep.name) + "-report.bin", std::string(cert.name) + "-vcek.der", chain.bundle);
+        auto r =
+            verify(std::string(rep.name) + "-report.bin", std::string(cert.name) + "-vcek.der", chain.bundle);
         REQUIRE_FALSE(r);
         CHECK(r.error().code == errc::attestation_failed);
         if (std::string(cert.bundle) != chain.bundle)

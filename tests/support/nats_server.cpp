@@ -27,9 +27,9 @@ expected<nats_server> nats_server::start(int port, clock::duration timeout) {
   nats_server srv;
   srv.dir_ = std::make_unique<temp_dir>("cove-nats");
   const auto& dir = srv.dir_->path();
-  std::vector<std::string> argv{NATS_SERVER_BIN, "-a", "127.0.0.1", "-p",
-                                port > 0 ? std::to_string(port) : "-1",
-                                "--ports_file_dir", dir.string()};
+  std::vector<std::string> argv{
+      NATS_SERVER_BIN,    "-a",        "127.0.0.1", "-p", port > 0 ? std::to_string(port) : "-1",
+      "--ports_file_dir", dir.string()};
   auto proc = child_process::spawn(argv, {}, dir, "nats-server");
   if (!proc) return proc.error();
   srv.proc_ = std::move(*proc);

@@ -43,7 +43,9 @@ temp_dir::~temp_dir() {
   std::filesystem::remove_all(path_, ec);
 }
 
-child_process::~child_process() { reset(); }
+child_process::~child_process() {
+  reset();
+}
 
 child_process::child_process(child_process&& other) noexcept
     : pid_(std::exchange(other.pid_, -1)), status_(std::exchange(other.status_, std::nullopt)) {}
@@ -65,8 +67,7 @@ void child_process::reset() noexcept {
 
 expected<child_process> child_process::spawn(const std::vector<std::string>& argv,
                                              const std::vector<std::string>& env,
-                                             const std::filesystem::path& log_dir,
-                                             std::string_view name) {
+                                             const std::filesystem::path& log_dir, std::string_view name) {
   if (argv.empty()) return make_error(errc::invalid_request, "spawn: empty argv");
   // Environment: ours, minus keys overridden by `env`, plus `env`.
   std::vector<std::string> envs;
@@ -105,8 +106,7 @@ expected<child_process> child_process::spawn(const std::vector<std::string>& arg
   int rc = posix_spawn(&pid, cargv[0], &fa, &attr, cargv.data(), cenv.data());
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);
-  if (rc != 0)
-    return make_error(errc::internal, "spawn " + argv[0] + ": " + std::strerror(rc));
+  if (rc != 0) return make_error(errc::internal, "spawn " + argv[0] + ": " + std::strerror(rc));
   child_process p;
   p.pid_ = pid;
   return p;

@@ -34,8 +34,8 @@ struct snp_policy {
   std::optional<snp_product> product;              // nullopt = any
   uint32_t minimum_report_version = 2;
   uint32_t minimum_guest_svn = 0;
-  std::optional<uint32_t> vmpl;                    // exact VMPL
-  std::vector<std::string> trusted_roots;          // ARK PEMs (file contents already read)
+  std::optional<uint32_t> vmpl;            // exact VMPL
+  std::vector<std::string> trusted_roots;  // ARK PEMs (file contents already read)
 };
 
 /// Parses policy JSON (keys: measurements, host_data, allow_debug, allow_smt,

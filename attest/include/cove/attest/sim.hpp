@@ -55,7 +55,8 @@ struct sim_report_options {
 
 /// Builds a version-3 1184-byte report and signs [0, 0x2A0) with the VCEK key (ECDSA P-384
 /// SHA-384, R and S stored little-endian in 72-byte fields).
-expected<std::vector<uint8_t>> make_sim_report(const sim_chip& chip, const std::array<uint8_t, 64>& report_data,
+expected<std::vector<uint8_t>> make_sim_report(const sim_chip& chip,
+                                               const std::array<uint8_t, 64>& report_data,
                                                const std::array<uint8_t, 48>& measurement,
                                                const sim_report_options& opts = {});
 

@@ -18,7 +18,8 @@ struct sim_identity {
 };
 
 /// Writes vcek.pem, vcek.key.pem (0600), chip.json, ask.pem and ark.pem into dir.
-expected<void> save_sim_identity(const sim_chip& chip, const sim_root& root, const std::filesystem::path& dir);
+expected<void> save_sim_identity(const sim_chip& chip, const sim_root& root,
+                                 const std::filesystem::path& dir);
 expected<sim_identity> load_sim_identity(const std::filesystem::path& dir);
 
 /// SHA-384 of a file (the simulated launch measurement of the agent binary).

@@ -14,8 +14,8 @@
 
 namespace cove::attest {
 
-inline constexpr std::size_t snp_report_size = 0x4A0;    // 1184
-inline constexpr std::size_t snp_signed_size = 0x2A0;    // signature covers [0, 0x2A0)
+inline constexpr std::size_t snp_report_size = 0x4A0;  // 1184
+inline constexpr std::size_t snp_signed_size = 0x2A0;  // signature covers [0, 0x2A0)
 inline constexpr uint32_t snp_min_version = 2;
 inline constexpr uint32_t snp_max_version = 5;
 inline constexpr uint32_t snp_sig_algo_ecdsa_p384_sha384 = 1;
@@ -84,8 +84,8 @@ struct snp_report {
   uint8_t current_build = 0, current_minor = 0, current_major = 0;
   uint8_t committed_build = 0, committed_minor = 0, committed_major = 0;
   uint64_t launch_tcb = 0;
-  uint64_t launch_mit_vector = 0;   // v5
-  uint64_t current_mit_vector = 0;  // v5
+  uint64_t launch_mit_vector = 0;         // v5
+  uint64_t current_mit_vector = 0;        // v5
   std::array<uint8_t, 72> signature_r{};  // little-endian
   std::array<uint8_t, 72> signature_s{};  // little-endian
 

@@ -42,12 +42,12 @@ expected<std::vector<uint8_t>> pem_to_der(std::string_view pem);
 
 /// The AMD extensions (OID 1.3.6.1.4.1.3704.1.*) of a VCEK certificate.
 struct vcek_info {
-  std::string product_name;           // .2
-  std::optional<uint8_t> bl;          // .3.1
-  std::optional<uint8_t> tee;         // .3.2
-  std::optional<uint8_t> snp;         // .3.3
-  std::optional<uint8_t> microcode;   // .3.8
-  std::optional<uint8_t> fmc;         // .3.9 (Turin)
+  std::string product_name;                  // .2
+  std::optional<uint8_t> bl;                 // .3.1
+  std::optional<uint8_t> tee;                // .3.2
+  std::optional<uint8_t> snp;                // .3.3
+  std::optional<uint8_t> microcode;          // .3.8
+  std::optional<uint8_t> fmc;                // .3.9 (Turin)
   std::optional<std::vector<uint8_t>> hwid;  // .4 (64 bytes; 8 on Turin)
 };
 expected<vcek_info> parse_vcek_extensions(std::span<const uint8_t> vcek_der);

@@ -12,8 +12,7 @@ class nats_server {
  public:
   /// Starts NATS_SERVER_BIN with `-a 127.0.0.1 -p <port>` (port 0 = random, i.e.
   /// `-p -1`) and waits until its ports file names the client URL.
-  static expected<nats_server> start(int port = 0,
-                                     clock::duration timeout = std::chrono::seconds(10));
+  static expected<nats_server> start(int port = 0, clock::duration timeout = std::chrono::seconds(10));
 
   nats_server(nats_server&&) noexcept = default;
   nats_server& operator=(nats_server&&) noexcept = default;

@@ -18,7 +18,9 @@ namespace cove::test {
 using clock = std::chrono::steady_clock;
 
 /// Deadline `d` from now.
-inline clock::time_point deadline_in(clock::duration d) { return clock::now() + d; }
+inline clock::time_point deadline_in(clock::duration d) {
+  return clock::now() + d;
+}
 
 /// Polls `pred` with short, growing waits (1 ms .. 20 ms) until it holds or
 /// `deadline` passes. Returns the last result of `pred`.
@@ -52,8 +54,7 @@ class child_process {
   /// override) the current environment.
   static expected<child_process> spawn(const std::vector<std::string>& argv,
                                        const std::vector<std::string>& env,
-                                       const std::filesystem::path& log_dir,
-                                       std::string_view name);
+                                       const std::filesystem::path& log_dir, std::string_view name);
 
   [[nodiscard]] pid_t pid() const noexcept { return pid_; }
   [[nodiscard]] bool running() const noexcept { return pid_ > 0 && !status_; }
