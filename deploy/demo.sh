@@ -61,9 +61,9 @@ step "the manifest goes to the agent"
 cove computation start --cvm "$cvm" manifest.json
 
 step "each party attests the agent again, then uploads sealed to its key and signed with their own key"
-cove algo --cvm "$cvm" "$root/examples/linreg/linreg.py" algo-owner.key
-cove data --cvm "$cvm" "$root/examples/linreg/hospital-a.csv" hospital-a.key
-cove data --cvm "$cvm" "$root/examples/linreg/hospital-b.csv" hospital-b.key
+cove algo --cvm "$cvm" --manifest manifest.json "$root/examples/linreg/linreg.py" algo-owner.key
+cove data --cvm "$cvm" --manifest manifest.json "$root/examples/linreg/hospital-a.csv" hospital-a.key
+cove data --cvm "$cvm" --manifest manifest.json "$root/examples/linreg/hospital-b.csv" hospital-b.key
 
 step "the agent runs the algorithm on the union of the data"
 state=""
@@ -76,7 +76,7 @@ cove computation status --cvm "$cvm"
 [ "$state" = Failed ] && exit 1
 
 step "only the analyst can fetch and decrypt the result"
-cove result --cvm "$cvm" analyst.key -o result.zip
+cove result --cvm "$cvm" --manifest manifest.json analyst.key -o result.zip
 python3 -m zipfile -e result.zip result
 echo "result/model.json:"
 sed 's/^/  /' result/model.json

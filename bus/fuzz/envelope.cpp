@@ -128,6 +128,7 @@ void walk(const v1::Envelope* env) {
         touch_num(x->state());
         touch(x->message());
         touch(x->pending());
+        touch(x->manifest_sha3());
       }
       break;
     case v1::Body::UploadBegin:
@@ -136,13 +137,9 @@ void walk(const v1::Envelope* env) {
         touch_num(x->role());
         touch(x->filename());
         touch_num(x->size());
-        touch(x->sha3_256());
         touch(x->sender_pk());
         touch(x->stream_header());
         touch(x->signer_key());
-        touch(x->signature());
-        touch_num(x->algo_type());
-        touch(x->algo_args());
       }
       break;
     case v1::Body::UploadReady:
@@ -158,6 +155,8 @@ void walk(const v1::Envelope* env) {
         touch_num(x->seq());
         touch(x->data());
         touch_num(x->last());
+        touch(x->sha3_256());
+        touch(x->signature());
       }
       break;
     case v1::Body::ChunkAck:

@@ -76,15 +76,32 @@ class window_gate {
   std::optional<error> failure_;
 };
 
-expected<std::string> resolve_computation_id(bus::connection& bus, const std::string& cvm_id,
-                                             std::string given, const client_options& opt) {
-  if (!given.empty()) return given;
+/// The computation a participant signs for: its id and manifest digest. With an
+/// agreed manifest, the agent must hold exactly that one.
+struct computation_ref {
+  std::string id;
+  sha3_digest digest{};
+};
+
+expected<computation_ref> resolve_computation(bus::connection& bus, const std::string& cvm_id,
+                                              const manifest* agreed, const client_options& opt) {
   auto st = computation_status(bus, cvm_id, opt);
   if (!st) return st.error();
-  if (st->computation_id.empty())
+  if (st->computation_id.empty() || st->manifest_digest.size() != 32)
     return make_error(errc::wrong_state,
                       fmt::format("CVM '{}' has no computation; run 'cove computation start' first", cvm_id));
-  return st->computation_id;
+  computation_ref ref{st->computation_id, {}};
+  std::copy(st->manifest_digest.begin(), st->manifest_digest.end(), ref.digest.begin());
+  if (agreed != nullptr) {
+    auto want = manifest_digest(*agreed);
+    if (want != ref.digest || agreed->id != ref.id)
+      return make_error(
+          errc::attestation_failed,
+          fmt::format("CVM '{}' holds computation '{}' (manifest digest {}), not the agreed "
+                      "manifest '{}' ({}); nothing was sent",
+                      cvm_id, ref.id, crypto::to_hex(ref.digest), agreed->id, crypto::to_hex(want)));
+  }
+  return ref;
 }
 
 }  // namespace
@@ -121,6 +138,8 @@ expected<status> computation_status(bus::connection& bus, const std::string& cvm
   if (body->message()) s.message = body->message()->str();
   if (body->pending())
     for (const auto* p : *body->pending()) s.pending.push_back(p->str());
+  if (body->manifest_sha3())
+    s.manifest_digest.assign(body->manifest_sha3()->begin(), body->manifest_sha3()->end());
   return s;
 }
 
@@ -174,26 +193,22 @@ expected<attested_agent> attest(bus::connection& bus, const std::string& cvm_id,
 
 expected<upload_stats> upload(bus::connection& bus, const std::string& cvm_id, file_role role,
                               const fs::path& file, const crypto::private_key& key,
-                              const attest::snp_policy& policy, std::string computation_id,
+                              const attest::snp_policy& policy, const manifest* agreed,
                               const client_options& opt) {
   auto start = std::chrono::steady_clock::now();
   std::error_code ec;
   if (!fs::is_regular_file(file, ec))
     return make_error(errc::not_found, fmt::format("{}: no such file", file.string()));
   uint64_t size = fs::file_size(file, ec);
+  std::ifstream in(file, std::ios::binary);
+  if (!in) return make_error(errc::not_found, "cannot read " + file.string());
   auto agent = attest(bus, cvm_id, policy, opt);
   if (!agent) return agent.error();
-  auto comp = resolve_computation_id(bus, cvm_id, std::move(computation_id), opt);
+  auto comp = resolve_computation(bus, cvm_id, agreed, opt);
   if (!comp) return comp.error();
-  auto digest = crypto::sha3_256_file(file);
-  if (!digest) return digest.error();
 
-  std::string filename = role == file_role::dataset ? file.filename().string() : "";
+  std::string filename = role == file_role::dataset ? file.filename().string() : "algo";
   std::string_view role_name = role == file_role::algorithm ? "algorithm" : "dataset";
-  auto statement = crypto::upload_statement(*comp, role_name, role == file_role::dataset ? filename : "algo",
-                                            *digest, agent->kx_public_key);
-  auto signature = key.sign(statement);
-  if (!signature) return signature.error();
   auto eph = crypto::kx_keypair::generate();
   auto session = crypto::client_session_key(eph, agent->kx_public_key);
   if (!session) return session.error();
@@ -205,14 +220,13 @@ expected<upload_stats> upload(bus::connection& bus, const std::string& cvm_id, f
   auto chunk_subject = subject_for(cvm_id, "chunk");
   if (!upload_subject || !chunk_subject) return make_error(errc::invalid_request, "invalid CVM id");
   const auto signer = key.public_key();
-  const auto& signer_der = signer.der();
   flatbuffers::FlatBufferBuilder b(1024);
-  auto begin = v1::CreateUploadBegin(
-      b, b.CreateString(*comp),
-      role == file_role::algorithm ? v1::FileRole::algorithm : v1::FileRole::dataset,
-      b.CreateString(filename), size, b.CreateVector(digest->data(), digest->size()),
-      b.CreateVector(eph.public_key.data(), eph.public_key.size()),
-      b.CreateVector(header.data(), header.size()), b.CreateVector(signer_der), b.CreateVector(*signature));
+  auto begin =
+      v1::CreateUploadBegin(b, b.CreateString(comp->id),
+                            role == file_role::algorithm ? v1::FileRole::algorithm : v1::FileRole::dataset,
+                            b.CreateString(role == file_role::dataset ? filename : ""), size,
+                            b.CreateVector(eph.public_key.data(), eph.public_key.size()),
+                            b.CreateVector(header.data(), header.size()), b.CreateVector(signer.der()));
   auto ready = bus::request_typed<v1::UploadReady>(bus, *upload_subject, bus::finish(b, begin, {}, sender),
                                                    opt.request_timeout);
   if (!ready) return ready.error();
@@ -222,21 +236,40 @@ expected<upload_stats> upload(bus::connection& bus, const std::string& cvm_id, f
   if (chunk_size == 0 || chunk_size > 768 * 1024)
     return make_error(errc::invalid_request, "agent offered a bad chunk size");
 
-  std::ifstream in(file, std::ios::binary);
-  if (!in) return make_error(errc::not_found, "cannot read " + file.string());
+  // One pass: reading, hashing, sealing and sending overlap with the agent's work,
+  // at most `window` chunks unacknowledged. The last chunk carries hash and signature.
   uint64_t chunks = size == 0 ? 1 : (size + chunk_size - 1) / chunk_size;
   window_gate gate(window);
   std::atomic<bool> done{false};
+  crypto::sha3_256 hasher;
   bytes plain(chunk_size), cipher;
   flatbuffers::FlatBufferBuilder cb(chunk_size + 1024);
+  auto abort_with = [&](error e) -> expected<upload_stats> {
+    gate.drain();
+    return e;
+  };
   for (uint64_t seq = 0; seq < chunks; ++seq) {
     in.read(reinterpret_cast<char*>(plain.data()), chunk_size);
     auto n = static_cast<size_t>(in.gcount());
     bool last = seq + 1 == chunks;
-    if (auto r = sealer->push(std::span(plain).first(n), last, cipher); !r) return r.error();
+    if (n != std::min<uint64_t>(chunk_size, size - seq * chunk_size))
+      return abort_with(
+          make_error(errc::invalid_request, file.string() + " changed while it was being uploaded"));
+    auto piece = std::span(plain).first(n);
+    hasher.update(piece);
+    if (auto r = sealer->push(piece, last, cipher); !r) return abort_with(r.error());
     cb.Clear();
     auto data = cb.CreateVector(cipher);
-    auto chunk = v1::CreateChunk(cb, cb.CreateString(stream_id), seq, data, last);
+    flatbuffers::Offset<flatbuffers::Vector<uint8_t>> digest_off, sig_off;
+    if (last) {
+      auto digest = hasher.finish();
+      auto signature = key.sign(crypto::upload_statement(comp->id, comp->digest, role_name, filename, digest,
+                                                         agent->kx_public_key, eph.public_key));
+      if (!signature) return abort_with(signature.error());
+      digest_off = cb.CreateVector(digest.data(), digest.size());
+      sig_off = cb.CreateVector(*signature);
+    }
+    auto chunk = v1::CreateChunk(cb, cb.CreateString(stream_id), seq, data, last, digest_off, sig_off);
     auto payload = bus::finish(cb, chunk, {}, sender);
     if (!gate.acquire()) break;
     auto sent = bus.request_async(*chunk_subject, payload, opt.chunk_timeout,
@@ -259,21 +292,21 @@ expected<upload_stats> upload(bus::connection& bus, const std::string& cvm_id, f
 
 expected<upload_stats> fetch_result(bus::connection& bus, const std::string& cvm_id,
                                     const crypto::private_key& key, const attest::snp_policy& policy,
-                                    const fs::path& out, std::string computation_id,
-                                    const client_options& opt) {
+                                    const fs::path& out, const manifest* agreed, const client_options& opt) {
   auto start = std::chrono::steady_clock::now();
   auto agent = attest(bus, cvm_id, policy, opt);
   if (!agent) return agent.error();
-  auto comp = resolve_computation_id(bus, cvm_id, std::move(computation_id), opt);
+  auto comp = resolve_computation(bus, cvm_id, agreed, opt);
   if (!comp) return comp.error();
   auto consumer = key.public_key();
-  auto signature = key.sign(crypto::result_statement(*comp, consumer.der(), agent->kx_public_key));
+  auto signature =
+      key.sign(crypto::result_statement(comp->id, comp->digest, consumer.der(), agent->kx_public_key));
   if (!signature) return signature.error();
   auto result_subject = subject_for(cvm_id, "result");
   auto chunk_subject = subject_for(cvm_id, "result.chunk");
   if (!result_subject || !chunk_subject) return make_error(errc::invalid_request, "invalid CVM id");
   flatbuffers::FlatBufferBuilder b(1024);
-  auto req = v1::CreateResultRequest(b, b.CreateString(*comp), b.CreateVector(consumer.der()),
+  auto req = v1::CreateResultRequest(b, b.CreateString(comp->id), b.CreateVector(consumer.der()),
                                      b.CreateVector(*signature));
   auto ready = bus::request_typed<v1::ResultReady>(bus, *result_subject, bus::finish(b, req, {}, sender),
                                                    opt.request_timeout);

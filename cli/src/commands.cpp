@@ -3,6 +3,8 @@
 #include <fstream>
 #include <iostream>
 #include <nlohmann/json.hpp>
+#include <optional>
+#include <sstream>
 
 #include <fmt/format.h>
 
@@ -120,6 +122,15 @@ const v1::CvmInfo* cvm_request(globals& g, std::string_view subject, const std::
   return keep.body;
 }
 
+manifest load_manifest(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  auto m = parse_manifest_json(ss.str());
+  if (!m) throw failure{make_error(m.error().code, path + ": " + m.error().message)};
+  return std::move(*m);
+}
+
 crypto::private_key load_key(const std::string& path) {
   return take(crypto::private_key::load_file(path));
 }
@@ -198,7 +209,7 @@ int run(int argc, char** argv) {
   stop->add_option("--cvm", cvm_id, "CVM id")->required();
 
   // ---- uploads, results ----
-  std::string file, key_path, policy_path, out_path, computation_id;
+  std::string file, key_path, policy_path, out_path, manifest_file;
   auto add_upload = [&](const char* name, const char* what) {
     auto* c = app.add_subcommand(name, what);
     c->add_option("--cvm", cvm_id, "CVM id")->required();
@@ -207,7 +218,10 @@ int run(int argc, char** argv) {
         ->required()
         ->check(CLI::ExistingFile);
     c->add_option("--policy", policy_path, "Attestation policy (default: <state>/sim/policy.json)");
-    c->add_option("--computation", computation_id, "Expected computation id (default: ask the agent)");
+    c->add_option("--manifest", manifest_file,
+                  "The manifest you agreed to; the CVM must hold exactly it (required: it is what you sign)")
+        ->required()
+        ->check(CLI::ExistingFile);
     return c;
   };
   auto* algo = add_upload("algo", "Attest the CVM, then upload the algorithm sealed to it");
@@ -219,7 +233,8 @@ int run(int argc, char** argv) {
       ->check(CLI::ExistingFile);
   result->add_option("-o,--output", out_path, "Where to write the result (a zip of results/)")->required();
   result->add_option("--policy", policy_path, "Attestation policy (default: <state>/sim/policy.json)");
-  result->add_option("--computation", computation_id, "Expected computation id (default: ask the agent)");
+  result->add_option("--manifest", manifest_file, "The manifest you agreed to; checked against the CVM's")
+      ->check(CLI::ExistingFile);
 
   // ---- attestation ----
   auto* att = app.add_subcommand("attestation", "Fetch and verify a CVM's evidence");
@@ -330,7 +345,8 @@ int run(int argc, char** argv) {
       auto key = load_key(key_path);
       auto policy = load_policy_or_default(policy_path);
       auto role = *algo ? file_role::algorithm : file_role::dataset;
-      auto st = take(upload(connect(g), cvm_id, role, file, key, policy, computation_id, g.options()));
+      auto agreed = load_manifest(manifest_file);
+      auto st = take(upload(connect(g), cvm_id, role, file, key, policy, &agreed, g.options()));
       if (g.json_out)
         std::cout << json{{"bytes", st.bytes},
                           {"chunks", st.chunks},
@@ -344,7 +360,10 @@ int run(int argc, char** argv) {
     } else if (*result) {
       auto key = load_key(key_path);
       auto policy = load_policy_or_default(policy_path);
-      auto st = take(fetch_result(connect(g), cvm_id, key, policy, out_path, computation_id, g.options()));
+      std::optional<manifest> agreed;
+      if (!manifest_file.empty()) agreed = load_manifest(manifest_file);
+      auto st = take(
+          fetch_result(connect(g), cvm_id, key, policy, out_path, agreed ? &*agreed : nullptr, g.options()));
       if (g.json_out)
         std::cout << json{{"bytes", st.bytes}, {"output", out_path}}.dump() << '\n';
       else

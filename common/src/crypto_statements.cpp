@@ -35,29 +35,35 @@ void put_field(std::vector<uint8_t>& out, std::string_view s) {
 }
 }  // namespace
 
-std::vector<uint8_t> upload_statement(std::string_view computation_id, std::string_view role,
-                                      std::string_view filename, const sha3_digest& plaintext_hash,
-                                      std::span<const uint8_t> agent_kx_public_key) {
+std::vector<uint8_t> upload_statement(std::string_view computation_id, const sha3_digest& manifest_digest,
+                                      std::string_view role, std::string_view filename,
+                                      const sha3_digest& plaintext_hash,
+                                      std::span<const uint8_t> agent_kx_public_key,
+                                      std::span<const uint8_t> uploader_kx_public_key) {
   std::vector<uint8_t> out;
-  out.reserve(upload_statement_tag.size() + 5 * 4 + computation_id.size() + role.size() + filename.size() +
-              plaintext_hash.size() + agent_kx_public_key.size());
+  out.reserve(upload_statement_tag.size() + 7 * 4 + computation_id.size() + manifest_digest.size() +
+              role.size() + filename.size() + plaintext_hash.size() + agent_kx_public_key.size() +
+              uploader_kx_public_key.size());
   put_raw(out, upload_statement_tag);
   put_field(out, computation_id);
+  put_field(out, std::span<const uint8_t>(manifest_digest));
   put_field(out, role);
   put_field(out, filename);
   put_field(out, std::span<const uint8_t>(plaintext_hash));
   put_field(out, agent_kx_public_key);
+  put_field(out, uploader_kx_public_key);
   return out;
 }
 
-std::vector<uint8_t> result_statement(std::string_view computation_id,
+std::vector<uint8_t> result_statement(std::string_view computation_id, const sha3_digest& manifest_digest,
                                       std::span<const uint8_t> consumer_key_der,
                                       std::span<const uint8_t> agent_kx_public_key) {
   std::vector<uint8_t> out;
-  out.reserve(result_statement_tag.size() + 3 * 4 + computation_id.size() + consumer_key_der.size() +
-              agent_kx_public_key.size());
+  out.reserve(result_statement_tag.size() + 4 * 4 + computation_id.size() + manifest_digest.size() +
+              consumer_key_der.size() + agent_kx_public_key.size());
   put_raw(out, result_statement_tag);
   put_field(out, computation_id);
+  put_field(out, std::span<const uint8_t>(manifest_digest));
   put_field(out, consumer_key_der);
   put_field(out, agent_kx_public_key);
   return out;

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cove/c_handle.hpp"
+#include "cove/crypto/hash.hpp"
 
 namespace cove {
 namespace {
@@ -421,6 +422,41 @@ expected<manifest> parse_manifest_json(std::string_view text) {
   } catch (const std::exception& e) {
     return make_error(errc::invalid_request, std::string("manifest: ") + e.what());
   }
+}
+
+sha3_digest manifest_digest(const manifest& m) {
+  crypto::sha3_256 h;
+  auto put_u32 = [&](size_t n) {
+    const std::array<uint8_t, 4> be = {static_cast<uint8_t>(n >> 24), static_cast<uint8_t>(n >> 16),
+                                       static_cast<uint8_t>(n >> 8), static_cast<uint8_t>(n)};
+    h.update(be);
+  };
+  auto put = [&](std::span<const uint8_t> b) {
+    put_u32(b.size());
+    h.update(b);
+  };
+  auto put_str = [&](std::string_view s) {
+    put(std::span(reinterpret_cast<const uint8_t*>(s.data()), s.size()));
+  };
+  h.update(std::string_view("cove-manifest-v1"));
+  put_str(m.id);
+  put_str(m.name);
+  put_str(m.description);
+  put_u32(m.datasets.size());
+  for (const auto& d : m.datasets) {
+    put_str(d.filename);
+    put(d.hash);
+    put(d.user_key);
+  }
+  put(m.algorithm.hash);
+  put(m.algorithm.user_key);
+  put_str(to_string(m.algorithm.type));
+  put_u32(m.algorithm.algo_args.size());
+  for (const auto& a : m.algorithm.algo_args) put_str(a);
+  put_u32(m.result_consumers.size());
+  for (const auto& c : m.result_consumers) put(c);
+  put_u32(m.timeout_seconds);
+  return h.finish();
 }
 
 std::string to_json(const manifest& m) {

@@ -111,34 +111,48 @@ TEST_CASE("sha3_256_file streams files across the buffer boundary; missing file 
 }
 
 TEST_CASE("statements: domain tag then u32 big-endian length-prefixed fields") {
-  sha3_digest hash{};
+  sha3_digest hash{}, manifest{};
   hash.fill(0xaa);
-  std::vector<uint8_t> kx = {1, 2, 3};
-  auto s = upload_statement("c1", "dataset", "a.csv", hash, kx);
+  manifest.fill(0x5c);
+  std::vector<uint8_t> kx = {1, 2, 3}, uploader = {4, 5};
+  auto s = upload_statement("c1", manifest, "dataset", "a.csv", hash, kx, uploader);
   std::vector<uint8_t> want = bytes_of("cove-upload-v1");
-  auto field = [&](std::span<const uint8_t> f) {
-    want.insert(want.end(), {0, 0, 0, static_cast<uint8_t>(f.size())});
-    want.insert(want.end(), f.begin(), f.end());
+  auto field = [&](std::vector<uint8_t>& out, std::span<const uint8_t> f) {
+    out.insert(out.end(), {0, 0, 0, static_cast<uint8_t>(f.size())});
+    out.insert(out.end(), f.begin(), f.end());
   };
-  field(bytes_of("c1"));
-  field(bytes_of("dataset"));
-  field(bytes_of("a.csv"));
-  field(hash);
-  field(kx);
+  field(want, bytes_of("c1"));
+  field(want, manifest);
+  field(want, bytes_of("dataset"));
+  field(want, bytes_of("a.csv"));
+  field(want, hash);
+  field(want, kx);
+  field(want, uploader);
   CHECK(s == want);
 
-  // Moving bytes between fields changes the statement.
-  CHECK(upload_statement("c1", "dataset", "ab", hash, kx) !=
-        upload_statement("c1", "datasetab", "", hash, kx));
-  CHECK(upload_statement("c1", "algorithm", "f", hash, kx) !=
-        upload_statement("c1", "dataset", "f", hash, kx));
+  // Moving bytes between fields, or changing any bound value, changes the statement.
+  CHECK(upload_statement("c1", manifest, "dataset", "ab", hash, kx, uploader) !=
+        upload_statement("c1", manifest, "datasetab", "", hash, kx, uploader));
+  CHECK(upload_statement("c1", manifest, "algorithm", "f", hash, kx, uploader) !=
+        upload_statement("c1", manifest, "dataset", "f", hash, kx, uploader));
+  sha3_digest other_manifest = manifest;
+  other_manifest[0] ^= 1;
+  CHECK(upload_statement("c1", manifest, "dataset", "f", hash, kx, uploader) !=
+        upload_statement("c1", other_manifest, "dataset", "f", hash, kx, uploader));
+  CHECK(upload_statement("c1", manifest, "dataset", "f", hash, kx, uploader) !=
+        upload_statement("c1", manifest, "dataset", "f", hash, kx, kx));
 
-  auto r = result_statement("comp", bytes_of("DER"), kx);
+  auto r = result_statement("comp", manifest, bytes_of("DER"), kx);
   std::vector<uint8_t> want_r = bytes_of("cove-result-v1");
-  want_r.insert(want_r.end(),
-                {0, 0, 0, 4, 'c', 'o', 'm', 'p', 0, 0, 0, 3, 'D', 'E', 'R', 0, 0, 0, 3, 1, 2, 3});
+  field(want_r, bytes_of("comp"));
+  field(want_r, manifest);
+  field(want_r, bytes_of("DER"));
+  field(want_r, kx);
   CHECK(r == want_r);
-  CHECK(result_statement("a", bytes_of("bc"), kx) != result_statement("ab", bytes_of("c"), kx));
+  CHECK(result_statement("a", manifest, bytes_of("bc"), kx) !=
+        result_statement("ab", manifest, bytes_of("c"), kx));
+  CHECK(result_statement("a", manifest, bytes_of("bc"), kx) !=
+        result_statement("a", other_manifest, bytes_of("bc"), kx));
 }
 
 TEST_CASE("evidence_report_data is SHA-512 over the tagged, length-prefixed keys and nonce") {

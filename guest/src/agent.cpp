@@ -10,6 +10,7 @@
 #include <optional>
 #include <thread>
 
+#include "cove/agent/file_writer.hpp"
 #include "cove/agent/runner.hpp"
 #include "cove/agent/work_queue.hpp"
 #include "cove/attest/sim_store.hpp"
@@ -63,21 +64,23 @@ std::string_view state_name(AgentState s) {
   return v1::EnumNameAgentState(s);
 }
 
-/// An upload in progress: decrypt, hash and write chunk by chunk.
+/// An upload in progress: decrypt and hash chunk by chunk; a writer thread stores.
 struct upload_stream {
   std::string id;
   v1::FileRole role;
+  std::string role_name;  // "algorithm" | "dataset"
   std::string filename;
   uint64_t size = 0;
   uint64_t received = 0;
   uint64_t next_seq = 0;
   crypto::sha3_digest expected_hash{};
+  crypto::public_key signer;
+  std::array<uint8_t, 32> sender_pk{};
   crypto::open_stream opener;
   crypto::sha3_256 hasher;
   fs::path part_path;
-  std::ofstream out;
+  std::unique_ptr<file_writer> writer;
   std::chrono::steady_clock::time_point last_activity;
-  bytes plain;  // reused buffer
 };
 
 /// A result download in progress: sealed lazily, in order.
@@ -198,9 +201,11 @@ class agent {
     std::vector<flatbuffers::Offset<flatbuffers::String>> pending;
     if (manifest_ && !algorithm_received_) pending.push_back(b.CreateString("algorithm"));
     for (const auto& name : pending_datasets_) pending.push_back(b.CreateString(name));
+    auto digest = manifest_ ? b.CreateVector(manifest_digest_.data(), manifest_digest_.size())
+                            : b.CreateVector(std::vector<uint8_t>{});
     auto st = v1::CreateComputationStatus(b, b.CreateString(cfg_.cvm_id),
                                           b.CreateString(manifest_ ? manifest_->id : ""), state_,
-                                          b.CreateString(failure_), b.CreateVector(pending));
+                                          b.CreateString(failure_), b.CreateVector(pending), digest);
     return bus::finish(b, st, {}, sender_);
   }
 
@@ -228,8 +233,8 @@ class agent {
     auto req = bus::request_as<v1::AttestationRequest>(m.data);
     if (!req) return reply_error(m, req.error());
     auto* nonce = (*req)->nonce();
-    if (nonce == nullptr || nonce->size() < 16 || nonce->size() > 64)
-      return reply_error(m, errc::invalid_request, "nonce: 16..64 bytes required");
+    if (nonce == nullptr || nonce->size() < 32 || nonce->size() > 64)
+      return reply_error(m, errc::invalid_request, "nonce: 32..64 bytes required");
     auto report_data = crypto::evidence_report_data(kx_.public_key, sign_pk_, {nonce->data(), nonce->size()});
     auto report = attest::make_sim_report(chip_.chip, report_data, measurement_);
     if (!report) return reply_error(m, report.error());
@@ -252,6 +257,7 @@ class agent {
     auto man = from_fbs(*req);
     if (!man) return reply_error(m, man.error());
     manifest_ = std::move(*man);
+    manifest_digest_ = manifest_digest(*manifest_);
     algorithm_received_ = false;
     pending_datasets_.clear();
     for (const auto& d : manifest_->datasets) pending_datasets_.push_back(d.filename);
@@ -274,18 +280,13 @@ class agent {
     if (!manifest_) return make_error(errc::wrong_state, "no computation manifest loaded");
     if (u.computation_id() == nullptr || u.computation_id()->str() != manifest_->id)
       return make_error(errc::invalid_request, "computation_id does not match the loaded manifest");
-    auto* hash = u.sha3_256();
     auto* sender_pk = u.sender_pk();
     auto* header = u.stream_header();
     auto* signer = u.signer_key();
-    auto* sig = u.signature();
-    if (hash == nullptr || hash->size() != 32)
-      return make_error(errc::invalid_request, "sha3_256: 32 bytes required");
     if (sender_pk == nullptr || sender_pk->size() != 32)
       return make_error(errc::invalid_request, "sender_pk: 32 bytes required");
     if (header == nullptr) return make_error(errc::invalid_request, "stream_header missing");
-    if (signer == nullptr || sig == nullptr)
-      return make_error(errc::invalid_request, "signer_key and signature required");
+    if (signer == nullptr) return make_error(errc::invalid_request, "signer_key required");
     if (u.size() > cfg_.max_upload_bytes)
       return make_error(errc::too_large, fmt::format("{} bytes exceeds the limit of {} bytes", u.size(),
                                                      cfg_.max_upload_bytes));
@@ -323,26 +324,15 @@ class agent {
     } else {
       return make_error(errc::invalid_request, "role: unknown");
     }
-    for (const auto& [id, s] : uploads_)
-      if (s.filename == filename && s.role == u.role())
-        return make_error(errc::already_exists, fmt::format("'{}' is already being uploaded", filename));
-
-    if (!std::equal(hash->begin(), hash->end(), declared.begin(), declared.end()))
-      return make_error(errc::hash_mismatch,
-                        fmt::format("{} '{}': SHA3-256 {} does not match the manifest's {}", role, filename,
-                                    crypto::to_hex({hash->data(), hash->size()}), crypto::to_hex(declared)));
+    // Only the declared key may upload this file; it proves possession with the
+    // signature on the last chunk. Parallel streams for the same file may run:
+    // the first that completes verified wins, so nobody can block the slot.
     if (!std::equal(signer->begin(), signer->end(), allowed_key->begin(), allowed_key->end()))
       return make_error(errc::unauthorized,
                         fmt::format("{} '{}': the signing key is not the one the manifest declares for it",
                                     role, filename));
     auto key = crypto::public_key::from_der({signer->data(), signer->size()});
     if (!key) return key.error();
-    crypto::sha3_digest h{};
-    std::copy(hash->begin(), hash->end(), h.begin());
-    auto statement = crypto::upload_statement(manifest_->id, role, filename, h, kx_.public_key);
-    if (auto v = key->verify(statement, {sig->data(), sig->size()}); !v)
-      return make_error(errc::unauthorized,
-                        fmt::format("{} '{}': signature does not verify", role, filename));
 
     auto session = crypto::server_session_key(kx_, {sender_pk->data(), sender_pk->size()});
     if (!session) return session.error();
@@ -353,15 +343,17 @@ class agent {
     auto part = cfg_.work_dir / "incoming" / (id + ".part");
     upload_stream s{.id = id,
                     .role = u.role(),
+                    .role_name = std::string(role),
                     .filename = filename,
                     .size = u.size(),
                     .expected_hash = declared,
+                    .signer = std::move(*key),
                     .opener = std::move(*opener),
-                    .part_path = part};
-    s.out.open(part, std::ios::binary | std::ios::trunc);
-    if (!s.out) return make_error(errc::internal, "cannot create the upload file");
+                    .part_path = part,
+                    .writer = std::make_unique<file_writer>()};
+    std::copy(sender_pk->begin(), sender_pk->end(), s.sender_pk.begin());
+    if (auto r = s.writer->open(part); !r) return r.error();
     s.last_activity = std::chrono::steady_clock::now();
-    s.plain.reserve(cfg_.chunk_size + 64);
     uploads_.emplace(id, std::move(s));
     publish_event("upload", state_name(state_),
                   fmt::format("{} '{}' upload started ({} bytes)", role, filename, u.size()));
@@ -371,7 +363,7 @@ class agent {
   void abort_upload(const std::string& id) {
     auto it = uploads_.find(id);
     if (it == uploads_.end()) return;
-    it->second.out.close();
+    it->second.writer.reset();  // stops the writer thread and closes the file
     std::error_code ec;
     fs::remove(it->second.part_path, ec);
     uploads_.erase(it);
@@ -397,25 +389,40 @@ class agent {
       return fail(errc::invalid_request, fmt::format("chunk {} arrived, expected {}", c.seq(), s.next_seq));
     if (c.data() == nullptr) return fail(errc::invalid_request, "chunk without data");
     bool final = false;
-    if (auto r = s.opener.pull({c.data()->data(), c.data()->size()}, s.plain, final); !r)
+    auto plain = s.writer->take_buffer();
+    if (auto r = s.opener.pull({c.data()->data(), c.data()->size()}, plain, final); !r)
       return fail(errc::crypto_failed, "chunk failed authentication: " + r.error().message);
-    s.received += s.plain.size();
+    s.received += plain.size();
     if (s.received > s.size) return fail(errc::too_large, "more bytes than announced");
-    s.hasher.update(s.plain);
-    s.out.write(reinterpret_cast<const char*>(s.plain.data()), static_cast<std::streamsize>(s.plain.size()));
-    if (!s.out) return fail(errc::internal, "write failed (disk full?)");
+    if (final != c.last()) return fail(errc::crypto_failed, "final tag and last flag disagree");
+    s.hasher.update(plain);
+    if (auto w = s.writer->write(std::move(plain)); !w) return fail(w.error().code, w.error().message);
     ++s.next_seq;
     s.last_activity = std::chrono::steady_clock::now();
-    if (final != c.last()) return fail(errc::crypto_failed, "final tag and last flag disagree");
     if (!final) return reply(m, ack(id, c.seq(), false));
+
     if (s.received != s.size)
       return fail(errc::invalid_request, fmt::format("received {} bytes, announced {}", s.received, s.size));
     auto digest = s.hasher.finish();
-    if (digest != s.expected_hash)
+    auto* claimed = c.sha3_256();
+    auto* sig = c.signature();
+    if (claimed == nullptr || claimed->size() != digest.size() || sig == nullptr)
+      return fail(errc::invalid_request, "the last chunk must carry sha3_256 (32 bytes) and signature");
+    if (!std::equal(claimed->begin(), claimed->end(), digest.begin()))
       return fail(errc::hash_mismatch,
-                  fmt::format("'{}': SHA3-256 of the received bytes {} does not match the manifest",
-                              s.filename, crypto::to_hex(digest)));
-    s.out.close();
+                  fmt::format("'{}': the SHA3-256 of the received bytes does not match the uploader's claim",
+                              s.filename));
+    if (digest != s.expected_hash)
+      return fail(
+          errc::hash_mismatch,
+          fmt::format("{} '{}': SHA3-256 of the received bytes {} does not match the manifest's {}",
+                      s.role_name, s.filename, crypto::to_hex(digest), crypto::to_hex(s.expected_hash)));
+    auto statement = crypto::upload_statement(manifest_->id, manifest_digest_, s.role_name, s.filename,
+                                              digest, kx_.public_key, s.sender_pk);
+    if (auto v = s.signer.verify(statement, {sig->data(), sig->size()}); !v)
+      return fail(errc::unauthorized,
+                  fmt::format("{} '{}': signature does not verify", s.role_name, s.filename));
+    if (auto w = s.writer->finish(); !w) return fail(w.error().code, w.error().message);
     if (auto r = accept_file(s); !r) return fail(r.error().code, r.error().message);
     reply(m, ack(id, c.seq(), true));
     uploads_.erase(id);
@@ -429,6 +436,12 @@ class agent {
   }
 
   expected<void> accept_file(upload_stream& s) {
+    bool still_wanted = s.role == v1::FileRole::algorithm
+                            ? !algorithm_received_ && state_ == AgentState::ReceivingAlgorithm
+                            : std::find(pending_datasets_.begin(), pending_datasets_.end(), s.filename) !=
+                                  pending_datasets_.end();
+    if (!still_wanted)
+      return make_error(errc::already_exists, fmt::format("'{}' was already received", s.filename));
     std::error_code ec;
     fs::path dest =
         s.role == v1::FileRole::algorithm ? cfg_.work_dir / "algo" : cfg_.work_dir / "datasets" / s.filename;
@@ -523,7 +536,7 @@ class agent {
     if (running_) running_->cancel();
     running_.reset();
     join_waiter();
-    for (auto& [id, s] : uploads_) s.out.close();
+    for (auto& [id, s] : uploads_) s.writer.reset();
     uploads_.clear();
     results_.clear();
     manifest_.reset();
@@ -558,7 +571,7 @@ class agent {
       return make_error(errc::unauthorized, "this key is not a result consumer of the computation");
     auto key = crypto::public_key::from_der(der);
     if (!key) return key.error();
-    auto statement = crypto::result_statement(manifest_->id, der, kx_.public_key);
+    auto statement = crypto::result_statement(manifest_->id, manifest_digest_, der, kx_.public_key);
     if (auto v = key->verify(statement, {sig->data(), sig->size()}); !v)
       return make_error(errc::unauthorized, "result request signature does not verify");
     if (state_ == AgentState::Failed) return make_error(errc::algorithm_failed, failure_);
@@ -673,6 +686,7 @@ class agent {
 
   AgentState state_ = AgentState::Idle;
   std::optional<manifest> manifest_;
+  sha3_digest manifest_digest_{};
   bool algorithm_received_ = false;
   std::vector<std::string> pending_datasets_;
   std::string failure_;

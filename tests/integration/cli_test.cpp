@@ -121,9 +121,22 @@ TEST_CASE("the cove binary drives keys, CVMs, a whole computation, attestation a
   auto started =
       json::parse(cove.ok({"computation", "start", "--cvm", id, manifest_file.string(), "--json"}));
   CHECK(started.at("state") == "ReceivingAlgorithm");
-  CHECK(cove.ok({"algo", "--cvm", id, algo.string(), algo_owner.key_file.string()})
+  // Uploading without the agreed manifest is refused by the CLI itself (usage error).
+  CHECK(cove.run({"algo", "--cvm", id, algo.string(), algo_owner.key_file.string()}).code == 2);
+  // A manifest that differs from the CVM's: nothing is sent, the CLI says why.
+  auto other = m;
+  other.description = "not what was agreed";
+  auto other_file = c.dir() / "other.json";
+  write_file(other_file, to_json(other));
+  auto refused = cove.run(
+      {"algo", "--cvm", id, "--manifest", other_file.string(), algo.string(), algo_owner.key_file.string()});
+  CHECK(refused.code == 1);
+  CHECK(refused.err.find("not the agreed manifest") != std::string::npos);
+  CHECK(cove.ok({"algo", "--cvm", id, "--manifest", manifest_file.string(), algo.string(),
+                 algo_owner.key_file.string()})
             .find("accepted by the attested agent") != std::string::npos);
-  CHECK(cove.ok({"data", "--cvm", id, data.string(), data_owner.key_file.string()})
+  CHECK(cove.ok({"data", "--cvm", id, "--manifest", manifest_file.string(), data.string(),
+                 data_owner.key_file.string()})
             .find("accepted by the attested agent") != std::string::npos);
   std::string state;
   bool done = test::wait_until(
@@ -137,7 +150,8 @@ TEST_CASE("the cove binary drives keys, CVMs, a whole computation, attestation a
   REQUIRE(done);
   REQUIRE(state == "ConsumingResults");
   auto out = c.dir() / "out.zip";
-  cove.ok({"result", "--cvm", id, consumer.key_file.string(), "-o", out.string()});
+  cove.ok({"result", "--cvm", id, "--manifest", manifest_file.string(), consumer.key_file.string(), "-o",
+           out.string()});
   must(extract_zip(out, c.dir() / "out"), "unzip");
   CHECK(read_file(c.dir() / "out" / "double.txt") == "42");
   // A key that is no consumer gets nothing (exit 1, the agent's reason on stderr).

@@ -214,8 +214,9 @@ TEST_CASE("only a declared result consumer gets the result") {
   // Naming the consumer's key without holding it: the signature does not verify.
   auto agent = must(cli::attest(c.bus(), cvm, c.policy()), "attest");
   auto consumer_der = r.consumer.der();
-  auto sig =
-      must(stranger.key.sign(crypto::result_statement(r.m.id, consumer_der, agent.kx_public_key)), "sign");
+  auto sig = must(stranger.key.sign(crypto::result_statement(r.m.id, manifest_digest(r.m), consumer_der,
+                                                             agent.kx_public_key)),
+                  "sign");
   flatbuffers::FlatBufferBuilder b(1024);
   auto req =
       v1::CreateResultRequest(b, b.CreateString(r.m.id), b.CreateVector(consumer_der), b.CreateVector(sig));
@@ -279,6 +280,6 @@ TEST_CASE("stopping a running computation kills the algorithm and wipes its file
   CHECK(st.computation_id.empty());
   CHECK(st.pending.empty());
   // The stopped run's consumer gets nothing: there is no computation any more.
-  check_error(cli::fetch_result(c.bus(), cvm, r.consumer.key, c.policy(), c.dir() / "late.zip", r.m.id),
-              errc::wrong_state, "no computation manifest loaded");
+  check_error(cli::fetch_result(c.bus(), cvm, r.consumer.key, c.policy(), c.dir() / "late.zip", &r.m),
+              errc::wrong_state, "has no computation");
 }

@@ -57,11 +57,16 @@ struct raw_outcome {
 raw_outcome raw_upload(cluster& c, const std::string& cvm, const raw_upload_spec& s) {
   REQUIRE(s.signer != nullptr);
   auto agent = must(cli::attest(c.bus(), cvm, c.policy()), "attest");
+  auto status = must(cli::computation_status(c.bus(), cvm), "status");
+  sha3_digest manifest_digest{};
+  if (status.manifest_digest.size() == manifest_digest.size())
+    std::copy(status.manifest_digest.begin(), status.manifest_digest.end(), manifest_digest.begin());
   bool algo = s.role == cli::file_role::algorithm;
-  auto statement = crypto::upload_statement(s.computation_id, algo ? "algorithm" : "dataset",
-                                            algo ? "algo" : s.filename, s.declared_hash, agent.kx_public_key);
-  auto signature = must(s.signer->sign(statement), "sign");
   auto eph = crypto::kx_keypair::generate();
+  auto statement = crypto::upload_statement(s.computation_id, manifest_digest, algo ? "algorithm" : "dataset",
+                                            algo ? "algo" : s.filename, s.declared_hash, agent.kx_public_key,
+                                            eph.public_key);
+  auto signature = must(s.signer->sign(statement), "sign");
   auto session = must(crypto::client_session_key(eph, agent.kx_public_key), "session key");
   crypto::seal_header header{};
   auto sealer = must(crypto::seal_stream::create(session, header), "seal");
@@ -71,9 +76,8 @@ raw_outcome raw_upload(cluster& c, const std::string& cvm, const raw_upload_spec
   auto begin = v1::CreateUploadBegin(
       b, b.CreateString(s.computation_id), algo ? v1::FileRole::algorithm : v1::FileRole::dataset,
       b.CreateString(algo ? "" : s.filename), s.declared_size,
-      b.CreateVector(s.declared_hash.data(), s.declared_hash.size()),
       b.CreateVector(eph.public_key.data(), eph.public_key.size()),
-      b.CreateVector(header.data(), header.size()), b.CreateVector(signer_der), b.CreateVector(signature));
+      b.CreateVector(header.data(), header.size()), b.CreateVector(signer_der));
   auto ready = bus::request_typed<v1::UploadReady>(c.bus(), *bus::cvm_subject(cvm, "upload"),
                                                    bus::finish(b, begin, {}, "itest"), 10s);
   if (!ready) return {"begin", 0, ready.error()};
@@ -90,7 +94,13 @@ raw_outcome raw_upload(cluster& c, const std::string& cvm, const raw_upload_spec
     if (s.tamper) s.tamper(seq, cipher);
     flatbuffers::FlatBufferBuilder cb(cipher.size() + 256);
     auto data = cb.CreateVector(cipher);
-    auto chunk = v1::CreateChunk(cb, cb.CreateString(stream_id), seq, data, last);
+    // The last chunk claims the declared hash and carries the signature over it.
+    flatbuffers::Offset<flatbuffers::Vector<uint8_t>> hash_off, sig_off;
+    if (last) {
+      hash_off = cb.CreateVector(s.declared_hash.data(), s.declared_hash.size());
+      sig_off = cb.CreateVector(signature);
+    }
+    auto chunk = v1::CreateChunk(cb, cb.CreateString(stream_id), seq, data, last, hash_off, sig_off);
     auto ack = bus::request_typed<v1::ChunkAck>(c.bus(), *bus::cvm_subject(cvm, "chunk"),
                                                 bus::finish(cb, chunk, {}, "itest"), 10s);
     if (!ack) return {"chunk", seq, ack.error()};
@@ -159,7 +169,8 @@ TEST_CASE(
   must(cli::upload(c.bus(), cvm, cli::file_role::algorithm, algo, p.algo_owner.key, c.policy()), "algo");
   must(cli::upload(c.bus(), cvm, cli::file_role::dataset, b, p.hospital_b.key, c.policy()), "data b");
 
-  // The CLI hashes what it sends: changed content is refused before any byte moves.
+  // Changed content: the agent's hash of what arrived differs from the manifest's, so the
+  // upload is refused at its last chunk and nothing of it is kept.
   write_file(a, "1\n2\n4\n");
   check_error(cli::upload(c.bus(), cvm, cli::file_role::dataset, a, p.hospital_a.key, c.policy()),
               errc::hash_mismatch, "does not match the manifest");
@@ -218,7 +229,7 @@ TEST_CASE("an upload signed by a key the manifest does not declare for that file
                          .chunks = {a_content},
                          .signer = &p.stranger.key,
                          .claimed_signer_der = p.hospital_a.der()};
-  check_refused(raw_upload(c, cvm, forged), "begin", errc::unauthorized, "signature does not verify");
+  check_refused(raw_upload(c, cvm, forged), "chunk", errc::unauthorized, "signature does not verify");
 
   CHECK(pending_of(c, cvm) == std::vector<std::string>{"a.txt"});
   must(cli::upload(c.bus(), cvm, cli::file_role::dataset, a, p.hospital_a.key, c.policy()), "data a");
@@ -293,19 +304,18 @@ TEST_CASE("a forged or truncated chunk fails authentication and the upload can b
   SUBCASE("a stream cut short: the last chunk lacks the final tag") {
     // One chunk sealed without TAG_FINAL but flagged last: built by hand.
     auto agent = must(cli::attest(c.bus(), cvm, c.policy()), "attest");
-    auto statement =
-        crypto::upload_statement(m.id, "dataset", "a.txt", m.datasets[0].hash, agent.kx_public_key);
-    auto sig = must(p.hospital_a.key.sign(statement), "sign");
     auto eph = crypto::kx_keypair::generate();
+    auto statement = crypto::upload_statement(m.id, manifest_digest(m), "dataset", "a.txt",
+                                              m.datasets[0].hash, agent.kx_public_key, eph.public_key);
+    auto sig = must(p.hospital_a.key.sign(statement), "sign");
     auto session = must(crypto::client_session_key(eph, agent.kx_public_key), "session");
     crypto::seal_header header{};
     auto sealer = must(crypto::seal_stream::create(session, header), "seal");
     flatbuffers::FlatBufferBuilder fb(1024);
     auto begin = v1::CreateUploadBegin(
         fb, fb.CreateString(m.id), v1::FileRole::dataset, fb.CreateString("a.txt"), content.size(),
-        fb.CreateVector(m.datasets[0].hash.data(), 32), fb.CreateVector(eph.public_key.data(), 32),
-        fb.CreateVector(header.data(), header.size()), fb.CreateVector(p.hospital_a.der()),
-        fb.CreateVector(sig));
+        fb.CreateVector(eph.public_key.data(), 32), fb.CreateVector(header.data(), header.size()),
+        fb.CreateVector(p.hospital_a.der()));
     auto ready = must(bus::request_typed<v1::UploadReady>(c.bus(), *bus::cvm_subject(cvm, "upload"),
                                                           bus::finish(fb, begin, {}, "itest"), 10s),
                       "begin");
@@ -314,7 +324,8 @@ TEST_CASE("a forged or truncated chunk fails authentication and the upload can b
          "push");
     flatbuffers::FlatBufferBuilder cb(1024);
     auto data = cb.CreateVector(cipher);
-    auto chunk = v1::CreateChunk(cb, cb.CreateString(ready.body->stream_id()->str()), 0, data, true);
+    auto chunk = v1::CreateChunk(cb, cb.CreateString(ready.body->stream_id()->str()), 0, data, true,
+                                 cb.CreateVector(m.datasets[0].hash.data(), 32), cb.CreateVector(sig));
     auto ack = bus::request_typed<v1::ChunkAck>(c.bus(), *bus::cvm_subject(cvm, "chunk"),
                                                 bus::finish(cb, chunk, {}, "itest"), 10s);
     check_error(ack, errc::crypto_failed, "final tag and last flag disagree");
@@ -373,8 +384,13 @@ TEST_CASE("uploads out of order are refused with wrong_state") {
   // A fresh CVM has no manifest: the CLI says so, and so does the agent when asked directly.
   check_error(cli::upload(c.bus(), cvm, cli::file_role::algorithm, algo, p.algo_owner.key, c.policy()),
               errc::wrong_state, "has no computation");
-  check_error(cli::upload(c.bus(), cvm, cli::file_role::algorithm, algo, p.algo_owner.key, c.policy(), m.id),
-              errc::wrong_state, "no computation manifest loaded");
+  raw_upload_spec early{.computation_id = m.id,
+                        .role = cli::file_role::algorithm,
+                        .declared_hash = m.algorithm.hash,
+                        .declared_size = 1,
+                        .chunks = {"x"},
+                        .signer = &p.algo_owner.key};
+  check_refused(raw_upload(c, cvm, early), "begin", errc::wrong_state, "no computation manifest loaded");
   CHECK(must(cli::computation_status(c.bus(), cvm), "status").state == "ReceivingManifest");
 
   must(c.start_computation(cvm, m), "start");
@@ -427,7 +443,7 @@ TEST_CASE(
   must(conn->flush(5s), "flush");
 
   check_error(cli::attest(c.bus(), fake, c.policy()), errc::attestation_failed, "report_data");
-  check_error(cli::upload(c.bus(), fake, cli::file_role::algorithm, algo, p.algo_owner.key, c.policy(), m.id),
+  check_error(cli::upload(c.bus(), fake, cli::file_role::algorithm, algo, p.algo_owner.key, c.policy(), &m),
               errc::attestation_failed, "report_data");
   must(conn->flush(5s), "flush");
   CHECK(others->load() == 0);

@@ -73,6 +73,14 @@ std::string to_json(const manifest& m);
 /// RSA (>= 2048 bits), EC P-256 or Ed25519.
 expected<void> validate(const manifest& m);
 
+/// The manifest's identity, which every upload and result request signs:
+/// SHA3-256("cove-manifest-v1" || lp(id) || lp(name) || lp(description)
+///   || u32(#datasets) || per dataset lp(filename) lp(hash) lp(user_key)
+///   || lp(algorithm.hash) || lp(algorithm.user_key) || lp(algo_type name)
+///   || u32(#args) || lp(arg)... || u32(#consumers) || lp(user_key)... || u32(timeout_seconds)),
+/// lp(x) = u32 big-endian length || x. Any party can recompute it from the JSON.
+sha3_digest manifest_digest(const manifest& m);
+
 /// Checks that `der` is exactly one DER SubjectPublicKeyInfo of an accepted
 /// key type (see validate()).
 expected<void> check_public_key_der(std::span<const uint8_t> der);

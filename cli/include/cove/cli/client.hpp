@@ -51,17 +51,22 @@ struct upload_stats {
   std::chrono::nanoseconds elapsed{0};
 };
 
-/// Attests, then streams `file` sealed to the agent, signed with `key`.
-/// The computation id is asked from the agent unless `computation_id` is given.
+/// Attests, then streams `file` sealed to the agent. SHA3-256 is computed while
+/// streaming; the last chunk carries it with `key`'s signature over the upload
+/// statement (computation id, manifest digest, role, name, hash, both kx keys).
+/// `agreed`: the manifest this participant agreed to; the agent must hold exactly
+/// it (same manifest_digest), else errc::attestation_failed and nothing is sent.
+/// Without it the agent's manifest is taken as it is (tests; the CLI requires one).
 expected<upload_stats> upload(bus::connection& bus, const std::string& cvm_id, file_role role,
                               const std::filesystem::path& file, const crypto::private_key& key,
-                              const attest::snp_policy& policy, std::string computation_id = {},
+                              const attest::snp_policy& policy, const manifest* agreed = nullptr,
                               const client_options& opt = {});
 
 /// Attests, then downloads the result sealed to `key` and writes the plaintext to `out`.
+/// `agreed` as for upload().
 expected<upload_stats> fetch_result(bus::connection& bus, const std::string& cvm_id,
                                     const crypto::private_key& key, const attest::snp_policy& policy,
-                                    const std::filesystem::path& out, std::string computation_id = {},
+                                    const std::filesystem::path& out, const manifest* agreed = nullptr,
                                     const client_options& opt = {});
 
 /// The agent's current status.
@@ -70,6 +75,7 @@ struct status {
   std::string state;
   std::string message;
   std::vector<std::string> pending;
+  std::vector<uint8_t> manifest_digest;  // empty without a manifest
 };
 expected<status> computation_status(bus::connection& bus, const std::string& cvm_id,
                                     const client_options& opt = {});

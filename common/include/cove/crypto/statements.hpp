@@ -16,16 +16,21 @@ inline constexpr std::string_view upload_statement_tag = "cove-upload-v1";
 inline constexpr std::string_view result_statement_tag = "cove-result-v1";
 inline constexpr std::string_view evidence_tag = "cove-evidence-v1";
 
-/// "cove-upload-v1" || lp(computation_id) || lp(role) || lp(filename)
-///   || lp(plaintext_hash) || lp(agent_kx_public_key).
-/// role is "algorithm" or "dataset". Signed by the uploading participant.
-std::vector<uint8_t> upload_statement(std::string_view computation_id, std::string_view role,
-                                      std::string_view filename, const sha3_digest& plaintext_hash,
-                                      std::span<const uint8_t> agent_kx_public_key);
+/// "cove-upload-v1" || lp(computation_id) || lp(manifest_digest) || lp(role) || lp(filename)
+///   || lp(plaintext_hash) || lp(agent_kx_public_key) || lp(uploader_kx_public_key).
+/// role is "algorithm" or "dataset"; filename is "algo" for the algorithm. Signed by the
+/// participant the manifest declares for this file and sent with the stream's last chunk.
+/// The manifest digest (cove::manifest_digest) ties the upload to the exact computation
+/// the participant agreed to; the two kx keys tie it to this attested agent and this stream.
+std::vector<uint8_t> upload_statement(std::string_view computation_id, const sha3_digest& manifest_digest,
+                                      std::string_view role, std::string_view filename,
+                                      const sha3_digest& plaintext_hash,
+                                      std::span<const uint8_t> agent_kx_public_key,
+                                      std::span<const uint8_t> uploader_kx_public_key);
 
-/// "cove-result-v1" || lp(computation_id) || lp(consumer_key_der) || lp(agent_kx_public_key).
-/// Signed by a result consumer to request the results.
-std::vector<uint8_t> result_statement(std::string_view computation_id,
+/// "cove-result-v1" || lp(computation_id) || lp(manifest_digest) || lp(consumer_key_der)
+///   || lp(agent_kx_public_key). Signed by a result consumer to request the results.
+std::vector<uint8_t> result_statement(std::string_view computation_id, const sha3_digest& manifest_digest,
                                       std::span<const uint8_t> consumer_key_der,
                                       std::span<const uint8_t> agent_kx_public_key);
 
