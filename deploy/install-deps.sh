@@ -11,9 +11,9 @@ packages=(
   # libraries
   libcaf-dev libnats-dev libflatbuffers-dev flatbuffers-compiler flatbuffers-compiler-dev
   libssl-dev libsodium-dev libspdlog-dev libfmt-dev nlohmann-json3-dev libcli11-dev
-  doctest-dev libbenchmark-dev
+  doctest-dev libbenchmark-dev libtss2-dev
   # runtime components used by coved, the agent and the tests
-  nats-server python3
+  nats-server python3 swtpm swtpm-tools tpm2-tools
 )
 
 missing=()

@@ -333,6 +333,16 @@ class agent {
                                     role, filename));
     auto key = crypto::public_key::from_der({signer->data(), signer->size()});
     if (!key) return key.error();
+    // The signer key is public (it is in the manifest): bound what an impostor can open
+    // before its last-chunk signature fails.
+    size_t same_file = 0;
+    for (const auto& [other_id, other] : uploads_)
+      if (other.role == u.role() && other.filename == filename) ++same_file;
+    if (same_file >= max_streams_per_file)
+      return make_error(errc::unavailable, fmt::format("{} '{}': {} uploads of it are already in progress", role,
+                                                       filename, same_file));
+    if (uploads_.size() >= max_streams)
+      return make_error(errc::unavailable, fmt::format("{} uploads are already in progress", uploads_.size()));
 
     auto session = crypto::server_session_key(kx_, {sender_pk->data(), sender_pk->size()});
     if (!session) return session.error();
@@ -691,6 +701,8 @@ class agent {
   std::vector<std::string> pending_datasets_;
   std::string failure_;
   std::map<std::string, upload_stream> uploads_;
+  static constexpr size_t max_streams_per_file = 4;
+  static constexpr size_t max_streams = 64;
   std::map<std::string, result_stream> results_;
   uint64_t stream_counter_ = 0;
   uint64_t run_generation_ = 0;
