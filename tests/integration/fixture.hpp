@@ -184,6 +184,20 @@ class cluster {
   attest::snp_policy policy_;
 };
 
+/// Checks that `r` failed with `code` and a message containing `text`.
+template <class T>
+void check_error(const expected<T>& r, errc code, std::string_view text) {
+  REQUIRE_FALSE(r.has_value());
+  INFO(r.error().to_string());
+  CHECK(r.error().code == code);
+  CHECK(r.error().message.find(text) != std::string::npos);
+}
+
+inline bool dir_empty(const fs::path& p) {
+  std::error_code ec;
+  return !fs::exists(p, ec) || fs::is_empty(p, ec);
+}
+
 inline sha3_digest sha3_of_file(const fs::path& p) {
   return must(crypto::sha3_256_file(p), "sha3");
 }

@@ -22,19 +22,6 @@ fs::path work_dir(cluster& c, const std::string& cvm) {
   return c.state_dir() / "cvms" / cvm / "work";
 }
 
-bool dir_empty(const fs::path& p) {
-  std::error_code ec;
-  return !fs::exists(p, ec) || fs::is_empty(p, ec);
-}
-
-template <class T>
-void check_error(const expected<T>& r, errc code, std::string_view text) {
-  REQUIRE_FALSE(r.has_value());
-  INFO(r.error().to_string());
-  CHECK(r.error().code == code);
-  CHECK(r.error().message.find(text) != std::string::npos);
-}
-
 /// cove.v1.computation.stop through the computation service.
 bus::reply<v1::ComputationStatus> stop_computation(cluster& c, const std::string& cvm,
                                                    const std::string& computation_id) {

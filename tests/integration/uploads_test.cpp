@@ -29,11 +29,6 @@ fs::path work_dir(cluster& c, const std::string& cvm) {
   return c.state_dir() / "cvms" / cvm / "work";
 }
 
-bool dir_empty(const fs::path& p) {
-  std::error_code ec;
-  return !fs::exists(p, ec) || fs::is_empty(p, ec);
-}
-
 /// A hand-made uploader speaking the upload protocol directly (see cli::upload),
 /// so that a test can lie where the real CLI never would.
 struct raw_upload_spec {
@@ -116,14 +111,6 @@ void check_refused(const raw_outcome& o, std::string_view stage, errc code, std:
   REQUIRE(o.err.has_value());
   CHECK(o.err->code == code);
   CHECK(o.err->message.find(text) != std::string::npos);
-}
-
-template <class T>
-void check_error(const expected<T>& r, errc code, std::string_view text) {
-  REQUIRE_FALSE(r.has_value());
-  INFO(r.error().to_string());
-  CHECK(r.error().code == code);
-  CHECK(r.error().message.find(text) != std::string::npos);
 }
 
 std::vector<std::string> pending_of(cluster& c, const std::string& cvm) {
