@@ -15,13 +15,7 @@
 namespace cove::attest {
 
 /// Minimum SPLs; compared component-wise. `fmc` is only checked on Turin.
-struct snp_tcb_minimum {
-  uint8_t bl = 0;
-  uint8_t tee = 0;
-  uint8_t snp = 0;
-  uint8_t microcode = 0;
-  uint8_t fmc = 0;
-};
+using snp_tcb_minimum = tcb_version;
 
 struct snp_policy {
   std::vector<std::vector<uint8_t>> measurements;  // 48 bytes each; empty = any
