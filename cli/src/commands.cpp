@@ -12,6 +12,7 @@
 #include "cove/bus/subjects.hpp"
 #include "cove/cli/cli.hpp"
 #include "cove/cli/client.hpp"
+#include "cove/cli/measure_cmd.hpp"
 #include "cove/crypto/encoding.hpp"
 #include "cove/crypto/keys.hpp"
 #include "cove/paths.hpp"
@@ -263,13 +264,15 @@ int run(int argc, char** argv) {
   events->add_option("--count", count, "Stop after this many events");
   events->add_option("--wait", wait_s, "Without --follow: stop after this many seconds")
       ->capture_default_str();
+  add_measure_command(app);
 
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
     // app.exit prints help or the parse error; CLI11's own codes (100+) become
     // the documented usage-error code.
-    return app.exit(e) == 0 ? 0 : 2;
+    // A command callback that failed (e.g. measure) throws CLI::RuntimeError(1): keep 1.
+    return e.get_name() == "RuntimeError" ? e.get_exit_code() : app.exit(e) == 0 ? 0 : 2;
   }
 
   try {
