@@ -13,6 +13,7 @@
 #include "cove/cli/cli.hpp"
 #include "cove/cli/client.hpp"
 #include "cove/cli/measure_cmd.hpp"
+#include "cove/cli/validate_cmd.hpp"
 #include "cove/crypto/encoding.hpp"
 #include "cove/crypto/keys.hpp"
 #include "cove/paths.hpp"
@@ -244,6 +245,7 @@ int run(int argc, char** argv) {
   att_get->add_option("--cvm", cvm_id, "CVM id")->required();
   att_get->add_option("-o,--output", out_path, "Where to write the raw report")->required();
   att_get->add_option("--policy", policy_path, "Attestation policy (default: <state>/sim/policy.json)");
+  add_validate_command(*att, g.json_out);
 
   // ---- keys ----
   auto* keys = app.add_subcommand("keys", "Participant keys");

@@ -265,3 +265,51 @@ TEST_CASE("cove exit codes: 1 for failed operations, 2 for bad arguments, 0 for 
     }
   }
 }
+
+TEST_CASE("cove attestation validate and cove measure work offline on recorded evidence") {
+  test::temp_dir dir("cove-offline");
+  cove_cli cove(dir.path(), {});
+  const fs::path snp = fs::path(COVE_FIXTURES_DIR) / "snp";
+  // The ARK to trust is the self-signed certificate of the product's bundle.
+  auto bundle = read_file(snp / "ask_ark_genoa.pem");
+  auto ark = must(attest::identify_ask_ark(bundle), "ark");
+  auto ark_pem = dir.path() / "ark-genoa.pem";
+  {
+    auto split = bundle.find("-----END CERTIFICATE-----");
+    REQUIRE(split != std::string::npos);
+    // ask_ark files hold two certificates; write the one identify_ask_ark picked as the ARK.
+    auto first = bundle.substr(0, split + 25);
+    auto second = bundle.substr(bundle.find("-----BEGIN CERTIFICATE-----", split));
+    auto first_der = must(attest::pem_to_der(first), "pem");
+    write_file(ark_pem, first_der == ark.ark_der ? first : second);
+  }
+  std::vector<std::string> genoa = {"attestation", "validate",
+                                    "--report",    (snp / "genoa-report.bin").string(),
+                                    "--vcek",      (snp / "genoa-vcek.der").string(),
+                                    "--chain",     (snp / "ask_ark_genoa.pem").string()};
+  auto with = [&](std::vector<std::string> extra) {
+    auto a = genoa;
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  };
+  auto valid = json::parse(cove.ok(with({"--ark", ark_pem.string(), "--json"})));
+  CHECK(valid.at("valid") == true);
+  CHECK(valid.at("report").at("version") == 5);
+  CHECK(valid.at("report").at("product") == "Genoa");
+  // Another chip's report, a wrong measurement, no trusted root: exit 1 / 2 with the reason.
+  auto cross = cove.run({"attestation", "validate", "--report", (snp / "milan-report.bin").string(), "--vcek",
+                         (snp / "genoa-vcek.der").string(), "--chain", (snp / "ask_ark_genoa.pem").string(),
+                         "--ark", ark_pem.string()});
+  CHECK(cross.code == 1);
+  CHECK(cross.err.find("attestation_failed") != std::string::npos);
+  auto wrong = cove.run(with({"--ark", ark_pem.string(), "--measurement", std::string(96, '0')}));
+  CHECK(wrong.code == 1);
+  CHECK(wrong.err.find("measurement") != std::string::npos);
+  CHECK(cove.run(genoa).code == 2);
+
+  // cove measure reproduces a sev-snp-measure vector through the binary.
+  auto digest = cove.ok({"measure", "--mode", "snp:ovmf-hash", "--ovmf",
+                         (fs::path(COVE_FIXTURES_DIR) / "snp-measure" / "ovmf_AmdSev_suffix.bin").string()});
+  CHECK(digest.find("086e2e9149ebf45abdc3445fba5b2da8270bdbb04094d7a2c37faaa4b24af3aa16aff8c374c2a55c467a50da"
+                    "6d466b74") != std::string::npos);
+}
