@@ -339,10 +339,11 @@ class agent {
     for (const auto& [other_id, other] : uploads_)
       if (other.role == u.role() && other.filename == filename) ++same_file;
     if (same_file >= max_streams_per_file)
-      return make_error(errc::unavailable, fmt::format("{} '{}': {} uploads of it are already in progress", role,
-                                                       filename, same_file));
+      return make_error(errc::unavailable, fmt::format("{} '{}': {} uploads of it are already in progress",
+                                                       role, filename, same_file));
     if (uploads_.size() >= max_streams)
-      return make_error(errc::unavailable, fmt::format("{} uploads are already in progress", uploads_.size()));
+      return make_error(errc::unavailable,
+                        fmt::format("{} uploads are already in progress", uploads_.size()));
 
     auto session = crypto::server_session_key(kx_, {sender_pk->data(), sender_pk->size()});
     if (!session) return session.error();

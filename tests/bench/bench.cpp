@@ -652,10 +652,11 @@ void section_upload_result_rtt_launch(results& res, const config& cfg) {
     if (!hwm) throw bench_failure(fmt::format("no /proc/{}/status for the agent", cvm.pid));
     res.below("agent_rss_peak_MiB", static_cast<double>(*hwm) / 1024.0, "MiB", 64);
 
-    auto cli_run = run_child({(bin_dir() / "cove").string(), "--nats", c.url(), "data", "--cvm", cvm.id,
-                              big_cli.string(), data_owner.key_file.string(), "--policy",
-                              (c.state_dir() / "sim" / "policy.json").string(), "--manifest", manifest_file.string()},
-                             c.dir(), "cove-data", 600s);
+    auto cli_run =
+        run_child({(bin_dir() / "cove").string(), "--nats", c.url(), "data", "--cvm", cvm.id,
+                   big_cli.string(), data_owner.key_file.string(), "--policy",
+                   (c.state_dir() / "sim" / "policy.json").string(), "--manifest", manifest_file.string()},
+                  c.dir(), "cove-data", 600s);
     res.below("cli_rss_peak_MiB", static_cast<double>(cli_run.vmhwm_kib) / 1024.0, "MiB", 64);
     res.note(fmt::format(
         "cove data: VmHWM {:.1f} MiB (sampled every 5 ms); wait4 ru_maxrss {:.1f} MiB includes "
