@@ -10,6 +10,7 @@ find_package(nlohmann_json REQUIRED CONFIG)
 # nats.c: Debian's CMake config references a missing static library; use pkg-config.
 pkg_check_modules(NATS REQUIRED IMPORTED_TARGET libnats)
 pkg_check_modules(SODIUM REQUIRED IMPORTED_TARGET libsodium)
+pkg_check_modules(TSS2 REQUIRED IMPORTED_TARGET tss2-esys tss2-tctildr tss2-mu tss2-rc)
 
 # CAF 0.17.6: libcaf-dev ships neither a CMake package nor a .pc file.
 find_path(CAF_INCLUDE_DIR caf/all.hpp REQUIRED)
