@@ -8,6 +8,7 @@
 
 #include <fmt/format.h>
 
+#include "cove/attest/evidence.hpp"
 #include "cove/attest/snp_report.hpp"
 #include "cove/attest/verify.hpp"
 #include "cove/bus/envelope.hpp"
@@ -164,21 +165,10 @@ expected<attested_agent> attest(bus::connection& bus, const std::string& cvm_id,
   auto sign = span_of(ev.sign_public_key());
   auto chain = span_of(ev.cert_chain());
   if (kx.size() != 32 || sign.size() != 32) return fail("evidence: agent public keys must be 32 bytes each");
-  if (chain.empty())
-    return fail("evidence: no certificate chain (collateral fetching is not implemented yet)");
   std::string_view pems(reinterpret_cast<const char*>(chain.data()), chain.size());
-  auto certs = attest::split_pem_bundle(pems);
-  if (!certs) return fail("evidence: " + certs.error().message);
-  if (certs->size() < 3) return fail("evidence: certificate chain must hold VCEK, ASK and ARK");
-  // The first certificate is the VCEK; the rest is the ASK/ARK bundle.
-  auto first_end = pems.find("-----END CERTIFICATE-----");
-  if (first_end == std::string_view::npos) return fail("evidence: malformed certificate chain");
-  first_end += std::string_view("-----END CERTIFICATE-----").size();
-  auto verified = attest::verify_snp_evidence(report, (*certs)[0], pems.substr(first_end),
-                                              attest::make_verify_options(policy));
-  if (!verified) return fail(verified.error().message);
   auto expected_rd = crypto::evidence_report_data(kx, sign, nonce);
-  if (auto p = attest::check_policy(*verified, policy, expected_rd); !p) return fail(p.error().message);
+  auto verified = attest::verify_sim_or_snp_evidence(report, pems, policy, expected_rd);
+  if (!verified) return verified.error();
   attested_agent a;
   a.report.assign(report.begin(), report.end());
   a.kx_public_key.assign(kx.begin(), kx.end());

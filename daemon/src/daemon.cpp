@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "cove/attest/sim_store.hpp"
+#include "cove/attestation/attestation.hpp"
 #include "cove/bus/actor.hpp"
 #include "cove/bus/connection.hpp"
 #include "cove/bus/subjects.hpp"
@@ -29,8 +30,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::set<std::string> implemented_services = {"manager", "computation"};
-const std::set<std::string> planned_services = {"monitor", "attestation", "bridge"};
+const std::set<std::string> implemented_services = {"manager", "computation", "attestation"};
+const std::set<std::string> planned_services = {"monitor", "bridge"};
 
 fs::path self_dir() {
   std::error_code ec;
@@ -144,7 +145,7 @@ expected<std::shared_ptr<const attest::sim_root>> prepare_sim_tee(const fs::path
 expected<daemon_config> load_config(int argc, char** argv) {
   daemon_config cfg;
   std::string services;
-  CLI::App app{"coved — the cove host daemon: manager and computation services on the bus"};
+  CLI::App app{"coved — the cove host daemon: manager, computation and attestation services on the bus"};
   app.add_option("--nats", cfg.nats_url, "Bus URL; default: start an embedded nats-server");
   app.add_option("--listen", cfg.listen, "Embedded nats-server address (port 0 = random)")
       ->capture_default_str();
@@ -152,7 +153,8 @@ expected<daemon_config> load_config(int argc, char** argv) {
   app.add_option(
       "--state-dir", cfg.state_dir,
       "State directory (default: $COVE_STATE_DIR, /var/lib/cove as root, else ~/.local/state/cove)");
-  app.add_option("--services", services, "Comma-separated services to run (default: manager,computation)");
+  app.add_option("--services", services,
+                 "Comma-separated services to run (default: manager,computation,attestation)");
   app.add_option("--agent", cfg.agent_binary, "cove-agent binary (default: beside coved)");
   app.add_option("--agent-nats", cfg.agent_nats_url, "Bus URL handed to agents (default: the bus URL)");
   app.add_option("--agent-max-upload", cfg.agent_max_upload,
@@ -240,7 +242,7 @@ int run(const daemon_config& cfg) {
     std::vector<bus::subscription> subs;
     std::shared_ptr<manager::process_backend> backend;
     std::shared_ptr<caf::actor> reaper_target;
-    caf::actor manager_handle, computation_handle;
+    caf::actor manager_handle, computation_handle, attestation_handle;
     auto subscribe = [&](const caf::actor& target, std::initializer_list<std::string_view> subjects) -> bool {
       for (auto s : subjects) {
         auto sub = bus::subscribe_actor(*bus, std::string(s), target);
@@ -291,6 +293,12 @@ int run(const daemon_config& cfg) {
           subscribe(computation_handle, {bus::subjects::computation_start, bus::subjects::computation_stop,
                                          bus::subjects::computation_status, "cove.v1.cvm.*.events"});
     }
+    if (ok_start && cfg.services.count("attestation")) {
+      attestation::attestation_config ac;
+      ac.bus = bus;
+      attestation_handle = caf::actor_cast<caf::actor>(sys.spawn(attestation::attestation, std::move(ac)));
+      ok_start = subscribe(attestation_handle, {bus::subjects::attestation_verify});
+    }
     if (ok_start) {
       if (auto f = bus->flush(std::chrono::seconds(5)); !f) {
         spdlog::critical("bus flush: {}", f.error().to_string());
@@ -311,6 +319,7 @@ int run(const daemon_config& cfg) {
     if (reaper_target) *reaper_target = caf::actor{};
     if (manager_handle) caf::anon_send_exit(manager_handle, caf::exit_reason::user_shutdown);
     if (computation_handle) caf::anon_send_exit(computation_handle, caf::exit_reason::user_shutdown);
+    if (attestation_handle) caf::anon_send_exit(attestation_handle, caf::exit_reason::user_shutdown);
   }
   bus.reset();
   nats.stop();

@@ -5,6 +5,7 @@
 #include <caf/all.hpp>
 
 #include <string>
+#include <vector>
 
 #include "cove/bus/actor.hpp"  // cove::bus::bus_msg
 
@@ -14,6 +15,7 @@ using exited = caf::atom_constant<caf::atom("exited")>;        // a child proces
 using deadline = caf::atom_constant<caf::atom("deadline")>;    // a create/remove took too long
 using expire = caf::atom_constant<caf::atom("expire")>;        // a CVM's TTL ran out
 using forwarded = caf::atom_constant<caf::atom("forwarded")>;  // reply from an agent arrived
+using verify = caf::atom_constant<caf::atom("verify")>;        // evidence for a verifier worker
 }  // namespace cove::atom
 
 namespace cove {
@@ -34,5 +36,15 @@ using manager_actor =
 using computation_actor =
     caf::typed_actor<caf::reacts_to<bus::bus_msg>,
                      caf::reacts_to<atom::forwarded, std::string, std::vector<uint8_t>>>;
+
+/// The ATTESTATION actor: verifies evidence and caches verdicts (cove.v1.attestation.verify).
+///  - bus_msg: VerifyRequest on cove.v1.attestation.verify
+using attestation_actor = caf::typed_actor<caf::reacts_to<bus::bus_msg>>;
+
+/// A VERIFIER worker of the attestation service, spawned detached: certificate-chain and
+/// report-signature checks (RSA/ECDSA) block its own thread, never the service's.
+///  - (verify, VerifyRequest envelope) -> (valid, reason, measurement, report version, product)
+using attestation_verifier_actor = caf::typed_actor<caf::replies_to<atom::verify, std::vector<uint8_t>>::with<
+    bool, std::string, std::vector<uint8_t>, uint32_t, std::string>>;
 
 }  // namespace cove

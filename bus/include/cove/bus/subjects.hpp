@@ -18,6 +18,7 @@ inline constexpr std::string_view manager_remove = "cove.v1.manager.remove";
 inline constexpr std::string_view computation_start = "cove.v1.computation.start";
 inline constexpr std::string_view computation_stop = "cove.v1.computation.stop";
 inline constexpr std::string_view computation_status = "cove.v1.computation.status";
+inline constexpr std::string_view attestation_verify = "cove.v1.attestation.verify";
 
 // Per-CVM leaves: cove.v1.cvm.<id>.<leaf>
 inline constexpr std::string_view cvm_prefix = "cove.v1.cvm.";

@@ -15,7 +15,7 @@ struct daemon_config {
   std::string listen = "127.0.0.1:4222";  // embedded server address; port 0 = random
   std::filesystem::path nats_server = "/usr/sbin/nats-server";
   std::filesystem::path state_dir;  // default: cove::default_state_dir()
-  std::set<std::string> services = {"manager", "computation"};
+  std::set<std::string> services = {"manager", "computation", "attestation"};
   std::filesystem::path agent_binary;  // default: cove-agent beside coved
   std::string agent_nats_url;          // URL handed to agents; default: the bus URL
   uint64_t agent_max_upload = 0;       // per-file upload limit handed to agents; 0: the agent's default

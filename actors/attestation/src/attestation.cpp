@@ -1,0 +1,250 @@
+#include "cove/attestation/attestation.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <nlohmann/json.hpp>
+
+#include "cove/attest/evidence.hpp"
+#include "cove/attest/policy.hpp"
+#include "cove/bus/envelope.hpp"
+#include "cove/bus/subjects.hpp"
+#include "cove/crypto/statements.hpp"
+#include "cove/schemas/envelope_generated.h"
+
+namespace cove::attestation {
+
+namespace {
+
+using self_ptr = attestation_actor::stateful_pointer<attestation_state>;
+using bytes = std::vector<uint8_t>;
+constexpr std::string_view sender = "coved.attestation";
+
+template <class T>
+std::span<const uint8_t> span_of(const flatbuffers::Vector<T>* v) {
+  if (v == nullptr) return {};
+  return {reinterpret_cast<const uint8_t*>(v->data()), v->size()};
+}
+
+std::string_view policy_text(const v1::VerifyRequest& req) {
+  return req.policy_json() ? req.policy_json()->string_view() : std::string_view{};
+}
+
+/// The policy of a request. Trusted roots must be inline PEMs: a request never makes the
+/// service read a file.
+expected<attest::snp_policy> request_policy(const v1::VerifyRequest& req) {
+  auto text = policy_text(req);
+  if (text.empty()) return make_error(errc::invalid_request, "policy_json: missing");
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object())
+    return make_error(errc::invalid_request, "policy_json: not a JSON object");
+  if (auto it = j.find("trusted_roots"); it != j.end() && it->is_array())
+    for (const auto& r : *it)
+      if (!r.is_string() || r.get_ref<const std::string&>().find("-----BEGIN") == std::string::npos)
+        return make_error(errc::invalid_request,
+                          "policy_json: trusted_roots must be inline PEM certificates (the service "
+                          "does not read files)");
+  auto p = attest::load_policy_json(text);
+  if (!p) return make_error(errc::invalid_request, "policy_json: " + p.error().message);
+  return p;
+}
+
+expected<const v1::VerifyRequest*> parse(std::span<const uint8_t> envelope) {
+  auto req = bus::request_as<v1::VerifyRequest>(envelope);
+  if (!req) return req.error();
+  if ((*req)->evidence() == nullptr) return make_error(errc::invalid_request, "evidence: missing");
+  return req;
+}
+
+bytes encode(const verdict& v, bool cached) {
+  flatbuffers::FlatBufferBuilder b(256 + v.reason.size());
+  auto reason = b.CreateString(v.reason);
+  auto meas = b.CreateVector(v.measurement);
+  auto product = b.CreateString(v.product);
+  auto body = v1::CreateVerifyResult(b, v.valid, reason, meas, v.report_version, product, cached);
+  return bus::finish(b, body, {}, sender);
+}
+
+void send(self_ptr self, const std::string& subject, const bytes& payload) {
+  if (subject.empty()) return;
+  if (auto r = self->state.cfg.bus->publish(subject, payload); !r)
+    spdlog::warn("attestation: publish {}: {}", subject, r.error().to_string());
+}
+
+void send_error(self_ptr self, const std::string& subject, const error& e) {
+  spdlog::info("attestation: {} -> {}", subject, e.to_string());
+  send(self, subject, bus::make_error(e.code, e.message, {}, sender));
+}
+
+/// Answers everyone waiting for `key` and forgets them.
+void answer_waiting(self_ptr self, const std::string& key, const bytes& payload) {
+  auto it = self->state.waiting.find(key);
+  if (it == self->state.waiting.end()) return;
+  for (const auto& reply : it->second) send(self, reply, payload);
+  self->state.waiting.erase(it);
+}
+
+void on_verify(self_ptr self, const bus::bus_msg& m) {
+  auto& st = self->state;
+  if (auto c = check_request(m.data); !c) return send_error(self, m.reply, c.error());
+  auto digest = cache_key(m.data);
+  if (!digest) return send_error(self, m.reply, make_error(errc::invalid_request, "malformed VerifyRequest"));
+  if (auto hit = st.cache->get(*digest)) return send(self, m.reply, encode(*hit, true));
+  std::string key(digest->begin(), digest->end());
+  if (auto it = st.waiting.find(key); it != st.waiting.end()) {
+    it->second.push_back(m.reply);  // the same evidence is being verified right now
+    return;
+  }
+  if (st.waiting.size() >= st.cfg.max_in_flight)
+    return send_error(self, m.reply,
+                      make_error(errc::unavailable, "attestation: too many verifications in flight"));
+  st.waiting[key].push_back(m.reply);
+  auto worker = st.workers[st.next_worker++ % st.workers.size()];
+  self->request(worker, caf::infinite, atom::verify::value, m.data)
+      .then(
+          [self, key, d = *digest](bool valid, std::string& reason, bytes& measurement, uint32_t version,
+                                   std::string& product) {
+            verdict v{valid, std::move(reason), std::move(measurement), version, std::move(product)};
+            auto payload = encode(v, false);
+            self->state.cache->put(d, std::move(v));
+            answer_waiting(self, key, payload);
+          },
+          [self, key](caf::error& err) {
+            auto e =
+                make_error(errc::internal, "attestation: verifier failed: " + self->system().render(err));
+            spdlog::warn("{}", e.message);
+            answer_waiting(self, key, bus::make_error(e.code, e.message, {}, sender));
+          });
+}
+
+}  // namespace
+
+expected<void> check_request(std::span<const uint8_t> envelope) {
+  auto req = parse(envelope);
+  if (!req) return req.error();
+  if (auto p = request_policy(**req); !p) return p.error();
+  return ok();
+}
+
+expected<verdict> verify_request(std::span<const uint8_t> envelope) {
+  auto req = parse(envelope);
+  if (!req) return req.error();
+  auto policy = request_policy(**req);
+  if (!policy) return policy.error();
+  const v1::Evidence& ev = *(*req)->evidence();
+  verdict v;
+  auto reject = [&](std::string why) {
+    v.valid = false;
+    v.reason = std::move(why);
+    return v;
+  };
+  // The same checks and messages as `cove attest` (cli/src/client.cpp).
+  if (ev.kind() != v1::EvidenceKind::sim_snp && ev.kind() != v1::EvidenceKind::sev_snp)
+    return reject(fmt::format("evidence kind '{}' is not supported by this verifier",
+                              v1::EnumNameEvidenceKind(ev.kind())));
+  auto kx = span_of(ev.kx_public_key());
+  auto sign = span_of(ev.sign_public_key());
+  if (kx.size() != 32 || sign.size() != 32)
+    return reject("evidence: agent public keys must be 32 bytes each");
+  auto nonce = span_of((*req)->nonce());
+  std::array<uint8_t, 64> expected_rd{};
+  std::span<const uint8_t> rd;
+  if (!nonce.empty()) {
+    expected_rd = crypto::evidence_report_data(kx, sign, nonce);
+    rd = expected_rd;
+  }
+  auto chain = span_of(ev.cert_chain());
+  std::string_view pems(reinterpret_cast<const char*>(chain.data()), chain.size());
+  auto verified = attest::verify_sim_or_snp_evidence(span_of(ev.report()), pems, *policy, rd);
+  if (!verified) return reject(verified.error().message);
+  v.valid = true;
+  v.measurement.assign(verified->measurement.begin(), verified->measurement.end());
+  v.report_version = verified->version;
+  v.product = std::string(attest::to_string(verified->product));
+  return v;
+}
+
+std::optional<crypto::sha3_digest> cache_key(std::span<const uint8_t> envelope) {
+  auto req = parse(envelope);
+  if (!req) return std::nullopt;
+  const v1::Evidence& ev = *(*req)->evidence();
+  crypto::sha3_256 h;
+  auto lp = [&h](std::span<const uint8_t> part) {
+    std::array<uint8_t, 8> len{};
+    uint64_t n = part.size();
+    for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(n >> (8 * i));
+    h.update(len);
+    h.update(part);
+  };
+  auto kind = static_cast<uint8_t>(ev.kind());
+  lp(std::span<const uint8_t>(&kind, 1));
+  lp(span_of(ev.report()));
+  lp(span_of(ev.cert_chain()));
+  lp(span_of(ev.kx_public_key()));
+  lp(span_of(ev.sign_public_key()));
+  lp(crypto::sha3_256_of(policy_text(**req)));
+  lp(span_of((*req)->nonce()));
+  return h.finish();
+}
+
+std::optional<verdict> verdict_cache::get(const crypto::sha3_digest& key, clock::time_point now) {
+  auto it = index_.find(std::string(key.begin(), key.end()));
+  if (it == index_.end()) return std::nullopt;
+  if (now - it->second->stored >= ttl_) {
+    lru_.erase(it->second);
+    index_.erase(it);
+    return std::nullopt;
+  }
+  lru_.splice(lru_.begin(), lru_, it->second);
+  return it->second->value;
+}
+
+void verdict_cache::put(const crypto::sha3_digest& key, verdict v, clock::time_point now) {
+  if (capacity_ == 0) return;
+  std::string k(key.begin(), key.end());
+  if (auto it = index_.find(k); it != index_.end()) {
+    lru_.erase(it->second);
+    index_.erase(it);
+  }
+  while (index_.size() >= capacity_) {
+    index_.erase(lru_.back().key);
+    lru_.pop_back();
+  }
+  lru_.push_front(entry{k, std::move(v), now});
+  index_[k] = lru_.begin();
+}
+
+attestation_verifier_actor::behavior_type verifier(attestation_verifier_actor::pointer, std::size_t index) {
+  spdlog::debug("attestation: verifier {} started", index);
+  return {
+      [](atom::verify, const bytes& request) -> caf::result<bool, std::string, bytes, uint32_t, std::string> {
+        auto v = verify_request(request);
+        if (!v) return caf::make_error(caf::sec::invalid_argument, v.error().to_string());
+        return {v->valid, std::move(v->reason), std::move(v->measurement), v->report_version,
+                std::move(v->product)};
+      },
+  };
+}
+
+attestation_actor::behavior_type attestation(attestation_actor::stateful_pointer<attestation_state> self,
+                                             attestation_config cfg) {
+  if (!cfg.bus) {
+    spdlog::error("attestation: no bus connection");
+    self->quit(caf::sec::invalid_argument);
+    return attestation_actor::behavior_type::make_empty_behavior();
+  }
+  if (cfg.workers == 0) cfg.workers = 1;
+  self->state.cfg = std::move(cfg);
+  self->state.cache =
+      std::make_unique<verdict_cache>(self->state.cfg.cache_capacity, self->state.cfg.cache_ttl);
+  // Linked: the workers end with the service.
+  for (std::size_t i = 0; i < self->state.cfg.workers; ++i)
+    self->state.workers.push_back(self->template spawn<caf::detached + caf::linked>(verifier, i));
+  return {
+      [self](bus::bus_msg& m) {
+        if (m.subject == bus::subjects::attestation_verify) return on_verify(self, m);
+        send_error(self, m.reply, make_error(errc::invalid_request, "unknown subject"));
+      },
+  };
+}
+
+}  // namespace cove::attestation
