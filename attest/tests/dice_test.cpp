@@ -12,6 +12,7 @@
 
 #include "cove/attest/snp_report.hpp"
 #include "cove/attest/verify.hpp"
+#include "test_util.hpp"
 
 using namespace cove::attest;
 
@@ -72,17 +73,9 @@ std::string der_concat(const std::vector<std::vector<uint8_t>>& ders) {
 }
 
 std::string pem_of(const std::vector<uint8_t>& der) {
-  const unsigned char* p = der.data();
-  X509* c = d2i_X509(nullptr, &p, static_cast<long>(der.size()));
-  REQUIRE(c != nullptr);
-  BIO* b = BIO_new(BIO_s_mem());
-  PEM_write_bio_X509(b, c);
-  char* data = nullptr;
-  long n = BIO_get_mem_data(b, &data);
-  std::string out(data, static_cast<std::size_t>(n));
-  BIO_free(b);
-  X509_free(c);
-  return out;
+  auto pem = cove::attest::test::der_to_pem(der);
+  REQUIRE_FALSE(pem.empty());
+  return pem;
 }
 
 std::string verify_error(const std::string& chain_text, const dice_policy& p) {

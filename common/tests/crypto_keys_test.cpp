@@ -14,6 +14,7 @@
 
 #include "cove/crypto/encoding.hpp"
 #include "cove/crypto/keys.hpp"
+#include "test_keys.hpp"
 
 using namespace cove::crypto;
 using cove::c_handle;
@@ -22,14 +23,7 @@ using cove::errc;
 namespace {
 
 const private_key& test_key(key_type t, int which = 0) {
-  static std::map<std::pair<key_type, int>, private_key> cache;
-  auto it = cache.find({t, which});
-  if (it == cache.end()) {
-    auto k = private_key::generate(t, 2048);
-    REQUIRE(k);
-    it = cache.emplace(std::pair{t, which}, std::move(*k)).first;
-  }
-  return it->second;
+  return test::cached_key(t, which);
 }
 
 std::vector<uint8_t> msg_of(std::string_view s) {

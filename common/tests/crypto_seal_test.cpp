@@ -7,6 +7,7 @@
 #include "cove/crypto/encoding.hpp"
 #include "cove/crypto/keys.hpp"
 #include "cove/crypto/seal.hpp"
+#include "test_keys.hpp"
 
 using namespace cove::crypto;
 using cove::errc;
@@ -14,14 +15,7 @@ using cove::errc;
 namespace {
 
 const private_key& wrap_key_of(key_type t, int which = 0) {
-  static std::map<std::pair<key_type, int>, private_key> cache;
-  auto it = cache.find({t, which});
-  if (it == cache.end()) {
-    auto k = private_key::generate(t, 2048);
-    REQUIRE(k);
-    it = cache.emplace(std::pair{t, which}, std::move(*k)).first;
-  }
-  return it->second;
+  return test::cached_key(t, which);
 }
 
 struct sealed {
