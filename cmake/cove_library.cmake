@@ -29,6 +29,9 @@ function(cove_library)
   # they link libFuzzer (clang); otherwise they link cove's replay driver and run as a
   # short smoke test over fuzz/corpus/<name>/ plus deterministic mutations of it.
   file(GLOB fuzz_srcs CONFIGURE_DEPENDS ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/*.cpp)
+  if(NOT COVE_FUZZ AND NOT COVE_TESTS)
+    set(fuzz_srcs)  # no libFuzzer and no replay driver: nothing would provide main()
+  endif()
   foreach(f ${fuzz_srcs})
     get_filename_component(stem ${f} NAME_WE)
     set(fz fuzz_${stem})
