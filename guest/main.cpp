@@ -14,7 +14,12 @@ int main(int argc, char** argv) {
   int64_t timeout_s = cfg.default_timeout.count();
   CLI::App app{"cove-agent — the computation agent inside a confidential VM"};
   app.add_option("--cvm-id", cfg.cvm_id, "This CVM's id")->required();
-  app.add_option("--nats", cfg.nats_url, "Bus URL")->required();
+  auto* bridge = app.add_option("--bridge", cfg.bridge_address,
+                                "The attested bridge, HOST:PORT: the agent's only way onto the bus");
+  app.add_option("--bridge-ca", cfg.bridge_ca, "The bridge certificate to pin (PEM)")->needs(bridge);
+  auto* nats = app.add_option("--nats", cfg.nats_url,
+                              "Development only: join the bus directly at this URL instead of the bridge");
+  bridge->excludes(nats);
   app.add_option("--work-dir", cfg.work_dir, "Scratch directory for the run")->required();
   app.add_option("--sim-dir", sim_dir, "Simulated TEE identity (VCEK, chain) written by the manager")
       ->required();

@@ -179,6 +179,18 @@ std::string hex64(uint64_t v) {
 
 }  // namespace
 
+expected<snp_policy> load_inline_policy_json(std::string_view text) {
+  if (text.empty()) return make_error(errc::invalid_request, "missing");
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return make_error(errc::invalid_request, "not a JSON object");
+  if (auto it = j.find("trusted_roots"); it != j.end() && it->is_array())
+    for (const auto& r : *it)
+      if (!r.is_string() || r.get_ref<const std::string&>().find("-----BEGIN") == std::string::npos)
+        return make_error(errc::invalid_request,
+                          "trusted_roots must be inline PEM certificates (the service does not read files)");
+  return load_policy_json(text);
+}
+
 expected<snp_policy> load_policy_json(std::string_view text, const std::filesystem::path& base_dir) {
   try {
     json doc = json::parse(text.begin(), text.end(), nullptr, /*allow_exceptions=*/false);

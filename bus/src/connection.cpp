@@ -235,6 +235,8 @@ expected<std::shared_ptr<connection>> connection::connect(const connect_options&
   if (s == NATS_OK) s = natsOptions_SetCustomReconnectDelay(op, reconnect_delay, st);
   if (s == NATS_OK) s = natsOptions_SetReconnectBufSize(op, o.reconnect_buffer_bytes);
   if (s == NATS_OK) s = natsOptions_SetSendAsap(op, true);
+  if (s == NATS_OK && o.no_echo) s = natsOptions_SetNoEcho(op, true);
+  if (s == NATS_OK && o.shared_delivery_threads) s = natsOptions_UseGlobalMessageDelivery(op, true);
   if (s == NATS_OK) s = natsOptions_SetMaxPendingMsgs(op, o.max_pending_msgs);
   if (s == NATS_OK) s = natsOptions_SetErrorHandler(op, on_error, st);
   if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(op, on_disconnected, st);

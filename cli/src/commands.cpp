@@ -99,7 +99,17 @@ json info_json(const v1::CvmInfo& i) {
           {"pid", i.pid()},
           {"created_at_ns", i.created_at_ns()},
           {"ttl_seconds", i.ttl_seconds()},
-          {"detail", i.detail() ? i.detail()->str() : ""}};
+          {"detail", i.detail() ? i.detail()->str() : ""},
+          {"policy", i.policy_json() && i.policy_json()->size()
+                         ? json::parse(i.policy_json()->str(), nullptr, false)
+                         : json(nullptr)}};
+}
+
+std::string read_text_file(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
 }
 
 void print_info(const globals& g, const v1::CvmInfo& i) {
@@ -108,6 +118,7 @@ void print_info(const globals& g, const v1::CvmInfo& i) {
     return;
   }
   auto j = info_json(i);
+  j.erase("policy");
   std::cout << fmt::format("{}  {}  backend={} tee={} pid={}{}{}\n", j["id"].get<std::string>(),
                            j["state"].get<std::string>(), j["backend"].get<std::string>(),
                            j["tee"].get<std::string>(), i.pid(),
@@ -192,6 +203,17 @@ int run(int argc, char** argv) {
       ->capture_default_str()
       ->check(CLI::IsMember({"sim", "none", "sev-snp", "tdx", "sev"}));
   create->add_option("--ttl", ttl, "Remove the CVM after this long (90s, 15m, 2h)");
+  std::string cvm_policy_path;
+  create
+      ->add_option("--policy", cvm_policy_path,
+                   "Attestation policy the bridge admits the agent under (default: the host's)")
+      ->check(CLI::ExistingFile);
+  auto* set_policy = cvm->add_subcommand(
+      "policy", "Replace a CVM's attestation policy; its agent re-attests under it at once");
+  set_policy->add_option("ID", cvm_id, "CVM id")->required();
+  set_policy->add_option("POLICY", cvm_policy_path, "Policy JSON (inline trusted_roots only)")
+      ->required()
+      ->check(CLI::ExistingFile);
   auto* list = cvm->add_subcommand("list", "List CVMs");
   auto* info = cvm->add_subcommand("info", "Show one CVM");
   info->add_option("ID", cvm_id, "CVM id")->required();
@@ -286,7 +308,9 @@ int run(int argc, char** argv) {
                   : tee == "sev-snp" ? v1::Tee::sev_snp
                   : tee == "tdx"     ? v1::Tee::tdx
                                      : v1::Tee::sev;
-      auto req = v1::CreateCvmCreate(b, be, t, parse_duration(ttl));
+      auto req =
+          v1::CreateCvmCreate(b, be, t, parse_duration(ttl),
+                              b.CreateString(cvm_policy_path.empty() ? "" : read_text_file(cvm_policy_path)));
       auto options = g.options();
       options.request_timeout = std::max(options.request_timeout, std::chrono::milliseconds(20000));
       auto r =
@@ -316,6 +340,13 @@ int run(int argc, char** argv) {
     } else if (*info) {
       bus::reply<v1::CvmInfo> keep;
       print_info(g, *cvm_request(g, bus::subjects::manager_info, cvm_id, keep));
+    } else if (*set_policy) {
+      flatbuffers::FlatBufferBuilder b(4096);
+      auto req = v1::CreateCvmPolicyUpdate(b, b.CreateString(cvm_id),
+                                           b.CreateString(read_text_file(cvm_policy_path)));
+      auto r = take(bus::request_typed<v1::CvmInfo>(connect(g), bus::subjects::manager_policy,
+                                                    bus::finish(b, req, {}, sender), g.timeout()));
+      print_info(g, *r.body);
     } else if (*remove) {
       bus::reply<v1::CvmInfo> keep;
       print_info(g, *cvm_request(g, bus::subjects::manager_remove, cvm_id, keep));

@@ -80,4 +80,17 @@ std::array<uint8_t, 64> evidence_report_data(std::span<const uint8_t> kx_pk, std
   return sha512_of(msg);
 }
 
+std::array<uint8_t, 64> bridge_report_data(std::span<const uint8_t> kx_pk, std::span<const uint8_t> sign_pk,
+                                           std::string_view cvm_id, std::span<const uint8_t> exporter) {
+  std::vector<uint8_t> msg;
+  msg.reserve(bridge_binding_tag.size() + 4 * 4 + kx_pk.size() + sign_pk.size() + cvm_id.size() +
+              exporter.size());
+  put_raw(msg, bridge_binding_tag);
+  put_field(msg, kx_pk);
+  put_field(msg, sign_pk);
+  put_field(msg, cvm_id);
+  put_field(msg, exporter);
+  return sha512_of(msg);
+}
+
 }  // namespace cove::crypto

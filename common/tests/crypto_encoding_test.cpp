@@ -166,3 +166,20 @@ TEST_CASE("evidence_report_data is SHA-512 over the tagged, length-prefixed keys
   nonce[0] ^= 1;
   CHECK(evidence_report_data(kx, sig, nonce) != sha512_of(msg));
 }
+
+TEST_CASE("bridge_report_data binds keys, CVM id and TLS exporter under its own tag") {
+  std::vector<uint8_t> kx(32, 0x11), sig(32, 0x22), exporter(32, 0x33);
+  std::vector<uint8_t> id = bytes_of("cvm-1");
+  std::vector<uint8_t> msg = bytes_of("cove-bridge-v1");
+  for (auto* f : {&kx, &sig, &id, &exporter}) {
+    msg.insert(msg.end(), {0, 0, 0, static_cast<uint8_t>(f->size())});
+    msg.insert(msg.end(), f->begin(), f->end());
+  }
+  CHECK(bridge_report_data(kx, sig, "cvm-1", exporter) == sha512_of(msg));
+  CHECK(bridge_report_data(kx, sig, "cvm-2", exporter) != sha512_of(msg));
+  // A verifier that asks the agent for evidence over nonce = exporter never gets a
+  // bridge binding: the tags differ.
+  CHECK(evidence_report_data(kx, sig, exporter) != bridge_report_data(kx, sig, "cvm-1", exporter));
+  exporter[31] ^= 1;
+  CHECK(bridge_report_data(kx, sig, "cvm-1", exporter) != sha512_of(msg));
+}

@@ -14,6 +14,9 @@
 
 #include "cove/attest/sim_store.hpp"
 #include "cove/attestation/attestation.hpp"
+#include "cove/bridge/admission.hpp"
+#include "cove/bridge/server.hpp"
+#include "cove/bridge_service/bridge_service.hpp"
 #include "cove/bus/actor.hpp"
 #include "cove/bus/connection.hpp"
 #include "cove/bus/subjects.hpp"
@@ -30,8 +33,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::set<std::string> implemented_services = {"manager", "computation", "attestation"};
-const std::set<std::string> planned_services = {"monitor", "bridge"};
+const std::set<std::string> implemented_services = {"manager", "computation", "attestation", "bridge"};
+const std::set<std::string> planned_services = {"monitor"};
 
 fs::path self_dir() {
   std::error_code ec;
@@ -120,10 +123,14 @@ class embedded_nats {
   pid_t pid_ = 0;
 };
 
+struct sim_tee {
+  std::shared_ptr<const attest::sim_root> root;
+  std::string policy_json;  // accepts this host's simulated CVMs running `agent`
+};
+
 /// Loads the simulated SEV-SNP root of this host (generated once), and writes the
 /// policy a CLI on this host uses by default to accept its simulated CVMs.
-expected<std::shared_ptr<const attest::sim_root>> prepare_sim_tee(const fs::path& state_dir,
-                                                                  const fs::path& agent) {
+expected<sim_tee> prepare_sim_tee(const fs::path& state_dir, const fs::path& agent) {
   auto dir = state_dir / "sim";
   auto root = attest::load_sim_root(dir);
   if (!root) {
@@ -137,7 +144,7 @@ expected<std::shared_ptr<const attest::sim_root>> prepare_sim_tee(const fs::path
   if (!measurement) return measurement.error();
   auto policy = attest::sim_policy_json(*root, *measurement);
   std::ofstream(dir / "policy.json", std::ios::trunc) << policy << '\n';
-  return std::make_shared<const attest::sim_root>(std::move(*root));
+  return sim_tee{std::make_shared<const attest::sim_root>(std::move(*root)), policy};
 }
 
 }  // namespace
@@ -156,7 +163,17 @@ expected<daemon_config> load_config(int argc, char** argv) {
   app.add_option("--services", services,
                  "Comma-separated services to run (default: manager,computation,attestation)");
   app.add_option("--agent", cfg.agent_binary, "cove-agent binary (default: beside coved)");
-  app.add_option("--agent-nats", cfg.agent_nats_url, "Bus URL handed to agents (default: the bus URL)");
+  app.add_option("--agent-nats", cfg.agent_nats_url,
+                 "Development only: agents join the bus directly at this URL instead of through the bridge "
+                 "(default when the bridge service is not run: the bus URL)");
+  app.add_option("--bridge-listen", cfg.bridge_listen,
+                 "The attested bridge's TLS address (port 0 = any free)")
+      ->capture_default_str();
+  app.add_option(
+         "--bridge-evidence-ttl", cfg.bridge_evidence_ttl,
+         "Seconds an agent's admission lasts; then the bridge closes its link and the agent re-attests")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 86400u * 30));
   app.add_option("--agent-max-upload", cfg.agent_max_upload,
                  "Largest file in bytes that agents accept (cove-agent --max-upload; default: the agent's)");
   app.add_option("--log-level", cfg.log_level, "trace|debug|info|warn|error")->capture_default_str();
@@ -232,6 +249,33 @@ int run(const daemon_config& cfg) {
     return 1;
   }
   auto bus = *conn;
+  std::shared_ptr<bridge::server> bridge_front;
+  std::shared_ptr<bus::connection> bridge_bus;
+  if (cfg.services.count("bridge")) {
+    auto identity = bridge::ensure_identity(cfg.state_dir / "bridge");
+    if (!identity) {
+      spdlog::critical("bridge identity: {}", identity.error().to_string());
+      return 1;
+    }
+    // Its own connection: it must not receive the publishes it relays (no echo).
+    auto bc = bus::connection::connect(
+        {.url = url, .name = "coved.bridge", .no_echo = true, .shared_delivery_threads = true});
+    if (!bc) {
+      spdlog::critical("bus {}: {}", url, bc.error().to_string());
+      return 1;
+    }
+    bridge_bus = *bc;
+    auto front = bridge::server::start(
+        {.listen = cfg.bridge_listen, .identity = *identity, .bus = bridge_bus},
+        bridge::make_admission(
+            {.bus = bridge_bus, .valid_for = std::chrono::seconds(cfg.bridge_evidence_ttl)}));
+    if (!front) {
+      spdlog::critical("bridge: {}", front.error().to_string());
+      return 1;
+    }
+    bridge_front = std::move(*front);
+    std::ofstream(cfg.state_dir / "bridge" / "address", std::ios::trunc) << bridge_front->address() << '\n';
+  }
 
   caf::actor_system_config sys_cfg;
   bus::add_bus_types(sys_cfg);
@@ -242,7 +286,7 @@ int run(const daemon_config& cfg) {
     std::vector<bus::subscription> subs;
     std::shared_ptr<manager::process_backend> backend;
     std::shared_ptr<caf::actor> reaper_target;
-    caf::actor manager_handle, computation_handle, attestation_handle;
+    caf::actor manager_handle, computation_handle, attestation_handle, bridge_handle;
     auto subscribe = [&](const caf::actor& target, std::initializer_list<std::string_view> subjects) -> bool {
       for (auto s : subjects) {
         auto sub = bus::subscribe_actor(*bus, std::string(s), target);
@@ -270,17 +314,24 @@ int run(const daemon_config& cfg) {
         manager::manager_config mc;
         mc.state_dir = cfg.state_dir;
         mc.agent_binary = cfg.agent_binary;
-        mc.agent_nats_url = cfg.agent_nats_url.empty() ? url : cfg.agent_nats_url;
+        if (bridge_front && cfg.agent_nats_url.empty()) {
+          mc.agent_bridge_address = bridge_front->address();
+          mc.agent_bridge_ca = cfg.state_dir / "bridge" / "cert.pem";
+        } else {
+          mc.agent_nats_url = cfg.agent_nats_url.empty() ? url : cfg.agent_nats_url;
+        }
+        mc.default_policy_json = sim->policy_json;
         mc.agent_log_level = cfg.log_level;
         mc.agent_max_upload = cfg.agent_max_upload;
         mc.bus = bus;
         mc.backend = backend;
-        mc.sim_root = *sim;
+        mc.sim_root = sim->root;
         auto h = sys.spawn(manager::manager, std::move(mc));
         manager_handle = caf::actor_cast<caf::actor>(h);
         *target = manager_handle;
         ok_start = subscribe(manager_handle, {bus::subjects::manager_create, bus::subjects::manager_list,
                                               bus::subjects::manager_info, bus::subjects::manager_remove,
+                                              bus::subjects::manager_policy, bus::subjects::bridge_events,
                                               "cove.v1.cvm.*.events"});
       }
     }
@@ -298,6 +349,11 @@ int run(const daemon_config& cfg) {
       ac.bus = bus;
       attestation_handle = caf::actor_cast<caf::actor>(sys.spawn(attestation::attestation, std::move(ac)));
       ok_start = subscribe(attestation_handle, {bus::subjects::attestation_verify});
+    }
+    if (ok_start && bridge_front) {
+      bridge_handle = caf::actor_cast<caf::actor>(
+          sys.spawn(bridge_service::bridge, bridge_service::bridge_config{bridge_front}));
+      ok_start = subscribe(bridge_handle, {bus::subjects::cvm_events});
     }
     if (ok_start) {
       if (auto f = bus->flush(std::chrono::seconds(5)); !f) {
@@ -320,7 +376,10 @@ int run(const daemon_config& cfg) {
     if (manager_handle) caf::anon_send_exit(manager_handle, caf::exit_reason::user_shutdown);
     if (computation_handle) caf::anon_send_exit(computation_handle, caf::exit_reason::user_shutdown);
     if (attestation_handle) caf::anon_send_exit(attestation_handle, caf::exit_reason::user_shutdown);
+    if (bridge_handle) caf::anon_send_exit(bridge_handle, caf::exit_reason::user_shutdown);
   }
+  bridge_front.reset();  // closes every agent link
+  bridge_bus.reset();
   bus.reset();
   nats.stop();
   if (cfg.nats_url.empty()) fs::remove(cfg.state_dir / "nats.url", ec);

@@ -14,6 +14,7 @@
 #include "cove/agent/runner.hpp"
 #include "cove/agent/work_queue.hpp"
 #include "cove/attest/sim_store.hpp"
+#include "cove/bridge/client.hpp"
 #include "cove/bus/connection.hpp"
 #include "cove/bus/envelope.hpp"
 #include "cove/bus/subjects.hpp"
@@ -24,6 +25,7 @@
 #include "cove/crypto/statements.hpp"
 #include "cove/log.hpp"
 #include "cove/manifest.hpp"
+#include "cove/schemas/bridge_generated.h"
 #include "cove/schemas/envelope_generated.h"
 #include "cove/zip.hpp"
 
@@ -36,7 +38,11 @@ using v1::AgentState;
 expected<void> validate(const agent_config& cfg) {
   if (!bus::valid_id(cfg.cvm_id))
     return make_error(errc::invalid_request, "cvm_id: must match [a-z0-9-]{1,64}");
-  if (cfg.nats_url.empty()) return make_error(errc::invalid_request, "nats_url: empty");
+  if (cfg.nats_url.empty() == cfg.bridge_address.empty())
+    return make_error(errc::invalid_request,
+                      "exactly one of nats_url (direct) and bridge_address is required");
+  if (!cfg.bridge_address.empty() && cfg.bridge_ca.empty())
+    return make_error(errc::invalid_request, "bridge_ca: the bridge certificate to pin is required");
   if (cfg.work_dir.empty()) return make_error(errc::invalid_request, "work_dir: empty");
   if (cfg.sim.dir.empty()) return make_error(errc::invalid_request, "sim tee dir: empty");
   if (cfg.chunk_size == 0 || cfg.chunk_size > 768 * 1024)
@@ -63,6 +69,55 @@ int64_t now_ns() {
 std::string_view state_name(AgentState s) {
   return v1::EnumNameAgentState(s);
 }
+
+/// The agent's way onto the bus: the attested bridge (production) or NATS directly
+/// (development and benchmarks only: the agent then needs bus access of its own).
+class bus_link {
+ public:
+  using handler = std::function<void(bus::message&&)>;
+  virtual ~bus_link() = default;
+  virtual expected<void> subscribe(const std::string& subject, handler h) = 0;
+  virtual expected<void> publish(std::string_view subject, std::span<const uint8_t> data) = 0;
+  virtual expected<void> flush(std::chrono::milliseconds timeout) = 0;
+};
+
+class nats_link final : public bus_link {
+ public:
+  explicit nats_link(std::shared_ptr<bus::connection> c) : bus_(std::move(c)) {}
+  ~nats_link() override {
+    subscriptions_.clear();
+    bus_.reset();
+  }
+  expected<void> subscribe(const std::string& subject, handler h) override {
+    auto sub = bus_->subscribe(subject, std::move(h));
+    if (!sub) return sub.error();
+    subscriptions_.push_back(std::move(*sub));
+    return ok();
+  }
+  expected<void> publish(std::string_view subject, std::span<const uint8_t> data) override {
+    return bus_->publish(subject, data);
+  }
+  expected<void> flush(std::chrono::milliseconds timeout) override { return bus_->flush(timeout); }
+
+ private:
+  std::shared_ptr<bus::connection> bus_;
+  std::vector<bus::subscription> subscriptions_;
+};
+
+class bridge_link final : public bus_link {
+ public:
+  explicit bridge_link(std::unique_ptr<bridge::client> c) : client_(std::move(c)) {}
+  expected<void> subscribe(const std::string& subject, handler h) override {
+    return client_->subscribe(subject, std::move(h));
+  }
+  expected<void> publish(std::string_view subject, std::span<const uint8_t> data) override {
+    return client_->publish(subject, data);
+  }
+  expected<void> flush(std::chrono::milliseconds timeout) override { return client_->flush(timeout); }
+
+ private:
+  std::unique_ptr<bridge::client> client_;
+};
 
 /// An upload in progress: decrypt and hash chunk by chunk; a writer thread stores.
 struct upload_stream {
@@ -122,13 +177,11 @@ class agent {
     }
     wipe_run_files();
 
-    auto conn = bus::connection::connect({.url = cfg_.nats_url, .name = "agent." + cfg_.cvm_id});
-    if (!conn) {
-      spdlog::critical("bus: {}", conn.error().to_string());
+    sender_ = "agent." + cfg_.cvm_id;
+    if (auto l = open_link(); !l) {
+      spdlog::critical("bus: {}", l.error().to_string());
       return 1;
     }
-    conn_ = std::move(*conn);
-    sender_ = "agent." + cfg_.cvm_id;
 
     const std::pair<const char*, void (agent::*)(const bus::message&)> routes[] = {
         {"attest", &agent::on_attest}, {"manifest", &agent::on_manifest},
@@ -138,16 +191,15 @@ class agent {
     };
     for (const auto& [leaf, handler] : routes) {
       auto subject = *bus::cvm_subject(cfg_.cvm_id, leaf);
-      auto sub = conn_->subscribe(subject, [this, handler = handler](bus::message&& m) {
+      auto sub = link_->subscribe(subject, [this, handler = handler](bus::message&& m) {
         queue_.post([this, handler, m = std::move(m)] { (this->*handler)(m); });
       });
       if (!sub) {
         spdlog::critical("subscribe {}: {}", subject, sub.error().to_string());
         return 1;
       }
-      subs_.push_back(std::move(*sub));
     }
-    if (auto f = conn_->flush(std::chrono::seconds(5)); !f) {
+    if (auto f = link_->flush(std::chrono::seconds(5)); !f) {
       spdlog::critical("bus flush: {}", f.error().to_string());
       return 1;
     }
@@ -167,9 +219,67 @@ class agent {
  private:
   // ---- plumbing -----------------------------------------------------------
 
+  expected<void> open_link() {
+    if (cfg_.bridge_address.empty()) {
+      auto conn = bus::connection::connect({.url = cfg_.nats_url, .name = "agent." + cfg_.cvm_id});
+      if (!conn) return conn.error();
+      link_ = std::make_unique<nats_link>(std::move(*conn));
+      return ok();
+    }
+    // A refusal is not fatal: the CVM's policy may change (cove cvm policy). The manager
+    // removes a CVM whose agent is refused while starting.
+    auto wait = std::chrono::milliseconds(100);
+    for (;;) {
+      auto client = bridge::client::connect(
+          {.address = cfg_.bridge_address, .ca_file = cfg_.bridge_ca},
+          [this](const std::array<uint8_t, 32>& exporter) { return bridge_hello(exporter); },
+          [](std::string_view state, const std::string& detail) {
+            spdlog::info("bridge link {}: {}", state, detail);
+          });
+      if (client) {
+        link_ = std::make_unique<bridge_link>(std::move(*client));
+        return ok();
+      }
+      if (client.error().code != errc::attestation_failed && client.error().code != errc::unavailable &&
+          client.error().code != errc::timeout)
+        return client.error();
+      spdlog::warn("bridge: {}; retrying in {} ms", client.error().to_string(), wait.count());
+      for (auto until = std::chrono::steady_clock::now() + wait; std::chrono::steady_clock::now() < until;) {
+        if (g_stop) return make_error(errc::unavailable, "stopped before joining the bus");
+        std::this_thread::sleep_for(std::chrono::milliseconds(20));
+      }
+      wait = std::min(wait * 2, std::chrono::milliseconds(2000));
+    }
+  }
+
+  /// Evidence whose REPORT_DATA is `report_data`: the simulated SEV-SNP report signed by
+  /// this CVM's VCEK, the VCEK→ASK→ARK chain, and the agent's two public keys.
+  expected<flatbuffers::Offset<v1::Evidence>> build_evidence(flatbuffers::FlatBufferBuilder& b,
+                                                             const std::array<uint8_t, 64>& report_data) {
+    auto report = attest::make_sim_report(chip_.chip, report_data, measurement_);
+    if (!report) return report.error();
+    std::string chain = chip_.chip.vcek_pem + chip_.ask_pem + chip_.ark_pem;
+    return v1::CreateEvidence(b, v1::EvidenceKind::sim_snp, b.CreateVector(*report),
+                              b.CreateVector(reinterpret_cast<const uint8_t*>(chain.data()), chain.size()),
+                              b.CreateVector(kx_.public_key.data(), kx_.public_key.size()),
+                              b.CreateVector(sign_pk_.data(), sign_pk_.size()));
+  }
+
+  /// The first frame on a bridge link: evidence bound to that TLS session's exporter.
+  /// Runs on the bridge client's threads; reads only immutable identity state.
+  expected<bytes> bridge_hello(const std::array<uint8_t, 32>& exporter) {
+    auto rd = crypto::bridge_report_data(kx_.public_key, sign_pk_, cfg_.cvm_id, exporter);
+    flatbuffers::FlatBufferBuilder b(4096);
+    auto ev = build_evidence(b, rd);
+    if (!ev) return ev.error();
+    auto hello = v1::CreateBridgeHello(b, b.CreateString(cfg_.cvm_id), *ev, b.CreateString("cove-agent 0.1"));
+    v1::FinishBridgeHelloBuffer(b, hello);
+    return bytes(b.GetBufferPointer(), b.GetBufferPointer() + b.GetSize());
+  }
+
   void reply(const bus::message& m, const bytes& payload) {
     if (m.reply.empty()) return;
-    if (auto r = conn_->publish(m.reply, payload); !r)
+    if (auto r = link_->publish(m.reply, payload); !r)
       spdlog::warn("reply on {}: {}", m.subject, r.error().to_string());
   }
 
@@ -186,7 +296,7 @@ class agent {
                                     manifest_ ? manifest_->id.c_str() : "", std::string(state).c_str(),
                                     std::string(message).c_str(), now_ns());
     auto subject = *bus::cvm_subject(cfg_.cvm_id, "events");
-    if (auto r = conn_->publish(subject, bus::finish(b, ev, {}, sender_)); !r)
+    if (auto r = link_->publish(subject, bus::finish(b, ev, {}, sender_)); !r)
       spdlog::warn("event: {}", r.error().to_string());
   }
 
@@ -236,15 +346,10 @@ class agent {
     if (nonce == nullptr || nonce->size() < 32 || nonce->size() > 64)
       return reply_error(m, errc::invalid_request, "nonce: 32..64 bytes required");
     auto report_data = crypto::evidence_report_data(kx_.public_key, sign_pk_, {nonce->data(), nonce->size()});
-    auto report = attest::make_sim_report(chip_.chip, report_data, measurement_);
-    if (!report) return reply_error(m, report.error());
-    std::string chain = chip_.chip.vcek_pem + chip_.ask_pem + chip_.ark_pem;
     flatbuffers::FlatBufferBuilder b(4096);
-    auto ev = v1::CreateEvidence(b, v1::EvidenceKind::sim_snp, b.CreateVector(*report),
-                                 b.CreateVector(reinterpret_cast<const uint8_t*>(chain.data()), chain.size()),
-                                 b.CreateVector(kx_.public_key.data(), kx_.public_key.size()),
-                                 b.CreateVector(sign_pk_.data(), sign_pk_.size()));
-    reply(m, bus::finish(b, ev, {}, sender_));
+    auto ev = build_evidence(b, report_data);
+    if (!ev) return reply_error(m, ev.error());
+    reply(m, bus::finish(b, *ev, {}, sender_));
   }
 
   void on_manifest(const bus::message& m) {
@@ -676,18 +781,16 @@ class agent {
     if (running_) running_->cancel();
     running_.reset();
     join_waiter();
-    subs_.clear();
     uploads_.clear();
     results_.clear();
     wipe_run_files(/*recreate=*/false);
-    conn_.reset();
+    link_.reset();
     sodium_memzero(sign_sk_.data(), sign_sk_.size());
   }
 
   agent_config cfg_;
   work_queue queue_;
-  std::shared_ptr<bus::connection> conn_;
-  std::vector<bus::subscription> subs_;
+  std::unique_ptr<bus_link> link_;
   std::string sender_;
   crypto::kx_keypair kx_;
   std::array<uint8_t, crypto_sign_PUBLICKEYBYTES> sign_pk_{};

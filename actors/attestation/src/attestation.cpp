@@ -32,18 +32,7 @@ std::string_view policy_text(const v1::VerifyRequest& req) {
 /// The policy of a request. Trusted roots must be inline PEMs: a request never makes the
 /// service read a file.
 expected<attest::snp_policy> request_policy(const v1::VerifyRequest& req) {
-  auto text = policy_text(req);
-  if (text.empty()) return make_error(errc::invalid_request, "policy_json: missing");
-  auto j = nlohmann::json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.is_object())
-    return make_error(errc::invalid_request, "policy_json: not a JSON object");
-  if (auto it = j.find("trusted_roots"); it != j.end() && it->is_array())
-    for (const auto& r : *it)
-      if (!r.is_string() || r.get_ref<const std::string&>().find("-----BEGIN") == std::string::npos)
-        return make_error(errc::invalid_request,
-                          "policy_json: trusted_roots must be inline PEM certificates (the service "
-                          "does not read files)");
-  auto p = attest::load_policy_json(text);
+  auto p = attest::load_inline_policy_json(policy_text(req));
   if (!p) return make_error(errc::invalid_request, "policy_json: " + p.error().message);
   return p;
 }
@@ -148,7 +137,14 @@ expected<verdict> verify_request(std::span<const uint8_t> envelope) {
   auto nonce = span_of((*req)->nonce());
   std::array<uint8_t, 64> expected_rd{};
   std::span<const uint8_t> rd;
-  if (!nonce.empty()) {
+  if ((*req)->binding() == v1::EvidenceBinding::bridge_session) {
+    // The bridge always binds: a missing exporter or CVM id is a malformed request.
+    auto cvm_id = (*req)->cvm_id() ? (*req)->cvm_id()->string_view() : std::string_view{};
+    if (nonce.size() != 32 || cvm_id.empty())
+      return reject("bridge_session binding: a 32-byte TLS exporter and the CVM id are required");
+    expected_rd = crypto::bridge_report_data(kx, sign, cvm_id, nonce);
+    rd = expected_rd;
+  } else if (!nonce.empty()) {
     expected_rd = crypto::evidence_report_data(kx, sign, nonce);
     rd = expected_rd;
   }
@@ -183,6 +179,10 @@ std::optional<crypto::sha3_digest> cache_key(std::span<const uint8_t> envelope) 
   lp(span_of(ev.sign_public_key()));
   lp(crypto::sha3_256_of(policy_text(**req)));
   lp(span_of((*req)->nonce()));
+  auto binding = static_cast<uint8_t>((*req)->binding());
+  lp(std::span<const uint8_t>(&binding, 1));
+  auto cvm_id = (*req)->cvm_id() ? (*req)->cvm_id()->string_view() : std::string_view{};
+  lp(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(cvm_id.data()), cvm_id.size()));
   return h.finish();
 }
 

@@ -41,6 +41,12 @@ using computation_actor =
 ///  - bus_msg: VerifyRequest on cove.v1.attestation.verify
 using attestation_actor = caf::typed_actor<caf::reacts_to<bus::bus_msg>>;
 
+/// The BRIDGE actor: reacts to CVM lifecycle events (cove.v1.events.cvm) by closing the
+/// agent link of a CVM whose policy changed or that went away. The TLS front itself
+/// (cove::bridge::server) runs on its own threads.
+///  - bus_msg: events on cove.v1.events.cvm
+using bridge_actor = caf::typed_actor<caf::reacts_to<bus::bus_msg>>;
+
 /// A VERIFIER worker of the attestation service, spawned detached: certificate-chain and
 /// report-signature checks (RSA/ECDSA) block its own thread, never the service's.
 ///  - (verify, VerifyRequest envelope) -> (valid, reason, measurement, report version, product)

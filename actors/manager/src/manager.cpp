@@ -7,6 +7,7 @@
 
 #include <spdlog/spdlog.h>
 
+#include "cove/attest/policy.hpp"
 #include "cove/bus/envelope.hpp"
 #include "cove/bus/subjects.hpp"
 #include "cove/crypto/encoding.hpp"
@@ -22,7 +23,8 @@ expected<void> validate(const manager_config& cfg) {
   if (!fs::exists(cfg.agent_binary))
     return make_error(errc::invalid_request,
                       "agent_binary: " + cfg.agent_binary.string() + " does not exist");
-  if (cfg.agent_nats_url.empty()) return make_error(errc::invalid_request, "agent_nats_url: empty");
+  if (cfg.agent_nats_url.empty() && cfg.agent_bridge_address.empty())
+    return make_error(errc::invalid_request, "agent_bridge_address or agent_nats_url required");
   if (!cfg.bus || !cfg.backend || !cfg.sim_root)
     return make_error(errc::invalid_request, "bus, backend and sim_root required");
   return ok();
@@ -51,7 +53,7 @@ void send_error(self_ptr self, const std::string& subject, errc code, const std:
 
 flatbuffers::Offset<v1::CvmInfo> build_info(flatbuffers::FlatBufferBuilder& b, const cvm_record& r) {
   return v1::CreateCvmInfo(b, b.CreateString(r.id), r.backend, r.tee, r.state, r.pid, r.created_at_ns,
-                           r.ttl_seconds, b.CreateString(r.detail));
+                           r.ttl_seconds, b.CreateString(r.detail), b.CreateString(r.policy_json));
 }
 
 bytes info_payload(const cvm_record& r) {
@@ -92,8 +94,14 @@ void on_create(self_ptr self, const bus::bus_msg& m) {
     return send_error(self, m.reply, errc::too_large,
                       fmt::format("this host already runs {} CVMs", st.cvms.size()));
 
+  std::string policy = (*req)->policy_json() ? (*req)->policy_json()->str() : "";
+  if (policy.empty()) policy = st.cfg.default_policy_json;
+  if (auto p = attest::load_inline_policy_json(policy); !p)
+    return send_error(self, m.reply, errc::invalid_request, "policy_json: " + p.error().message);
+
   cvm_record r;
   r.id = new_cvm_id(st);
+  r.policy_json = std::move(policy);
   r.created_at_ns = now_ns();
   r.ttl_seconds = (*req)->ttl_seconds();
   r.dir = st.cfg.state_dir / "cvms" / r.id;
@@ -112,6 +120,8 @@ void on_create(self_ptr self, const bus::bus_msg& m) {
 
   agent_launch l{.cvm_id = r.id,
                  .agent_binary = st.cfg.agent_binary,
+                 .bridge_address = st.cfg.agent_bridge_address,
+                 .bridge_ca = st.cfg.agent_bridge_ca,
                  .nats_url = st.cfg.agent_nats_url,
                  .work_dir = r.dir / "work",
                  .tee_dir = r.dir / "tee",
@@ -197,6 +207,40 @@ void on_agent_event(self_ptr self, const bus::bus_msg& m) {
     finish_create(self, r);
 }
 
+/// The bridge refused a starting CVM's agent: the create fails now, with the reason,
+/// instead of timing out.
+void on_bridge_event(self_ptr self, const bus::bus_msg& m) {
+  auto ev = bus::body_as<v1::Event>(m.data);
+  if (!ev || !(*ev)->state() || (*ev)->state()->str() != "refused" || !(*ev)->cvm_id()) return;
+  auto it = self->state.cvms.find((*ev)->cvm_id()->str());
+  if (it == self->state.cvms.end() || it->second.state != v1::CvmState::starting) return;
+  auto& r = it->second;
+  r.detail = "the bridge refused the agent: " + ((*ev)->message() ? (*ev)->message()->str() : std::string());
+  spdlog::warn("manager: {}: {}", r.id, r.detail);
+  send_error(self, r.create_reply, errc::attestation_failed, r.detail);
+  r.create_reply.clear();
+  start_remove(self, r, {}, v1::CvmState::removed);
+}
+
+void on_policy(self_ptr self, const bus::bus_msg& m) {
+  auto req = bus::request_as<v1::CvmPolicyUpdate>(m.data);
+  if (!req) return send(self, m.reply, bus::make_error(req.error().code, req.error().message, {}, sender));
+  std::string id = (*req)->id() ? (*req)->id()->str() : "";
+  auto it = self->state.cvms.find(id);
+  if (it == self->state.cvms.end())
+    return send_error(self, m.reply, errc::not_found,
+                      fmt::format("no CVM '{}'", bus::valid_id(id) ? id : "<invalid id>"));
+  std::string policy = (*req)->policy_json() ? (*req)->policy_json()->str() : "";
+  if (auto p = attest::load_inline_policy_json(policy); !p)
+    return send_error(self, m.reply, errc::invalid_request, "policy_json: " + p.error().message);
+  auto& r = it->second;
+  r.policy_json = std::move(policy);
+  spdlog::info("manager: {} has a new attestation policy", r.id);
+  // The bridge closes the agent's link on this event; the agent re-attests under it.
+  publish_event(self, r, "policy updated");
+  send(self, m.reply, info_payload(r));
+}
+
 void on_bus(self_ptr self, const bus::bus_msg& m) {
   if (m.subject == bus::subjects::manager_create) return on_create(self, m);
   if (m.subject == bus::subjects::manager_list) {
@@ -216,6 +260,8 @@ void on_bus(self_ptr self, const bus::bus_msg& m) {
     if (auto* r = lookup(self, m)) start_remove(self, *r, m.reply, v1::CvmState::removed);
     return;
   }
+  if (m.subject == bus::subjects::manager_policy) return on_policy(self, m);
+  if (m.subject == bus::subjects::bridge_events) return on_bridge_event(self, m);
   if (m.subject.ends_with(".events")) return on_agent_event(self, m);
   send_error(self, m.reply, errc::invalid_request, "unknown subject");
 }

@@ -33,10 +33,22 @@ void process_backend::shutdown() {
 }
 
 expected<pid_t> process_backend::launch(const agent_launch& l) {
-  std::vector<std::string> args = {
-      l.agent_binary.string(), "--cvm-id",  l.cvm_id,           "--nats",      l.nats_url,  "--work-dir",
-      l.work_dir.string(),     "--sim-dir", l.tee_dir.string(), "--log-level", l.log_level, "--parent-pid",
-      std::to_string(getpid())};
+  std::vector<std::string> args = {l.agent_binary.string(),
+                                   "--cvm-id",
+                                   l.cvm_id,
+                                   "--work-dir",
+                                   l.work_dir.string(),
+                                   "--sim-dir",
+                                   l.tee_dir.string(),
+                                   "--log-level",
+                                   l.log_level,
+                                   "--parent-pid",
+                                   std::to_string(getpid())};
+  if (!l.bridge_address.empty()) {
+    args.insert(args.end(), {"--bridge", l.bridge_address, "--bridge-ca", l.bridge_ca.string()});
+  } else {
+    args.insert(args.end(), {"--nats", l.nats_url});
+  }
   if (l.max_upload_bytes > 0) {
     args.emplace_back("--max-upload");
     args.push_back(std::to_string(l.max_upload_bytes));

@@ -38,6 +38,9 @@ struct snp_policy {
 /// types and bad hex lengths are errc::invalid_request. A trusted_roots entry is inline PEM
 /// (starts with "-----BEGIN") or a file path, relative paths resolved against base_dir.
 expected<snp_policy> load_policy_json(std::string_view json, const std::filesystem::path& base_dir = {});
+/// A policy received over the bus: as load_policy_json, but trusted_roots must be inline
+/// PEM (a service never reads a file a requester names) and the text must be non-empty.
+expected<snp_policy> load_inline_policy_json(std::string_view json);
 /// Reads a policy file; relative trusted_roots paths are resolved against its directory.
 expected<snp_policy> load_policy_file(const std::filesystem::path& path);
 

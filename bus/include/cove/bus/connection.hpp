@@ -47,6 +47,12 @@ struct connect_options {
   /// counted as slow-consumer drops.
   int max_pending_msgs = 65536;
   int max_pending_bytes = 64 * 1024 * 1024;
+  /// Do not deliver this connection's own publishes to its subscriptions (the bridge
+  /// relays agents' publishes and must not receive them back).
+  bool no_echo = false;
+  /// Deliver all subscriptions' messages on nats.c's shared thread pool instead of one
+  /// thread per subscription (the bridge holds thousands of exact subscriptions).
+  bool shared_delivery_threads = false;
 };
 
 struct connection_stats {

@@ -15,6 +15,7 @@ inline constexpr std::string_view manager_create = "cove.v1.manager.create";
 inline constexpr std::string_view manager_list = "cove.v1.manager.list";
 inline constexpr std::string_view manager_info = "cove.v1.manager.info";
 inline constexpr std::string_view manager_remove = "cove.v1.manager.remove";
+inline constexpr std::string_view manager_policy = "cove.v1.manager.policy";
 inline constexpr std::string_view computation_start = "cove.v1.computation.start";
 inline constexpr std::string_view computation_stop = "cove.v1.computation.stop";
 inline constexpr std::string_view computation_status = "cove.v1.computation.status";
@@ -26,6 +27,9 @@ inline constexpr std::string_view events_prefix = "cove.v1.events.";
 /// Wildcards for subscribing to all CVM subjects / all events.
 inline constexpr std::string_view all_cvms = "cove.v1.cvm.>";
 inline constexpr std::string_view all_events = "cove.v1.events.>";
+/// Lifecycle events of CVMs (manager) and of agent links (bridge).
+inline constexpr std::string_view cvm_events = "cove.v1.events.cvm";
+inline constexpr std::string_view bridge_events = "cove.v1.events.bridge";
 
 }  // namespace cove::bus::subjects
 

@@ -15,6 +15,7 @@ namespace cove::crypto {
 inline constexpr std::string_view upload_statement_tag = "cove-upload-v1";
 inline constexpr std::string_view result_statement_tag = "cove-result-v1";
 inline constexpr std::string_view evidence_tag = "cove-evidence-v1";
+inline constexpr std::string_view bridge_binding_tag = "cove-bridge-v1";
 
 /// "cove-upload-v1" || lp(computation_id) || lp(manifest_digest) || lp(role) || lp(filename)
 ///   || lp(plaintext_hash) || lp(agent_kx_public_key) || lp(uploader_kx_public_key).
@@ -38,5 +39,14 @@ std::vector<uint8_t> result_statement(std::string_view computation_id, const sha
 /// the 64 bytes an agent puts in its attestation report's report_data.
 std::array<uint8_t, 64> evidence_report_data(std::span<const uint8_t> kx_pk, std::span<const uint8_t> sign_pk,
                                              std::span<const uint8_t> nonce);
+
+/// SHA-512("cove-bridge-v1" || lp(kx_pk) || lp(sign_pk) || lp(cvm_id) || lp(exporter)):
+/// the report_data of the evidence an agent presents to the bridge. `exporter` is the
+/// TLS session's RFC 9266 channel binding (EXPORTER-Channel-Binding, 32 bytes), so the
+/// evidence is worthless on any other TLS session. The distinct tag means no evidence an
+/// agent produces for a verifier's nonce (cove.v1.cvm.<id>.attest) can pass as a bridge
+/// binding, whatever nonce that verifier chose.
+std::array<uint8_t, 64> bridge_report_data(std::span<const uint8_t> kx_pk, std::span<const uint8_t> sign_pk,
+                                           std::string_view cvm_id, std::span<const uint8_t> exporter);
 
 }  // namespace cove::crypto

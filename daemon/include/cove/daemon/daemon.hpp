@@ -15,10 +15,12 @@ struct daemon_config {
   std::string listen = "127.0.0.1:4222";  // embedded server address; port 0 = random
   std::filesystem::path nats_server = "/usr/sbin/nats-server";
   std::filesystem::path state_dir;  // default: cove::default_state_dir()
-  std::set<std::string> services = {"manager", "computation", "attestation"};
+  std::set<std::string> services = {"manager", "computation", "attestation", "bridge"};
   std::filesystem::path agent_binary;  // default: cove-agent beside coved
-  std::string agent_nats_url;          // URL handed to agents; default: the bus URL
-  uint64_t agent_max_upload = 0;       // per-file upload limit handed to agents; 0: the agent's default
+  std::string agent_nats_url;          // agents dial the bus directly here (only without the bridge service)
+  std::string bridge_listen = "127.0.0.1:0";  // the attested bridge's TLS address; port 0 = any free
+  uint32_t bridge_evidence_ttl = 3600;        // seconds an agent's admission lasts before re-attestation
+  uint64_t agent_max_upload = 0;  // per-file upload limit handed to agents; 0: the agent's default
   std::string log_level = "info";
 };
 

@@ -21,7 +21,9 @@ struct sim_tee_config {
 
 struct agent_config {
   std::string cvm_id;                         // [a-z0-9-]{1,64}
-  std::string nats_url;                       // the bus (later: the attested bridge)
+  std::string bridge_address;                 // the attested bridge, "host:port" (production)
+  std::filesystem::path bridge_ca;            // the bridge certificate the agent pins
+  std::string nats_url;                       // or the bus directly (development, benchmarks)
   std::filesystem::path work_dir;             // datasets/, results/, algo live here
   sim_tee_config sim;                         // evidence provider: simulated SEV-SNP
   std::chrono::seconds default_timeout{600};  // algorithm wall-clock limit when the manifest sets none

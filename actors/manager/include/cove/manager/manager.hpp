@@ -1,6 +1,8 @@
 #pragma once
 // The manager service: creates, lists, inspects and removes CVMs.
-// Subjects: cove.v1.manager.{create,list,info,remove}; events on cove.v1.events.cvm.
+// Subjects: cove.v1.manager.{create,list,info,remove,policy}; events on cove.v1.events.cvm.
+// Listens to cove.v1.events.bridge: a starting CVM whose agent the bridge refuses fails
+// its create with the bridge's reason.
 #include <chrono>
 #include <filesystem>
 #include <map>
@@ -16,9 +18,12 @@
 namespace cove::manager {
 
 struct manager_config {
-  std::filesystem::path state_dir;     // CVM work dirs live in <state_dir>/cvms/<id>
-  std::filesystem::path agent_binary;  // cove-agent
-  std::string agent_nats_url;          // the URL agents dial
+  std::filesystem::path state_dir;        // CVM work dirs live in <state_dir>/cvms/<id>
+  std::filesystem::path agent_binary;     // cove-agent
+  std::string agent_bridge_address;       // agents join through the bridge here, pinning
+  std::filesystem::path agent_bridge_ca;  //   this certificate; or, when the address is empty,
+  std::string agent_nats_url;             //   dial the bus directly (development only)
+  std::string default_policy_json;        // policy of CVMs created without one
   std::string agent_log_level = "info";
   uint64_t agent_max_upload = 0;  // cove-agent --max-upload; 0: the agent's default
   std::shared_ptr<bus::connection> bus;
@@ -40,6 +45,7 @@ struct cvm_record {
   int64_t created_at_ns = 0;
   uint32_t ttl_seconds = 0;
   std::string detail;
+  std::string policy_json;  // what the bridge admits this CVM's agent under
   std::filesystem::path dir;
   uint64_t generation = 0;                  // guards stale deadline messages
   std::string create_reply;                 // reply subject of a pending create

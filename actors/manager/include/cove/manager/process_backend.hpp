@@ -20,7 +20,9 @@ namespace cove::manager {
 struct agent_launch {
   std::string cvm_id;
   std::filesystem::path agent_binary;
-  std::string nats_url;
+  std::string bridge_address;  // the attested bridge (with bridge_ca), or
+  std::filesystem::path bridge_ca;
+  std::string nats_url;            // the bus directly (development only)
   std::filesystem::path work_dir;  // the agent's scratch space
   std::filesystem::path tee_dir;   // simulated TEE identity (VCEK etc.)
   std::filesystem::path log_file;  // agent stdout+stderr

@@ -1,0 +1,181 @@
+#include "cove/bridge/frame.hpp"
+
+#include <cstring>
+
+#include <fmt/format.h>
+
+namespace cove::bridge {
+
+namespace {
+
+void put_u32(std::vector<uint8_t>& out, uint32_t v) {
+  out.push_back(static_cast<uint8_t>(v >> 24));
+  out.push_back(static_cast<uint8_t>(v >> 16));
+  out.push_back(static_cast<uint8_t>(v >> 8));
+  out.push_back(static_cast<uint8_t>(v));
+}
+
+void put_bytes(std::vector<uint8_t>& out, const void* p, size_t n) {
+  if (n == 0) return;
+  size_t at = out.size();
+  out.resize(at + n);
+  std::memcpy(out.data() + at, p, n);
+}
+
+void put_str(std::vector<uint8_t>& out, const std::string& s) {
+  out.push_back(static_cast<uint8_t>(s.size() >> 8));
+  out.push_back(static_cast<uint8_t>(s.size()));
+  put_bytes(out, s.data(), s.size());
+}
+
+bool has_sid(op o) {
+  return o == op::welcome || o == op::sub || o == op::unsub || o == op::msg || o == op::ping || o == op::pong;
+}
+bool has_subject(op o) {
+  return o == op::sub || o == op::pub || o == op::msg;
+}
+bool has_reply(op o) {
+  return o == op::msg;
+}
+bool has_data(op o) {
+  return o != op::sub && o != op::unsub && o != op::ping && o != op::pong;
+}
+
+class reader {
+ public:
+  explicit reader(std::span<const uint8_t> b) : b_(b) {}
+  bool u8(uint8_t& v) {
+    if (b_.size() - pos_ < 1) return false;
+    v = b_[pos_++];
+    return true;
+  }
+  bool u32(uint32_t& v) {
+    if (b_.size() - pos_ < 4) return false;
+    v = (uint32_t{b_[pos_]} << 24) | (uint32_t{b_[pos_ + 1]} << 16) | (uint32_t{b_[pos_ + 2]} << 8) |
+        uint32_t{b_[pos_ + 3]};
+    pos_ += 4;
+    return true;
+  }
+  bool str(std::string& s) {
+    if (b_.size() - pos_ < 2) return false;
+    size_t n = (size_t{b_[pos_]} << 8) | size_t{b_[pos_ + 1]};
+    pos_ += 2;
+    if (b_.size() - pos_ < n) return false;
+    s.assign(reinterpret_cast<const char*>(b_.data() + pos_), n);
+    pos_ += n;
+    return true;
+  }
+  std::span<const uint8_t> rest() {
+    auto r = b_.subspan(pos_);
+    pos_ = b_.size();
+    return r;
+  }
+  [[nodiscard]] bool done() const { return pos_ == b_.size(); }
+
+ private:
+  std::span<const uint8_t> b_;
+  size_t pos_ = 0;
+};
+
+}  // namespace
+
+std::string_view to_string(op o) noexcept {
+  switch (o) {
+    case op::hello:
+      return "hello";
+    case op::welcome:
+      return "welcome";
+    case op::refuse:
+      return "refuse";
+    case op::sub:
+      return "sub";
+    case op::unsub:
+      return "unsub";
+    case op::pub:
+      return "pub";
+    case op::msg:
+      return "msg";
+    case op::err:
+      return "err";
+    case op::ping:
+      return "ping";
+    case op::pong:
+      return "pong";
+    case op::close:
+      return "close";
+  }
+  return "unknown";
+}
+
+expected<void> encode(const frame& f, std::vector<uint8_t>& out) {
+  if (f.subject.size() > 0xffff || f.reply.size() > 0xffff)
+    return make_error(errc::too_large, "bridge frame: subject or reply longer than 65535 bytes");
+  size_t body = 1 + (has_sid(f.kind) ? 4 : 0) + (has_subject(f.kind) ? 2 + f.subject.size() : 0) +
+                (has_reply(f.kind) ? 2 + f.reply.size() : 0) + (has_data(f.kind) ? f.data.size() : 0);
+  if (body > max_frame_body)
+    return make_error(errc::too_large,
+                      fmt::format("bridge frame: {} bytes, the limit is {}", body, max_frame_body));
+  out.reserve(out.size() + 4 + body);
+  put_u32(out, static_cast<uint32_t>(body));
+  out.push_back(static_cast<uint8_t>(f.kind));
+  if (has_sid(f.kind)) put_u32(out, f.sid);
+  if (has_subject(f.kind)) put_str(out, f.subject);
+  if (has_reply(f.kind)) put_str(out, f.reply);
+  if (has_data(f.kind)) put_bytes(out, f.data.data(), f.data.size());
+  return ok();
+}
+
+expected<frame> decode(std::span<const uint8_t> body) {
+  reader r(body);
+  uint8_t kind = 0;
+  if (!r.u8(kind)) return make_error(errc::invalid_request, "bridge frame: empty");
+  if (kind < static_cast<uint8_t>(op::hello) || kind > static_cast<uint8_t>(op::close))
+    return make_error(errc::invalid_request, fmt::format("bridge frame: unknown op {}", kind));
+  frame f;
+  f.kind = static_cast<op>(kind);
+  auto truncated = [&](std::string_view field) {
+    return make_error(errc::invalid_request,
+                      fmt::format("bridge frame {}: truncated {}", to_string(f.kind), field));
+  };
+  if (has_sid(f.kind) && !r.u32(f.sid)) return truncated("id");
+  if (has_subject(f.kind) && !r.str(f.subject)) return truncated("subject");
+  if (has_reply(f.kind) && !r.str(f.reply)) return truncated("reply");
+  if (has_data(f.kind)) {
+    auto d = r.rest();
+    f.data.assign(d.begin(), d.end());
+  }
+  if (!r.done())
+    return make_error(errc::invalid_request,
+                      fmt::format("bridge frame {}: trailing bytes", to_string(f.kind)));
+  return f;
+}
+
+void decoder::feed(std::span<const uint8_t> bytes) {
+  if (pos_ > 0 && pos_ == buf_.size()) {
+    buf_.clear();
+    pos_ = 0;
+  } else if (pos_ > (1u << 20)) {
+    buf_.erase(buf_.begin(), buf_.begin() + static_cast<std::ptrdiff_t>(pos_));
+    pos_ = 0;
+  }
+  size_t at = buf_.size();
+  buf_.resize(at + bytes.size());
+  if (!bytes.empty()) std::memcpy(buf_.data() + at, bytes.data(), bytes.size());
+}
+
+expected<std::optional<frame>> decoder::next() {
+  size_t avail = buf_.size() - pos_;
+  if (avail < 4) return std::optional<frame>{};
+  const uint8_t* p = buf_.data() + pos_;
+  uint32_t len = (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
+  if (len == 0 || len > max_frame_body)
+    return make_error(errc::invalid_request,
+                      fmt::format("bridge frame: length {} outside 1..{}", len, max_frame_body));
+  if (avail < 4 + size_t{len}) return std::optional<frame>{};
+  auto f = decode({p + 4, len});
+  if (!f) return f.error();
+  pos_ += 4 + size_t{len};
+  return std::optional<frame>{std::move(*f)};
+}
+
+}  // namespace cove::bridge
