@@ -155,10 +155,10 @@ if [ "$python_mode" != none ]; then
         -o -path './lib-dynload/ossaudiodev*' -o -path './lib-dynload/_crypt*' \) -prune \
         -o \( -type f -o -type l \) -print) | sort > "$work/py.list"
   else
-    # What examples/linreg (csv, json, os, sys) and the interpreter's startup
-    # import, and nothing else: about 1 MB.
+    # What examples/linreg (csv, json, os, sys), `python3 -m` and the
+    # interpreter's startup import (Debian's python3.11; _csv is built in), and
+    # nothing else.
     cat > "$work/py.list" <<'EOF'
-./__future__.py
 ./_collections_abc.py
 ./_sitebuiltins.py
 ./_weakrefset.py
@@ -177,16 +177,23 @@ if [ "$python_mode" != none ]; then
 ./enum.py
 ./functools.py
 ./genericpath.py
+./importlib/__init__.py
+./importlib/_abc.py
+./importlib/_bootstrap.py
+./importlib/_bootstrap_external.py
+./importlib/machinery.py
+./importlib/util.py
 ./io.py
 ./json/__init__.py
 ./json/decoder.py
 ./json/encoder.py
 ./json/scanner.py
 ./keyword.py
-./lib-dynload/_csv.cpython-311-x86_64-linux-gnu.so
 ./lib-dynload/_json.cpython-311-x86_64-linux-gnu.so
+./lib-dynload/_typing.cpython-311-x86_64-linux-gnu.so
 ./operator.py
 ./os.py
+./pkgutil.py
 ./posixpath.py
 ./re/__init__.py
 ./re/_casefix.py
@@ -194,10 +201,14 @@ if [ "$python_mode" != none ]; then
 ./re/_constants.py
 ./re/_parser.py
 ./reprlib.py
+./runpy.py
 ./site.py
 ./stat.py
 ./types.py
+./typing.py
 ./warnings.py
+./weakref.py
+./zipimport.py
 EOF
   fi
   (cd "$pylib" && cpio -pdm --quiet "$r$pylib" < "$work/py.list")
