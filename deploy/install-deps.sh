@@ -18,6 +18,7 @@ packages=(
   # kmod for depmod/modprobe, the TCTI the agent dlopen()s in the guest, QEMU
   # and OVMF. The kernel .deb is downloaded (not installed) below.
   busybox-static cpio kmod python3.11 libtss2-tcti-device0 qemu-system-x86 ovmf
+  shellcheck  # lint for the eos/ shell scripts (ctest eos.shellcheck)
 )
 
 missing=()
@@ -56,6 +57,6 @@ if ls "$eos_cache/${kpkg}_"*_amd64.deb >/dev/null 2>&1; then
 else
   echo "install-deps: downloading $kpkg (EOS guest kernel) into $eos_cache"
   $SUDO mkdir -p "$eos_cache"
-  (cd "$eos_cache" && $SUDO apt-get download -q "$kpkg" 2>&1 | grep -v 'unsandboxed as root' || true)
+  (cd "$eos_cache" && { $SUDO apt-get download -q "$kpkg" 2>&1 | grep -v 'unsandboxed as root'; } || true)
   ls "$eos_cache/${kpkg}_"*_amd64.deb >/dev/null 2>&1 || { echo "install-deps: apt-get download $kpkg failed" >&2; exit 1; }
 fi

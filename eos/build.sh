@@ -34,7 +34,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 [ -n "$agent" ] || die "--agent PATH is required (the cove-agent binary: build/bin/cove-agent)"
-[ -f "$agent" ] && [ -x "$agent" ] || die "--agent '$agent' is not an executable file"
+{ [ -f "$agent" ] && [ -x "$agent" ]; } || die "--agent '$agent' is not an executable file"
 case "$python_mode" in full|minimal|none) ;; *) die "--python must be full, minimal or none (got '$python_mode')" ;; esac
 
 # --- tools (Debian packages: busybox-static cpio kmod dpkg gzip python3.11) ----
@@ -44,7 +44,7 @@ modprobe=/sbin/modprobe
 py=/usr/bin/python3.11  # Debian's interpreter; never a pyenv/venv python3 from PATH
 [ -x "$busybox" ] || die "$busybox missing (apt-get install busybox-static)"
 if ldd "$busybox" >/dev/null 2>&1; then die "$busybox is dynamically linked: install busybox-static, not busybox"; fi
-[ -x "$depmod" ] && [ -x "$modprobe" ] || die "depmod/modprobe missing (apt-get install kmod)"
+{ [ -x "$depmod" ] && [ -x "$modprobe" ]; } || die "depmod/modprobe missing (apt-get install kmod)"
 for t in cpio dpkg-deb gzip ldd sha256sum strip; do command -v "$t" >/dev/null || die "'$t' not found"; done
 if [ "$python_mode" != none ]; then [ -x "$py" ] || die "$py missing (apt-get install python3.11)"; fi
 
@@ -59,7 +59,8 @@ export SOURCE_DATE_EPOCH
 # --- kernel .deb (downloaded by deploy/install-deps.sh, never at build time) --
 cache=${COVE_EOS_CACHE:-/var/cache/cove/eos}
 if [ -z "$kernel_deb" ]; then
-  kernel_deb=$(ls "$cache"/linux-image-[0-9]*-amd64_*_amd64.deb 2>/dev/null | sort -V | tail -1 || true)
+  kernel_deb=$({ find "$cache" -maxdepth 1 -name 'linux-image-[0-9]*-amd64_*_amd64.deb' 2>/dev/null || true; } \
+    | sort -V | tail -1)
   [ -n "$kernel_deb" ] || die "no kernel .deb in $cache: run deploy/install-deps.sh (it runs
   'apt-get download linux-image-<version>-amd64' there), or pass --kernel-deb PATH"
 fi

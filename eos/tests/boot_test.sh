@@ -2,7 +2,7 @@
 # Boots an EOS image under QEMU software emulation (TCG, never KVM) and checks
 # the serial console, line by line as it arrives, for markers in order.
 #
-#   boot_test.sh SCENARIO IMAGE_DIR AGENT EXAMPLES_DIR
+#   boot_test.sh SCENARIO IMAGE_DIR EXAMPLES_DIR
 #
 # SCENARIO:
 #   help        agent.conf runs `cove-agent --help`: init start, the agent's
@@ -14,8 +14,8 @@
 # Deadline: EOS_BOOT_DEADLINE seconds (default 120). QEMU is killed by PID on
 # any failure.
 set -euo pipefail
-[ $# -eq 4 ] || { sed -n '5p' "$0" | sed 's/^# *//' >&2; exit 2; }
-scenario=$1 image=$2 agent=$3 examples=$4
+[ $# -eq 3 ] || { sed -n '5p' "$0" | sed 's/^# *//' >&2; exit 2; }
+scenario=$1 image=$2 examples=$3
 deadline_s=${EOS_BOOT_DEADLINE:-120}
 
 for f in vmlinuz initrd.img cmdline; do

@@ -30,7 +30,7 @@ expect_error "--python must be full, minimal or none (got 'some')" --agent "$age
 expect_error "unknown argument '--frobnicate'" --agent "$agent" --frobnicate
 expect_error "is not a .deb" --agent "$agent" --kernel-deb "$tmp/fake.deb"
 expect_error "--kernel-deb '$tmp/none.deb' does not exist" --agent "$agent" --kernel-deb "$tmp/none.deb"
-COVE_EOS_CACHE=$tmp/empty COVE_EOS_KERNEL_DEB= expect_error "no kernel .deb in $tmp/empty" --agent "$agent"
+COVE_EOS_CACHE=$tmp/empty COVE_EOS_KERNEL_DEB='' expect_error "no kernel .deb in $tmp/empty" --agent "$agent"
 SOURCE_DATE_EPOCH=yesterday expect_error "SOURCE_DATE_EPOCH must be a number" --agent "$agent"
 [ ! -e "$tmp/out" ] || { echo "FAIL: a failed build created $tmp/out"; failed=1; }
 exit "$failed"
