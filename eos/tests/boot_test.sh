@@ -8,7 +8,8 @@
 #   help        agent.conf runs `cove-agent --help`: init start, the agent's
 #               help text, "agent exited with 0", then QEMU exits by itself
 #   python      the initrd gets an overlay whose cove-agent is a script that
-#               runs examples/linreg with the image's python3 and exits 3
+#               runs examples/linreg with the image's python3, checks the vTPM
+#               (swtpm behind QEMU's tpm-crb: /dev/tpmrm0, TPM 2.0) and exits 3
 #   bad-config  agent.conf has an invalid LOG_LEVEL: a config error, the agent
 #               is not started, "agent exited with 2", poweroff
 # Deadline: EOS_BOOT_DEADLINE seconds (default 120). QEMU is killed by PID on
@@ -24,11 +25,14 @@ done
 command -v qemu-system-x86_64 >/dev/null || { echo "boot_test: qemu-system-x86_64 missing (apt-get install qemu-system-x86)" >&2; exit 1; }
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/eos-boot.XXXXXX")
-qpid=""
+qpid="" tpm_pid_file=""
 cleanup() {
   if [ -n "$qpid" ] && kill -0 "$qpid" 2>/dev/null; then
     kill "$qpid" 2>/dev/null || true
     wait "$qpid" 2>/dev/null || true
+  fi
+  if [ -n "$tpm_pid_file" ] && [ -s "$tpm_pid_file" ]; then
+    kill "$(cat "$tpm_pid_file")" 2>/dev/null || true
   fi
   rm -rf "$tmp"
 }
@@ -37,7 +41,7 @@ trap cleanup EXIT
 cfg=$tmp/config
 mkdir -p "$cfg"
 initrd=$image/initrd.img
-expect=() forbid=()
+expect=() forbid=() extra=()
 case "$scenario" in
   help)
     printf '# boot test\nCVM_ID=boot-test\nLOG_LEVEL=info\nCOVE_AGENT_ARGS=--help\n' > "$cfg/agent.conf"
@@ -64,6 +68,7 @@ python3 /config/linreg.py boot-test || exit 8
 echo "python3 run took $(cut -d' ' -f1 /proc/uptime) - $t0 s of guest uptime"
 cat results/model.json
 python3 -c 'import hashlib, ssl, sqlite3, decimal, zlib, lzma, bz2, ctypes, uuid, subprocess; print("stdlib extension modules ok")'
+[ -c /dev/tpmrm0 ] && echo "tpm: /dev/tpmrm0, TPM $(cat /sys/class/tpm/tpm0/tpm_version_major).0"
 exit 3
 EOF
     chmod 0755 "$tmp/overlay/usr/bin/cove-agent"
@@ -71,8 +76,18 @@ EOF
     cat "$image/initrd.img" "$tmp/overlay.cpio.gz" > "$tmp/initrd.img"
     initrd=$tmp/initrd.img
     expect=("EOS: init start" "EOS: eth0 10.0.2.15/24 gw 10.0.2.2 (static)" "stand-in agent: --cvm-id py-test"
-      "fitted {'n': " '"label": "boot-test"' '"slope": ' "stdlib extension modules ok" "EOS: agent exited with 3")
+      "fitted {'n': " '"label": "boot-test"' '"slope": ' "stdlib extension modules ok" "tpm: /dev/tpmrm0, TPM 2.0"
+      "EOS: agent exited with 3")
     forbid=("Traceback" "Kernel panic")
+    # A vTPM: swtpm --daemon returns once its socket listens; it exits when
+    # QEMU disconnects (and is killed by PID otherwise).
+    command -v swtpm >/dev/null || { echo "boot_test: swtpm missing (apt-get install swtpm)" >&2; exit 1; }
+    mkdir -p "$tmp/tpm"
+    tpm_pid_file=$tmp/tpm/swtpm.pid
+    swtpm socket --tpm2 --daemon --tpmstate "dir=$tmp/tpm" --pid "file=$tpm_pid_file" \
+      --ctrl "type=unixio,path=$tmp/tpm/swtpm.sock"
+    extra=(-chardev "socket,id=chrtpm,path=$tmp/tpm/swtpm.sock" -tpmdev "emulator,id=tpm0,chardev=chrtpm"
+      -device "tpm-crb,tpmdev=tpm0")
     ;;
   bad-config)
     printf 'CVM_ID=bad\nLOG_LEVEL=loud\nCOVE_AGENT_ARGS=--help\n' > "$cfg/agent.conf"
@@ -89,7 +104,7 @@ t0=$(date +%s%N)
 qemu-system-x86_64 -accel tcg -m 512 -smp 1 -nographic -no-reboot \
   -kernel "$image/vmlinuz" -initrd "$initrd" -append "$(cat "$image/cmdline")" \
   -virtfs "local,path=$cfg,mount_tag=coveconfig,security_model=none,readonly=on" \
-  -netdev user,id=n0 -device virtio-net-pci,netdev=n0 \
+  -netdev user,id=n0 -device virtio-net-pci,netdev=n0 "${extra[@]}" \
   < /dev/null > "$tmp/console" 2>&1 &
 qpid=$!
 exec 3< "$tmp/console"
