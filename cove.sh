@@ -6,6 +6,7 @@
 #   build   install deps and build (build/)
 #   bench   build in Release and run the benchmark suite
 #   fuzz    build the libFuzzer targets with clang and run each for a while
+#   eos     build the EOS guest image (kernel + initramfs) into build/eos/ [--out DIR]
 #   format  clang-format the tree in place;  lint: clang-format check + clang-tidy
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -57,6 +58,12 @@ case "$cmd" in
       "$f" -max_total_time="${FUZZ_SECONDS:-60}" "$root/tests/fuzz/corpus/$(basename "$f")" || exit 1
     done
     ;;
+  eos)
+    install_deps
+    cmake -S "$root" -B build -G Ninja >/dev/null
+    cmake --build build -j "$jobs" --target cove-agent cove
+    exec bash "$root/eos/build.sh" --agent "$root/build/bin/cove-agent" --cove "$root/build/bin/cove" "$@"
+    ;;
   format)
     git ls-files '*.cpp' '*.hpp' | xargs clang-format -i
     ;;
@@ -66,7 +73,7 @@ case "$cmd" in
     git ls-files '*.cpp' | grep -v '^tests/fuzz/' | xargs clang-tidy -p build --quiet
     ;;
   *)
-    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
     [ "$cmd" = help ] || exit 2
     ;;
 esac

@@ -14,6 +14,11 @@ packages=(
   doctest-dev libbenchmark-dev libtss2-dev
   # runtime components used by coved, the agent and the tests
   nats-server python3 swtpm swtpm-tools tpm2-tools
+  # EOS guest image (eos/build.sh) and booting it: busybox for the initramfs,
+  # kmod for depmod/modprobe, the TCTI the agent dlopen()s in the guest, QEMU
+  # and OVMF. The kernel .deb is downloaded (not installed) below.
+  busybox-static cpio kmod python3.11 libtss2-tcti-device0 qemu-system-x86 ovmf
+  shellcheck  # lint for the eos/ shell scripts (ctest eos.shellcheck)
 )
 
 missing=()
@@ -23,14 +28,35 @@ for p in "${packages[@]}"; do
   fi
 done
 
-if [ ${#missing[@]} -eq 0 ]; then
-  echo "install-deps: all ${#packages[@]} packages present"
-  exit 0
-fi
-
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -q
-$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+updated=0
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#packages[@]} packages present"
+else
+  echo "install-deps: installing ${missing[*]}"
+  $SUDO apt-get update -q
+  updated=1
+  $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# The EOS guest kernel: the .deb of the versioned package that the
+# linux-image-amd64 metapackage points at (linux-image-6.1.0-N-amd64), fetched
+# into the cache eos/build.sh reads. It is never installed on the host.
+eos_cache=${COVE_EOS_CACHE:-/var/cache/cove/eos}
+kernel_pkg() { apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -1; }
+kpkg=$(kernel_pkg)
+if [ -z "$kpkg" ] && [ "$updated" = 0 ]; then
+  $SUDO apt-get update -q
+  kpkg=$(kernel_pkg)
+fi
+[ -n "$kpkg" ] || { echo "install-deps: cannot resolve linux-image-amd64 to a versioned kernel package" >&2; exit 1; }
+if ls "$eos_cache/${kpkg}_"*_amd64.deb >/dev/null 2>&1; then
+  echo "install-deps: EOS kernel $kpkg present in $eos_cache"
+else
+  echo "install-deps: downloading $kpkg (EOS guest kernel) into $eos_cache"
+  $SUDO mkdir -p "$eos_cache"
+  (cd "$eos_cache" && { $SUDO apt-get download -q "$kpkg" 2>&1 | grep -v 'unsandboxed as root'; } || true)
+  ls "$eos_cache/${kpkg}_"*_amd64.deb >/dev/null 2>&1 || { echo "install-deps: apt-get download $kpkg failed" >&2; exit 1; }
+fi
