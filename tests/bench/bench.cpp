@@ -344,10 +344,14 @@ struct participant {
 
 class cluster {
  public:
-  explicit cluster(std::string_view name) : dir_(fmt::format("cove-bench-{}", name)) {
+  /// `direct_agents`: agents dial NATS themselves instead of the attested bridge
+  /// (coved --agent-nats), the comparison for the bridge's cost.
+  explicit cluster(std::string_view name, bool direct_agents = false)
+      : dir_(fmt::format("cove-bench-{}", name)) {
     nats_ = must(test::nats_server::start(), "nats-server");
     std::vector<std::string> argv = {(bin_dir() / "coved").string(), "--nats", nats_->url(), "--state-dir",
                                      state_dir().string()};
+    if (direct_agents) argv.insert(argv.end(), {"--agent-nats", nats_->url()});
     coved_ = must(test::child_process::spawn(argv, {}, dir_.path(), "coved"), "coved");
     bus_ = must(bus::connection::connect({.url = nats_->url(), .name = "bench"}), "connect");
     flatbuffers::FlatBufferBuilder b(64);
@@ -531,6 +535,7 @@ struct config {
   uint64_t result_mib = 256;
   uint64_t cvms = 200;
   uint64_t rtt = 2000;
+  uint64_t bridge_mib = 256;
   std::set<std::string> only;
   bool enabled(const std::string& s) const { return only.empty() || only.count(s) != 0; }
 };
@@ -723,6 +728,53 @@ void section_upload_result_rtt_launch(results& res, const config& cfg) {
     res.info("launch_ready_ms", percentile(ms, 0.5), "ms",
              fmt::format("median of 10; max {:.1f}", percentile(ms, 1.0)));
   }
+}
+
+/// The same sealed upload to an agent behind the attested bridge and to one connected to
+/// NATS directly, alternating, best of three each: what the bridge costs.
+void section_bridge(results& res, const config& cfg) {
+  cluster bridged("bridge"), direct("direct", /*direct_agents=*/true);
+  struct side {
+    cluster* c;
+    std::string cvm;
+    participant owner, data;
+    fs::path file;
+    double best = 0;
+  };
+  std::vector<side> sides;
+  for (auto* c : {&bridged, &direct}) {
+    side s{c, {}, c->make_participant("owner"), c->make_participant("data"), {}, 0};
+    auto in = c->dir() / "inputs";
+    fs::create_directories(in);
+    auto algo = in / "algo.sh";
+    write_text(algo, "#!/bin/sh\ntrue\n", fs::perms::owner_all);
+    s.cvm = must(c->create_cvm(c->bus()), "cvm create").id;
+    std::vector<std::pair<fs::path, const participant*>> files;
+    s.file = in / "d0.bin";
+    write_random_file(s.file, cfg.bridge_mib * mib);
+    for (int i = 1; i < 3; ++i) {
+      auto link = in / fmt::format("d{}.bin", i);
+      fs::create_hard_link(s.file, link);
+    }
+    for (int i = 0; i < 3; ++i) files.push_back({in / fmt::format("d{}.bin", i), &s.data});
+    auto m = make_manifest("bench-bridge", algo, s.owner, files, s.owner);
+    must(start_computation(c->bus(), s.cvm, m), "start");
+    must(cli::upload(c->bus(), s.cvm, cli::file_role::algorithm, algo, s.owner.key, c->policy()),
+         "algorithm");
+    sides.push_back(std::move(s));
+  }
+  for (int round = 0; round < 3; ++round) {
+    for (auto& s : sides) {
+      auto f = s.file.parent_path() / fmt::format("d{}.bin", round);
+      auto st = must(cli::upload(s.c->bus(), s.cvm, cli::file_role::dataset, f, s.data.key, s.c->policy()),
+                     "upload");
+      s.best = std::max(s.best, static_cast<double>(st.bytes) / mb / seconds(st.elapsed));
+    }
+  }
+  res.ref(fmt::format("upload_sealed_{}MiB_direct_MBps", cfg.bridge_mib), sides[1].best, "MB/s");
+  res.at_least(fmt::format("upload_sealed_{}MiB_bridge_MBps", cfg.bridge_mib), sides[0].best, "MB/s",
+               fmt::format("upload_sealed_{}MiB_direct_MBps", cfg.bridge_mib), 0.85);
+  for (auto& s : sides) must(s.c->remove_cvm(s.cvm), "remove");
 }
 
 /// N CVMs, each running a tiny computation whose result is fetched; then events
@@ -932,6 +984,7 @@ int main(int argc, char** argv) {
   cfg.result_mib = std::max<uint64_t>(1, env_u64("COVE_BENCH_RESULT_MIB", 256));
   cfg.cvms = std::max<uint64_t>(1, env_u64("COVE_BENCH_CVMS", 200));
   cfg.rtt = std::max<uint64_t>(10, env_u64("COVE_BENCH_RTT", 2000));
+  cfg.bridge_mib = std::max<uint64_t>(1, env_u64("COVE_BENCH_BRIDGE_MIB", 256));
   if (const char* only = std::getenv("COVE_BENCH_ONLY"); only && *only) {
     std::stringstream ss(only);
     for (std::string s; std::getline(ss, s, ',');) cfg.only.insert(s);
@@ -963,6 +1016,7 @@ int main(int argc, char** argv) {
   run("raw NATS", cfg.enabled("nats") || cfg.enabled("upload"), [&] { section_raw_nats(res); });
   run("upload / result / rtt / launch", cfg.enabled("upload") || cfg.enabled("rtt") || cfg.enabled("launch"),
       [&] { section_upload_result_rtt_launch(res, cfg); });
+  run("attested bridge vs direct NATS", cfg.enabled("bridge"), [&] { section_bridge(res, cfg); });
   run("concurrent CVMs and events", cfg.enabled("concurrent"), [&] { section_concurrent(res, cfg); });
   run("SEV-SNP verification", cfg.enabled("snp"), [&] { section_snp(res); });
 
