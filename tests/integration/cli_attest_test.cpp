@@ -463,6 +463,18 @@ TEST_CASE("cove attestation get saves evidence that attestation validate reads b
   CHECK(cove.ok({"attestation", "get", "--cvm", id, "--no-verify", "-o", (c.dir() / "e3.json").string()})
             .find("not verified") != std::string::npos);
 
+  // A policy derived from another launch (from-measure on the host's sim policy): the
+  // evidence is saved, and get exits 1 naming the measurement.
+  auto [measure_args, digest] = vector_args("snp_kernel_cmdline_gf21");
+  auto other = c.dir() / "other-launch.json";
+  cove.ok(cat(cat({"policy", "from-measure"}, measure_args), {"--base", policy, "-o", other.string()}));
+  auto mismatch = cove.run(
+      {"attestation", "get", "--cvm", id, "--policy", other.string(), "-o", (c.dir() / "e4.json").string()});
+  CHECK(mismatch.code == 1);
+  CHECK(mismatch.err.find("does not verify: measurement: got ") != std::string::npos);
+  CHECK(mismatch.err.find(digest) != std::string::npos);
+  CHECK(must(cli::evidence_from_json(read_file(c.dir() / "e4.json")), "e4").cvm_id == id);
+
   // Modes the agent cannot serve, and a kind mismatch.
   for (const char* mode : {"vtpm", "snp-vtpm", "dice"}) {
     auto r =
