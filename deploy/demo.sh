@@ -54,7 +54,8 @@ cvm=$(cove cvm create --ttl 10m)
 cove cvm info "$cvm"
 
 step "anyone can check what runs there before trusting it: fresh nonce, report, AMD-style chain, policy"
-cove attestation get --cvm "$cvm" -o report.bin
+cove attestation get --cvm "$cvm" -o evidence.json
+cove attestation validate --evidence evidence.json --policy "$COVE_STATE_DIR/sim/policy.json"
 echo "  policy: $COVE_STATE_DIR/sim/policy.json (names the simulated root and the agent's measurement)"
 
 step "the manifest goes to the agent"

@@ -207,6 +207,36 @@ expected<snp_policy> load_policy_file(const std::filesystem::path& path) {
   return load_policy_json(*text, path.parent_path());
 }
 
+std::string policy_to_json(const snp_policy& p, int indent) {
+  json doc = json::object();
+  json ms = json::array();
+  for (const auto& m : p.measurements) ms.push_back(to_hex(m));
+  doc["measurements"] = std::move(ms);
+  if (p.host_data) doc["host_data"] = to_hex(*p.host_data);
+  doc["allow_debug"] = p.allow_debug;
+  doc["allow_smt"] = p.allow_smt;
+  doc["allow_migration_agent"] = p.allow_migration_agent;
+  json tcb = {{"bl", p.minimum_tcb.bl},
+              {"tee", p.minimum_tcb.tee},
+              {"snp", p.minimum_tcb.snp},
+              {"microcode", p.minimum_tcb.microcode},
+              {"fmc", p.minimum_tcb.fmc}};
+  doc["minimum_tcb"] = std::move(tcb);
+  json chips = json::array();
+  for (const auto& c : p.chip_ids) chips.push_back(to_hex(c));
+  doc["chip_ids"] = std::move(chips);
+  doc["product"] = !p.product                         ? "any"
+                   : *p.product == snp_product::milan ? "Milan"
+                   : *p.product == snp_product::genoa ? "Genoa"
+                   : *p.product == snp_product::turin ? "Turin"
+                                                      : "any";
+  doc["minimum_report_version"] = p.minimum_report_version;
+  doc["minimum_guest_svn"] = p.minimum_guest_svn;
+  if (p.vmpl) doc["vmpl"] = *p.vmpl;
+  doc["trusted_roots"] = p.trusted_roots;
+  return doc.dump(indent);
+}
+
 verify_options make_verify_options(const snp_policy& policy) {
   verify_options o;
   o.trusted_ark_pems = policy.trusted_roots;

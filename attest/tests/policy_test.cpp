@@ -253,3 +253,44 @@ TEST_CASE("a policy built from JSON drives verification end to end") {
   REQUIRE_FALSE(m);
   CHECK(m.error().message.find("is not one of the trusted roots") != std::string::npos);
 }
+
+TEST_CASE("policy_to_json: every key written, and it loads back to the same policy") {
+  auto defaults = load_policy_json(policy_to_json(snp_policy{}));
+  REQUIRE_MESSAGE(defaults, defaults.error().to_string());
+  CHECK_FALSE(defaults->allow_debug);
+  CHECK_FALSE(defaults->allow_migration_agent);
+  CHECK(defaults->minimum_report_version == 2);
+  CHECK_FALSE(defaults->product);
+  CHECK_FALSE(defaults->vmpl);
+  CHECK(policy_to_json(snp_policy{}).find("\"allow_debug\": false") != std::string::npos);
+
+  snp_policy p;
+  p.measurements = {std::vector<uint8_t>(48, 0xab), std::vector<uint8_t>(48, 0x01)};
+  p.host_data = std::vector<uint8_t>(32, 7);
+  p.allow_debug = true;
+  p.allow_smt = false;
+  p.allow_migration_agent = true;
+  p.minimum_tcb = {1, 2, 3, 4, 5};
+  p.chip_ids = {std::vector<uint8_t>(64, 9)};
+  p.product = snp_product::turin;
+  p.minimum_report_version = 5;
+  p.minimum_guest_svn = 6;
+  p.vmpl = 2;
+  p.trusted_roots = {t::ark_pem_of("ask_ark_genoa.pem")};
+  for (int indent : {2, -1}) {
+    auto back = load_policy_json(policy_to_json(p, indent));
+    REQUIRE_MESSAGE(back, back.error().to_string());
+    CHECK(back->measurements == p.measurements);
+    CHECK(back->host_data == p.host_data);
+    CHECK(back->allow_debug);
+    CHECK_FALSE(back->allow_smt);
+    CHECK(back->allow_migration_agent);
+    CHECK(back->minimum_tcb == p.minimum_tcb);
+    CHECK(back->chip_ids == p.chip_ids);
+    CHECK(back->product == snp_product::turin);
+    CHECK(back->minimum_report_version == 5);
+    CHECK(back->minimum_guest_svn == 6);
+    CHECK(back->vmpl == 2u);
+    CHECK(back->trusted_roots == p.trusted_roots);
+  }
+}

@@ -144,12 +144,12 @@ expected<status> computation_status(bus::connection& bus, const std::string& cvm
   return s;
 }
 
-expected<attested_agent> attest(bus::connection& bus, const std::string& cvm_id,
-                                const attest::snp_policy& policy, const client_options& opt) {
+expected<saved_evidence> fetch_evidence(bus::connection& bus, const std::string& cvm_id,
+                                        std::span<const uint8_t> nonce, const client_options& opt) {
+  if (nonce.size() < 32 || nonce.size() > 64)
+    return make_error(errc::invalid_request, fmt::format("nonce: {} bytes, expected 32 to 64", nonce.size()));
   auto subject = subject_for(cvm_id, "attest");
   if (!subject) return subject.error();
-  std::array<uint8_t, 32> nonce{};
-  crypto::random_bytes(nonce);
   flatbuffers::FlatBufferBuilder b(128);
   auto req = v1::CreateAttestationRequest(b, b.CreateVector(nonce.data(), nonce.size()));
   auto r =
@@ -160,25 +160,45 @@ expected<attested_agent> attest(bus::connection& bus, const std::string& cvm_id,
   if (ev.kind() != v1::EvidenceKind::sim_snp && ev.kind() != v1::EvidenceKind::sev_snp)
     return fail(fmt::format("evidence kind '{}' is not supported by this verifier",
                             v1::EnumNameEvidenceKind(ev.kind())));
-  auto report = span_of(ev.report());
   auto kx = span_of(ev.kx_public_key());
   auto sign = span_of(ev.sign_public_key());
-  auto chain = span_of(ev.cert_chain());
   if (kx.size() != 32 || sign.size() != 32) return fail("evidence: agent public keys must be 32 bytes each");
-  std::string_view pems(reinterpret_cast<const char*>(chain.data()), chain.size());
-  auto expected_rd = crypto::evidence_report_data(kx, sign, nonce);
-  auto verified = attest::verify_sim_or_snp_evidence(report, pems, policy, expected_rd);
+  saved_evidence out;
+  out.kind = v1::EnumNameEvidenceKind(ev.kind());
+  out.cvm_id = cvm_id;
+  out.nonce.assign(nonce.begin(), nonce.end());
+  auto report = span_of(ev.report());
+  out.report.assign(report.begin(), report.end());
+  auto chain = span_of(ev.cert_chain());
+  out.cert_chain.assign(chain.begin(), chain.end());
+  out.kx_public_key.assign(kx.begin(), kx.end());
+  out.sign_public_key.assign(sign.begin(), sign.end());
+  return out;
+}
+
+expected<attested_agent> verify_saved_evidence(const saved_evidence& ev, const attest::snp_policy& policy) {
+  auto expected_rd = crypto::evidence_report_data(ev.kx_public_key, ev.sign_public_key, ev.nonce);
+  auto verified = attest::verify_sim_or_snp_evidence(ev.report, ev.cert_chain, policy, expected_rd);
   if (!verified) return verified.error();
   attested_agent a;
-  a.report.assign(report.begin(), report.end());
-  a.kx_public_key.assign(kx.begin(), kx.end());
-  a.sign_public_key.assign(sign.begin(), sign.end());
-  a.summary = fmt::format("SEV-SNP report v{} ({}), measurement {}, chip {}…, TCB {}", verified->version,
-                          ev.kind() == v1::EvidenceKind::sim_snp ? "simulated TEE" : "hardware",
-                          crypto::to_hex(verified->measurement),
-                          crypto::to_hex(std::span(verified->chip_id).first(8)),
-                          attest::to_string(verified->reported(), verified->product));
+  a.report = ev.report;
+  a.kx_public_key = ev.kx_public_key;
+  a.sign_public_key = ev.sign_public_key;
+  a.summary =
+      fmt::format("SEV-SNP report v{} ({}), measurement {}, chip {}…, TCB {}", verified->version,
+                  ev.kind == "sim_snp" ? "simulated TEE" : "hardware", crypto::to_hex(verified->measurement),
+                  crypto::to_hex(std::span(verified->chip_id).first(8)),
+                  attest::to_string(verified->reported(), verified->product));
   return a;
+}
+
+expected<attested_agent> attest(bus::connection& bus, const std::string& cvm_id,
+                                const attest::snp_policy& policy, const client_options& opt) {
+  std::array<uint8_t, 32> nonce{};
+  crypto::random_bytes(nonce);
+  auto ev = fetch_evidence(bus, cvm_id, nonce, opt);
+  if (!ev) return ev.error();
+  return verify_saved_evidence(*ev, policy);
 }
 
 expected<upload_stats> upload(bus::connection& bus, const std::string& cvm_id, file_role role,

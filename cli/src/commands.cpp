@@ -13,6 +13,7 @@
 #include "cove/cli/cli.hpp"
 #include "cove/cli/client.hpp"
 #include "cove/cli/measure_cmd.hpp"
+#include "cove/cli/policy_cmd.hpp"
 #include "cove/cli/validate_cmd.hpp"
 #include "cove/crypto/encoding.hpp"
 #include "cove/crypto/keys.hpp"
@@ -263,10 +264,22 @@ int run(int argc, char** argv) {
   // ---- attestation ----
   auto* att = app.add_subcommand("attestation", "Fetch and verify a CVM's evidence");
   att->require_subcommand(1);
-  auto* att_get = att->add_subcommand("get", "Fetch evidence with a fresh nonce, verify it, save the report");
+  auto* att_get = att->add_subcommand(
+      "get",
+      "Fetch evidence bound to a nonce, save it (for 'attestation validate --evidence') and verify it");
+  std::string att_mode = "sim", nonce_hex, report_out;
+  bool no_verify = false;
+  att_get
+      ->add_option("--mode", att_mode, "sim | snp (vtpm, snp-vtpm, dice: the agent cannot produce them yet)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"sim", "snp", "vtpm", "snp-vtpm", "dice"}));
   att_get->add_option("--cvm", cvm_id, "CVM id")->required();
-  att_get->add_option("-o,--output", out_path, "Where to write the raw report")->required();
+  att_get->add_option("--nonce", nonce_hex,
+                      "Nonce to bind (hex, 32-64 bytes; default: 32 fresh random bytes)");
+  att_get->add_option("-o,--output", out_path, "Where to write the evidence (JSON)")->required();
+  att_get->add_option("--report", report_out, "Also write the raw 1184-byte report here");
   att_get->add_option("--policy", policy_path, "Attestation policy (default: <state>/sim/policy.json)");
+  att_get->add_flag("--no-verify", no_verify, "Only save the evidence; do not verify it");
   add_validate_command(*att, g.json_out);
 
   // ---- keys ----
@@ -289,6 +302,7 @@ int run(int argc, char** argv) {
   events->add_option("--wait", wait_s, "Without --follow: stop after this many seconds")
       ->capture_default_str();
   add_measure_command(app);
+  add_policy_command(app, g.json_out);
 
   try {
     app.parse(argc, argv);
@@ -405,20 +419,64 @@ int run(int argc, char** argv) {
       else
         std::cout << fmt::format("result decrypted to {}: {}\n", out_path, human_rate(st.bytes, st.elapsed));
     } else if (*att_get) {
-      auto policy = load_policy_or_default(policy_path);
-      auto a = take(attest(connect(g), cvm_id, policy, g.options()));
-      std::ofstream(out_path, std::ios::binary | std::ios::trunc)
-          .write(reinterpret_cast<const char*>(a.report.data()),
-                 static_cast<std::streamsize>(a.report.size()));
+      if (att_mode == "vtpm" || att_mode == "snp-vtpm" || att_mode == "dice")
+        throw failure{make_error(
+            errc::unavailable,
+            fmt::format("--mode {}: the agent cannot produce {} evidence yet (its Evidence message carries "
+                        "SEV-SNP-format reports only); validate saved {} evidence with 'cove attestation "
+                        "validate --mode {}'",
+                        att_mode, att_mode, att_mode, att_mode))};
+      std::vector<uint8_t> nonce(32);
+      if (nonce_hex.empty()) {
+        crypto::random_bytes(nonce);
+      } else {
+        auto n = crypto::from_hex(nonce_hex);
+        if (!n) throw failure{make_error(errc::invalid_request, "--nonce: not hex")};
+        nonce = std::move(*n);
+      }
+      attest::snp_policy policy;
+      if (!no_verify) policy = load_policy_or_default(policy_path);
+      auto ev = take(fetch_evidence(connect(g), cvm_id, nonce, g.options()));
+      auto want = att_mode == "sim" ? "sim_snp" : "sev_snp";
+      if (ev.kind != want)
+        throw failure{make_error(
+            errc::attestation_failed,
+            fmt::format("CVM '{}' sent {} evidence, not {} (--mode {})", cvm_id, ev.kind, want, att_mode))};
+      auto write = [](const std::string& path, std::span<const uint8_t> data) {
+        auto tmp = path + ".tmp";
+        {
+          std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+          f.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size()));
+          if (!f.flush()) throw failure{make_error(errc::internal, "cannot write " + tmp)};
+        }
+        std::error_code ec;
+        fs::rename(tmp, path, ec);
+        if (ec) throw failure{make_error(errc::internal, "cannot write " + path + ": " + ec.message())};
+      };
+      auto text = evidence_to_json(ev);
+      write(out_path, std::span(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
+      if (!report_out.empty()) write(report_out, ev.report);
+      std::string summary;
+      if (!no_verify) {
+        auto a = verify_saved_evidence(ev, policy);
+        if (!a)
+          throw failure{make_error(a.error().code, fmt::format("evidence saved to {} does not verify: {}",
+                                                               out_path, a.error().message))};
+        summary = a->summary;
+      }
       if (g.json_out)
-        std::cout << json{{"verified", true},
-                          {"summary", a.summary},
+        std::cout << json{{"verified", !no_verify},
+                          {"kind", ev.kind},
+                          {"summary", summary},
                           {"output", out_path},
-                          {"kx_public_key", crypto::to_hex(a.kx_public_key)}}
+                          {"nonce", crypto::to_hex(ev.nonce)},
+                          {"kx_public_key", crypto::to_hex(ev.kx_public_key)}}
                          .dump()
                   << '\n';
+      else if (no_verify)
+        std::cout << ev.kind << " evidence (not verified) written to " << out_path << '\n';
       else
-        std::cout << "evidence verified against the policy: " << a.summary << "\nreport written to "
+        std::cout << "evidence verified against the policy: " << summary << "\nevidence written to "
                   << out_path << '\n';
     } else if (*gen) {
       auto kt = key_type == "rsa"     ? crypto::key_type::rsa

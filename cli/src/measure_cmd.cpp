@@ -16,16 +16,6 @@ namespace cove::cli {
 
 namespace {
 
-struct measure_args {
-  std::string mode, vcpu_type, vcpu_sig, ovmf, kernel, initrd, append,
-      guest_features = "0x1", vmm = "QEMU", ovmf_hash, svsm, vars_file, igvm, output_format = "hex";
-  uint32_t vcpus = 0, family = 0, model = 0, stepping = 0;
-  uint64_t vars_size = 0;
-  CLI::Option *o_vcpus = nullptr, *o_sig = nullptr, *o_family = nullptr, *o_model = nullptr,
-              *o_stepping = nullptr, *o_kernel = nullptr, *o_initrd = nullptr, *o_append = nullptr,
-              *o_vars_size = nullptr, *o_vars_file = nullptr, *o_gf = nullptr;
-};
-
 [[noreturn]] void usage(const std::string& msg) {
   throw CLI::ValidationError(msg);
 }
@@ -63,7 +53,9 @@ std::string base64(const std::vector<uint8_t>& d) {
   return out;
 }
 
-void run_measure(const measure_args& a) {
+}  // namespace
+
+std::vector<uint8_t> compute_measurement(const measure_flags& a) {
   if (!a.igvm.empty())
     fail(make_error(errc::invalid_request, "--igvm: IGVM measurement is not implemented yet; use --ovmf"));
   if (a.ovmf.empty()) usage("--ovmf is required");
@@ -122,17 +114,13 @@ void run_measure(const measure_args& a) {
 
   auto r = attest::compute_launch_digest(o);
   if (!r) fail(r.error());
-  std::cout << (a.output_format == "base64" ? base64(*r) : attest::to_hex(*r)) << '\n' << std::flush;
+  return std::move(*r);
 }
 
-}  // namespace
-
-void add_measure_command(CLI::App& app) {
-  auto a = std::make_shared<measure_args>();
-  auto* m = app.add_subcommand("measure", "Compute an AMD SEV/SEV-ES/SEV-SNP launch measurement offline");
-  m->add_option("--mode", a->mode, "Guest mode")
-      ->required()
-      ->check(CLI::IsMember({"sev", "seves", "snp", "snp:ovmf-hash", "snp:svsm"}));
+std::shared_ptr<measure_flags> add_measure_flags(CLI::App& cmd, const std::vector<std::string>& modes) {
+  auto a = std::make_shared<measure_flags>();
+  auto* m = &cmd;
+  m->add_option("--mode", a->mode, "Guest mode")->required()->check(CLI::IsMember(modes));
   a->o_vcpus = m->add_option("--vcpus", a->vcpus, "Number of guest vCPUs")->check(CLI::Range(1u, 0xffffffu));
   m->add_option("--vcpu-type", a->vcpu_type,
                 "QEMU CPU model (EPYC-v4, EPYC-Rome, EPYC-Milan, EPYC-Genoa, ...)")
@@ -155,10 +143,20 @@ void add_measure_command(CLI::App& app) {
   a->o_vars_file =
       m->add_option("--vars-file", a->vars_file, "OVMF_VARS file (snp:svsm)")->excludes(a->o_vars_size);
   m->add_option("--igvm", a->igvm, "IGVM file (not implemented yet)");
-  m->add_option("--output-format", a->output_format, "hex|base64")
+  return a;
+}
+
+void add_measure_command(CLI::App& app) {
+  auto* m = app.add_subcommand("measure", "Compute an AMD SEV/SEV-ES/SEV-SNP launch measurement offline");
+  auto a = add_measure_flags(*m, {"sev", "seves", "snp", "snp:ovmf-hash", "snp:svsm"});
+  auto format = std::make_shared<std::string>("hex");
+  m->add_option("--output-format", *format, "hex|base64")
       ->capture_default_str()
       ->check(CLI::IsMember({"hex", "base64"}));
-  m->callback([a] { run_measure(*a); });
+  m->callback([a, format] {
+    auto d = compute_measurement(*a);
+    std::cout << (*format == "base64" ? base64(d) : attest::to_hex(d)) << '\n' << std::flush;
+  });
 }
 
 }  // namespace cove::cli

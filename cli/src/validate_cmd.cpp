@@ -1,29 +1,44 @@
+// `cove attestation validate --mode snp|vtpm|snp-vtpm|dice`: offline verification.
 #include "cove/cli/validate_cmd.hpp"
 
 #include <fmt/format.h>
 
+#include <charconv>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "cove/attest/dice.hpp"
+#include "cove/attest/evidence.hpp"
 #include "cove/attest/policy.hpp"
 #include "cove/attest/snp_report.hpp"
 #include "cove/attest/verify.hpp"
+#include "cove/attest/vtpm_evidence.hpp"
+#include "cove/cli/evidence_file.hpp"
 #include "cove/crypto/encoding.hpp"
+#include "cove/crypto/keys.hpp"
+#include "cove/crypto/statements.hpp"
 
 namespace cove::cli {
 
 namespace {
 
+namespace fs = std::filesystem;
 using json = nlohmann::json;
+using bytes = std::vector<uint8_t>;
 
 struct validate_args {
   std::string mode = "snp";
-  std::string report, vcek, chain, policy, ark, measurement, report_data;
+  // snp
+  std::string evidence, report, vcek, chain, policy, ark, measurement, report_data;
+  // vtpm
+  std::string quote, signature, ak_public, pcrs, eventlog, log_pcrs, tpm_policy, nonce;
 };
 
+/// Exit 1: with --json, {"valid": false, "error", "message"} on stdout; else stderr.
 [[noreturn]] void fail(const error& e, bool json_out) {
   if (json_out)
     std::cout
@@ -34,7 +49,14 @@ struct validate_args {
   throw CLI::RuntimeError(1);
 }
 
+[[noreturn]] void usage(const std::string& msg) {
+  throw CLI::ValidationError(msg);
+}
+
 expected<std::string> read_file(const std::string& path) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) return make_error(errc::not_found, path + ": no such file");
+  if (fs::file_size(path, ec) > (64u << 20)) return make_error(errc::too_large, path + ": over 64 MiB");
   std::ifstream f(path, std::ios::binary);
   if (!f) return make_error(errc::not_found, path + ": cannot read");
   std::stringstream ss;
@@ -42,12 +64,16 @@ expected<std::string> read_file(const std::string& path) {
   return ss.str();
 }
 
-std::vector<uint8_t> bytes_of(const std::string& s) {
+bytes bytes_of(const std::string& s) {
   return {s.begin(), s.end()};
 }
 
+template <class A>
+std::string hex(const A& a) {
+  return crypto::to_hex(std::span<const uint8_t>(a.data(), a.size()));
+}
+
 json report_json(const attest::snp_report& r) {
-  auto hex = [](auto const& a) { return crypto::to_hex(std::span<const uint8_t>(a.data(), a.size())); };
   return {{"version", r.version},
           {"product", std::string(attest::to_string(r.product))},
           {"guest_svn", r.guest_svn},
@@ -77,54 +103,321 @@ json report_json(const attest::snp_report& r) {
           {"current_version", fmt::format("{}.{}.{}", r.current_major, r.current_minor, r.current_build)}};
 }
 
-void run_validate(const validate_args& a, bool json_out) {
-  if (a.mode != "snp")
-    fail(make_error(errc::invalid_request,
-                    fmt::format("--mode {}: offline validation of this evidence kind is not implemented yet",
-                                a.mode)),
-         json_out);
-  auto take = [&](auto r) {
+std::string alg(uint16_t a) {
+  switch (a) {
+    case attest::tpm_alg_rsa:
+      return "rsa";
+    case attest::tpm_alg_sha1:
+      return "sha1";
+    case attest::tpm_alg_sha256:
+      return "sha256";
+    case attest::tpm_alg_null:
+      return "null";
+    case attest::tpm_alg_rsassa:
+      return "rsassa";
+    case attest::tpm_alg_rsapss:
+      return "rsapss";
+    case attest::tpm_alg_ecdsa:
+      return "ecdsa";
+    case attest::tpm_alg_ecc:
+      return "ecc";
+    default:
+      return fmt::format("{:#06x}", a);
+  }
+}
+
+json vtpm_json(const attest::vtpm_verified& v) {
+  const auto& q = v.quote;
+  json sel = json::array();
+  for (const auto& s : q.pcr_select) sel.push_back({{"bank", alg(s.hash_alg)}, {"pcrs", s.pcrs}});
+  json quote = {{"magic", fmt::format("{:#010x}", q.magic)},
+                {"type", fmt::format("{:#06x}", q.type)},
+                {"qualified_signer", hex(q.qualified_signer)},
+                {"extra_data", hex(q.extra_data)},
+                {"clock", q.clock},
+                {"reset_count", q.reset_count},
+                {"restart_count", q.restart_count},
+                {"safe", q.safe},
+                {"firmware_version", fmt::format("{:#018x}", q.firmware_version)},
+                {"pcr_select", std::move(sel)},
+                {"pcr_digest", hex(q.pcr_digest)}};
+  json pcrs = json::object();
+  for (const auto& s : q.pcr_select)
+    for (auto i : s.pcrs)
+      if (auto it = v.pcrs.find(i); it != v.pcrs.end()) pcrs[std::to_string(i)] = hex(it->second);
+  json out = {{"quote", std::move(quote)}, {"pcrs", std::move(pcrs)}};
+  if (v.ak)
+    out["ak"] = {{"type", alg(v.ak->type)},
+                 {"name_alg", alg(v.ak->name_alg)},
+                 {"attributes", fmt::format("{:#010x}", v.ak->attributes)},
+                 {"restricted_signing", v.ak->restricted_signing()},
+                 {"scheme", alg(v.ak->scheme)},
+                 {"name", hex(v.ak->name)},
+                 {"spki", hex(v.ak->spki_der)}};
+  if (v.log) {
+    json algs = json::array();
+    for (const auto& [id, size] : v.log->algorithms)
+      algs.push_back({{"alg", alg(id)}, {"digest_size", size}});
+    json events = json::array();
+    for (const auto& e : v.log->events)
+      events.push_back({{"pcr", e.pcr},
+                        {"type", fmt::format("{:#010x}", e.type)},
+                        {"sha256", hex(e.sha256)},
+                        {"data_size", e.data.size()}});
+    out["event_log"] = {{"algorithms", std::move(algs)},
+                        {"startup_locality", v.log->startup_locality},
+                        {"events", std::move(events)}};
+  }
+  return out;
+}
+
+json dice_json(const std::vector<attest::dice_layer>& chain) {
+  json layers = json::array();
+  for (const auto& l : chain) {
+    json j = {
+        {"subject", l.subject}, {"issuer", l.issuer}, {"name", l.name}, {"has_tcb_info", l.has_tcb_info}};
+    if (l.vendor) j["vendor"] = *l.vendor;
+    if (l.model) j["model"] = *l.model;
+    if (l.version) j["version"] = *l.version;
+    if (l.svn) j["svn"] = *l.svn;
+    if (l.layer) j["layer"] = *l.layer;
+    if (l.index) j["index"] = *l.index;
+    json fw = json::array();
+    for (const auto& f : l.fwids)
+      fw.push_back({{"hash_alg", f.hash_alg == attest::oid_sha384   ? "sha384"
+                                 : f.hash_alg == attest::oid_sha256 ? "sha256"
+                                                                    : f.hash_alg},
+                    {"digest", hex(f.digest)}});
+    j["fwids"] = std::move(fw);
+    j["flags"] = attest::dice_flags_to_string(l.flags);
+    if (!l.vendor_info.empty()) j["vendor_info"] = hex(l.vendor_info);
+    if (!l.type.empty()) j["type"] = hex(l.type);
+    layers.push_back(std::move(j));
+  }
+  return layers;
+}
+
+/// Unwraps or exits 1.
+struct taker {
+  bool json_out;
+  template <class T>
+  T operator()(expected<T> r) const {
     if (!r) fail(r.error(), json_out);
     return std::move(*r);
-  };
-  auto report = bytes_of(take(read_file(a.report)));
-  // The VCEK may be DER or PEM.
-  auto vcek_text = take(read_file(a.vcek));
-  std::vector<uint8_t> vcek = vcek_text.find("-----BEGIN") != std::string::npos
-                                  ? take(attest::pem_to_der(vcek_text))
-                                  : bytes_of(vcek_text);
-  auto chain = take(read_file(a.chain));
+  }
+  void operator()(expected<void> r) const {
+    if (!r) fail(r.error(), json_out);
+  }
+};
 
+bytes parse_hex_arg(const std::string& flag, const std::string& text, size_t min, size_t max,
+                    const taker& take) {
+  auto b = crypto::from_hex(text);
+  if (!b) usage(fmt::format("{}: '{}' is not hex", flag, text));
+  if (b->size() < min || b->size() > max)
+    fail(make_error(
+             errc::invalid_request,
+             min == max
+                 ? fmt::format("{}: {} bytes ({} hex digits) expected, got {}", flag, min, 2 * min, b->size())
+                 : fmt::format("{}: {} to {} bytes expected, got {}", flag, min, max, b->size())),
+         take.json_out);
+  return std::move(*b);
+}
+
+/// The SNP part: report (+VCEK, ASK/ARK), policy, expected report_data. Returns the
+/// verified report. `binding` (snp-vtpm) replaces --report-data.
+attest::snp_report validate_snp(const validate_args& a, const taker& take,
+                                std::optional<std::array<uint8_t, 64>> binding) {
   attest::snp_policy policy;
   if (!a.policy.empty()) {
     policy = take(attest::load_policy_file(a.policy));
   } else {
-    // No policy file: the ARK to trust must still be named explicitly.
     policy.trusted_roots.push_back(take(read_file(a.ark)));
   }
-  if (!a.measurement.empty()) {
-    auto m = take(crypto::from_hex(a.measurement));
-    if (m.size() != 48)
-      fail(make_error(errc::invalid_request, "--measurement: 48 bytes (96 hex digits)"), json_out);
-    policy.measurements = {m};
+  if (!a.measurement.empty())
+    policy.measurements = {parse_hex_arg("--measurement", a.measurement, 48, 48, take)};
+  bytes report_data;
+  if (!a.report_data.empty()) report_data = parse_hex_arg("--report-data", a.report_data, 64, 64, take);
+
+  if (!a.evidence.empty()) {
+    auto ev = take(evidence_from_json(take(read_file(a.evidence))));
+    if (report_data.empty()) {
+      auto rd = crypto::evidence_report_data(ev.kx_public_key, ev.sign_public_key, ev.nonce);
+      report_data.assign(rd.begin(), rd.end());
+    }
+    return take(attest::verify_sim_or_snp_evidence(ev.report, ev.cert_chain, policy, report_data));
   }
-  std::vector<uint8_t> report_data;
-  if (!a.report_data.empty()) {
-    report_data = take(crypto::from_hex(a.report_data));
-    if (report_data.size() != 64)
-      fail(make_error(errc::invalid_request, "--report-data: 64 bytes (128 hex digits)"), json_out);
-  }
+  auto report = bytes_of(take(read_file(a.report)));
+  auto vcek_text = take(read_file(a.vcek));
+  bytes vcek = vcek_text.find("-----BEGIN") != std::string::npos ? take(attest::pem_to_der(vcek_text))
+                                                                 : bytes_of(vcek_text);
+  auto chain = take(read_file(a.chain));
   auto verified = take(attest::verify_snp_evidence(report, vcek, chain, attest::make_verify_options(policy)));
-  if (auto p = attest::check_policy(verified, policy, report_data); !p)
-    fail(make_error(errc::attestation_failed, p.error().message), json_out);
-  if (json_out) {
-    std::cout << json{{"valid", true}, {"report", report_json(verified)}}.dump() << '\n';
-  } else {
-    std::cout << fmt::format("valid: SEV-SNP report v{} ({}), measurement {}, reported TCB {}\n",
-                             verified.version, attest::to_string(verified.product),
-                             crypto::to_hex(std::span<const uint8_t>(verified.measurement)),
-                             attest::to_string(verified.reported(), verified.product));
+  // The AK binding is checked by the caller, with a message naming it.
+  if (auto p = attest::check_policy(verified, policy, binding ? std::span<const uint8_t>() : report_data); !p)
+    fail(make_error(errc::attestation_failed, p.error().message), take.json_out);
+  return verified;
+}
+
+std::vector<uint32_t> parse_pcr_list(const std::string& text) {
+  std::vector<uint32_t> out;
+  std::stringstream ss(text);
+  for (std::string item; std::getline(ss, item, ',');) {
+    uint32_t v = 0;
+    auto [p, ec] = std::from_chars(item.data(), item.data() + item.size(), v);
+    if (ec != std::errc() || p != item.data() + item.size() || v >= attest::tpm_pcr_count)
+      usage(fmt::format("--log-pcrs: '{}' is not a PCR index (0-23)", item));
+    out.push_back(v);
   }
+  return out;
+}
+
+attest::vtpm_verified validate_vtpm(const validate_args& a, const taker& take, const bytes& nonce,
+                                    bool need_tpm_public) {
+  auto quote = bytes_of(take(read_file(a.quote)));
+  auto sig = bytes_of(take(read_file(a.signature)));
+  auto ak_text = take(read_file(a.ak_public));
+  bytes ak;
+  if (ak_text.find("-----BEGIN") != std::string::npos) {
+    if (need_tpm_public)
+      fail(make_error(errc::invalid_request,
+                      "--ak-public: snp-vtpm binds the AK's TPM name: give its TPM2B_PUBLIC, not a PEM key"),
+           take.json_out);
+    auto pk = crypto::public_key::from_pem(ak_text);
+    if (!pk) fail(make_error(errc::invalid_request, "--ak-public: " + pk.error().message), take.json_out);
+    ak = pk->der();
+  } else {
+    ak = bytes_of(ak_text);
+  }
+  attest::vtpm_evidence ev{quote, sig, ak, std::nullopt, {}};
+  if (!a.pcrs.empty()) {
+    auto values = attest::load_tpm_policy_json(take(read_file(a.pcrs)));
+    if (!values) fail(make_error(values.error().code, "--pcrs: " + values.error().message), take.json_out);
+    ev.pcrs = values->pcrs;
+  }
+  bytes log;
+  if (!a.eventlog.empty()) {
+    log = bytes_of(take(read_file(a.eventlog)));
+    ev.event_log = log;
+  }
+  attest::tpm_policy policy;
+  if (!a.tpm_policy.empty()) {
+    auto p = attest::load_tpm_policy_json(take(read_file(a.tpm_policy)));
+    if (!p) fail(make_error(p.error().code, "--tpm-policy: " + p.error().message), take.json_out);
+    policy = std::move(*p);
+  }
+  auto log_pcrs = a.log_pcrs.empty() ? std::vector<uint32_t>{} : parse_pcr_list(a.log_pcrs);
+  return take(attest::verify_vtpm_evidence(ev, nonce, policy, log_pcrs));
+}
+
+std::string quoted_pcrs(const attest::tpm_attest& q) {
+  std::vector<std::string> s;
+  for (const auto& sel : q.pcr_select)
+    for (auto i : sel.pcrs) s.push_back(std::to_string(i));
+  return fmt::format("{}", fmt::join(s, ","));
+}
+
+void run_validate(const validate_args& a, bool json_out) {
+  taker take{json_out};
+  const bool snp = a.mode == "snp" || a.mode == "snp-vtpm";
+  const bool vtpm = a.mode == "vtpm" || a.mode == "snp-vtpm";
+  auto need = [&](const std::string& v, const char* flag) {
+    if (v.empty()) usage(fmt::format("--mode {} needs {}", a.mode, flag));
+  };
+  auto refuse = [&](const std::string& v, const char* flag) {
+    if (!v.empty()) usage(fmt::format("{} does not apply to --mode {}", flag, a.mode));
+  };
+  // Check the whole flag combination before reading anything.
+  if (snp) {
+    if (a.evidence.empty()) {
+      need(a.report, "--report");
+      need(a.vcek, "--vcek");
+      need(a.chain, "--chain (ASK + ARK)");
+    } else {
+      if (a.mode == "snp-vtpm")
+        usage("--evidence holds agent evidence (sim_snp/sev_snp); use --report with --mode snp-vtpm");
+      refuse(a.report, "--report (with --evidence)");
+      refuse(a.vcek, "--vcek (with --evidence)");
+      refuse(a.chain, "--chain (with --evidence)");
+    }
+    if (a.policy.empty() && a.ark.empty()) usage("--policy or --ark: name the AMD root (ARK) you trust");
+  } else {
+    refuse(a.evidence, "--evidence");
+    refuse(a.report, "--report");
+    refuse(a.vcek, "--vcek");
+    refuse(a.ark, "--ark");
+    refuse(a.measurement, "--measurement");
+    refuse(a.report_data, "--report-data");
+  }
+  if (vtpm) {
+    need(a.quote, "--quote");
+    need(a.signature, "--signature");
+    need(a.ak_public, "--ak-public");
+    need(a.nonce, "--nonce");
+    if (a.pcrs.empty() && a.eventlog.empty()) usage("--mode " + a.mode + " needs --pcrs or --eventlog");
+    if (a.mode == "snp-vtpm") refuse(a.report_data, "--report-data (the AK binding defines it)");
+  } else {
+    for (auto [v, f] : {std::pair{&a.quote, "--quote"},
+                        {&a.signature, "--signature"},
+                        {&a.ak_public, "--ak-public"},
+                        {&a.pcrs, "--pcrs"},
+                        {&a.eventlog, "--eventlog"},
+                        {&a.log_pcrs, "--log-pcrs"},
+                        {&a.tpm_policy, "--tpm-policy"},
+                        {&a.nonce, "--nonce"}})
+      refuse(*v, f);
+  }
+  if (a.mode == "vtpm") refuse(a.policy, "--policy (use --tpm-policy)");
+  if (a.mode == "dice") {
+    need(a.chain, "--chain (the DICE certificate chain)");
+    need(a.policy, "--policy (DICE policy JSON naming the trusted root)");
+  }
+
+  json out = {{"valid", true}, {"mode", a.mode}};
+  std::string human;
+  if (a.mode == "dice") {
+    auto chain = take(attest::parse_dice_chain(take(read_file(a.chain))));
+    auto dir = fs::path(a.policy).parent_path();
+    auto policy =
+        take(attest::load_dice_policy_json(take(read_file(a.policy)), dir.empty() ? "." : dir.string()));
+    take(attest::verify_dice_chain(chain, policy));
+    out["dice"] = dice_json(chain);
+    std::vector<std::string> names;
+    for (const auto& l : chain) names.push_back(l.name);
+    human = fmt::format("valid: DICE chain of {} layers ({})", chain.size(), fmt::join(names, " -> "));
+  } else {
+    bytes nonce;
+    if (vtpm) nonce = parse_hex_arg("--nonce", a.nonce, 1, 64, take);
+    std::optional<attest::vtpm_verified> tpm;
+    if (vtpm) tpm = validate_vtpm(a, take, nonce, a.mode == "snp-vtpm");
+    std::optional<attest::snp_report> report;
+    if (snp) {
+      std::optional<std::array<uint8_t, 64>> binding;
+      if (a.mode == "snp-vtpm") {
+        if (!tpm->ak)
+          fail(make_error(errc::invalid_request, "--ak-public: snp-vtpm needs the AK's TPM2B_PUBLIC"),
+               json_out);
+        binding = attest::snp_vtpm_report_data(tpm->ak->name, nonce);
+      }
+      report = validate_snp(a, take, binding);
+      if (binding) take(attest::check_snp_vtpm_binding(*report, *tpm->ak, nonce));
+      out["report"] = report_json(*report);
+      human = fmt::format("valid: SEV-SNP report v{} ({}), measurement {}, reported TCB {}", report->version,
+                          attest::to_string(report->product), hex(report->measurement),
+                          attest::to_string(report->reported(), report->product));
+    }
+    if (tpm) {
+      out["vtpm"] = vtpm_json(*tpm);
+      if (!human.empty()) human += "\n";
+      human += fmt::format("valid: TPM quote of pcrs [{}] signed by the AK{}{}", quoted_pcrs(tpm->quote),
+                           tpm->log ? fmt::format(", event log of {} events", tpm->log->events.size()) : "",
+                           a.mode == "snp-vtpm" ? "; the SEV-SNP report vouches for the AK" : "");
+    }
+  }
+  if (json_out)
+    std::cout << out.dump() << '\n';
+  else
+    std::cout << human << '\n';
 }
 
 }  // namespace
@@ -133,29 +426,32 @@ void add_validate_command(CLI::App& attestation, const bool& json_out) {
   auto a = std::make_shared<validate_args>();
   auto* v = attestation.add_subcommand(
       "validate",
-      "Verify saved evidence offline: signature, AMD chain, TCB binding and policy (exit 0 only if valid)");
-  v->add_option("--mode", a->mode, "snp (vtpm, snp-vtpm and dice: not yet)")
+      "Verify saved evidence offline (SEV-SNP, vTPM, both bound together, DICE); exit 0 only if valid");
+  v->add_option("--mode", a->mode, "snp | vtpm | snp-vtpm | dice")
       ->capture_default_str()
       ->check(CLI::IsMember({"snp", "vtpm", "snp-vtpm", "dice"}));
-  v->add_option("--report", a->report, "Attestation report (1184 bytes)")
-      ->required()
-      ->check(CLI::ExistingFile);
-  v->add_option("--vcek", a->vcek, "VCEK certificate (DER or PEM)")->required()->check(CLI::ExistingFile);
-  v->add_option("--chain", a->chain, "ASK + ARK bundle (PEM, any order)")
-      ->required()
-      ->check(CLI::ExistingFile);
-  auto* pol =
-      v->add_option("--policy", a->policy, "Policy JSON (attest/README.md)")->check(CLI::ExistingFile);
-  auto* ark = v->add_option("--ark", a->ark, "Trusted ARK (PEM) when no --policy names one")
-                  ->check(CLI::ExistingFile);
+  auto file = [&](const char* name, std::string& dst, const char* what) {
+    return v->add_option(name, dst, what)->check(CLI::ExistingFile);
+  };
+  file("--evidence", a->evidence, "snp: evidence saved by 'cove attestation get' (checks the key binding)");
+  file("--report", a->report, "snp, snp-vtpm: attestation report (1184 bytes)");
+  file("--vcek", a->vcek, "snp, snp-vtpm: VCEK certificate (DER or PEM)");
+  file("--chain", a->chain, "snp, snp-vtpm: ASK + ARK bundle (PEM); dice: the DICE chain (PEM or DER)");
+  auto* pol = file("--policy", a->policy, "snp, snp-vtpm: SEV-SNP policy JSON; dice: DICE policy JSON");
+  auto* ark = file("--ark", a->ark, "snp, snp-vtpm: trusted ARK (PEM) when no --policy names one");
   pol->excludes(ark);
   v->add_option("--measurement", a->measurement, "Expected launch measurement (hex); overrides the policy's");
-  v->add_option("--report-data", a->report_data, "Expected report_data (hex, 64 bytes)");
-  v->callback([a, &json_out] {
-    if (a->policy.empty() && a->ark.empty())
-      throw CLI::ValidationError("--policy or --ark: name the AMD root (ARK) you trust");
-    run_validate(*a, json_out);
-  });
+  v->add_option("--report-data", a->report_data, "snp: expected report_data (hex, 64 bytes)");
+  file("--quote", a->quote, "vtpm, snp-vtpm: TPM2B_ATTEST (or TPMS_ATTEST) of the quote");
+  file("--signature", a->signature, "vtpm, snp-vtpm: TPMT_SIGNATURE");
+  file("--ak-public", a->ak_public, "vtpm, snp-vtpm: the AK's TPM2B_PUBLIC (vtpm also: PEM or DER SPKI)");
+  file("--pcrs", a->pcrs, "vtpm, snp-vtpm: quoted PCR values, {\"pcrs\": {\"0\": \"<hex>\", ...}}");
+  file("--eventlog", a->eventlog, "vtpm, snp-vtpm: TCG crypto-agile event log (binary_bios_measurements)");
+  v->add_option("--log-pcrs", a->log_pcrs, "PCRs the event log must replay (default: every quoted PCR)");
+  file("--tpm-policy", a->tpm_policy, "vtpm, snp-vtpm: expected PCRs, {\"pcrs\": {\"7\": \"<hex>\"}}");
+  v->add_option("--nonce", a->nonce,
+                "vtpm, snp-vtpm: the nonce the quote (and the report binding) carries (hex)");
+  v->callback([a, &json_out] { run_validate(*a, json_out); });
 }
 
 }  // namespace cove::cli

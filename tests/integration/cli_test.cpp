@@ -1,5 +1,6 @@
 // The real `cove` binary against a real coved: keys, CVMs, the whole journey,
 // attestation, events, and its exit codes.
+#include "cli_runner.hpp"
 #include "fixture.hpp"
 
 #include <sys/stat.h>
@@ -14,56 +15,6 @@ using namespace cove::itest;
 using json = nlohmann::json;
 
 namespace {
-
-struct cli_run {
-  int code = -1;
-  std::string out, err;
-};
-
-/// Runs `cove args...` with the cluster's bus and state dir in its environment.
-class cove_cli {
- public:
-  cove_cli(fs::path log_dir, std::vector<std::string> env)
-      : log_dir_(std::move(log_dir)), env_(std::move(env)) {}
-  explicit cove_cli(cluster& c)
-      : cove_cli(c.dir(), {"COVE_NATS_URL=" + c.nats().url(), "COVE_STATE_DIR=" + c.state_dir().string()}) {}
-
-  test::child_process spawn(const std::vector<std::string>& args, std::string& name) {
-    name = "cove-" + std::to_string(++runs_);
-    std::vector<std::string> argv = {(bin_dir() / "cove").string()};
-    argv.insert(argv.end(), args.begin(), args.end());
-    return must(test::child_process::spawn(argv, env_, log_dir_, name), "spawn cove");
-  }
-
-  cli_run collect(test::child_process& p, const std::string& name, std::chrono::seconds limit = 60s) {
-    auto st = p.wait_for_exit(test::deadline_in(limit));
-    REQUIRE_MESSAGE(st, "cove did not exit in time");
-    REQUIRE(WIFEXITED(*st));
-    return {WEXITSTATUS(*st), read_file(log_dir_ / (name + ".stdout")),
-            read_file(log_dir_ / (name + ".stderr"))};
-  }
-
-  cli_run run(const std::vector<std::string>& args) {
-    std::string name;
-    auto p = spawn(args, name);
-    return collect(p, name);
-  }
-
-  /// Runs and requires exit code 0; returns stdout.
-  std::string ok(const std::vector<std::string>& args) {
-    auto r = run(args);
-    std::string cmd;
-    for (const auto& a : args) cmd += a + " ";
-    INFO("cove " << cmd << "\nstdout: " << r.out << "\nstderr: " << r.err);
-    REQUIRE(r.code == 0);
-    return r.out;
-  }
-
- private:
-  fs::path log_dir_;
-  std::vector<std::string> env_;
-  int runs_ = 0;
-};
 
 participant load_participant(const fs::path& prefix) {
   auto file = fs::path(prefix.string() + ".key");
@@ -160,10 +111,11 @@ TEST_CASE("the cove binary drives keys, CVMs, a whole computation, attestation a
   CHECK(denied.code == 1);
   CHECK(denied.err.find("cove: unauthorized: ") != std::string::npos);
 
-  // Attestation: the raw SEV-SNP-format report.
+  // Attestation: the evidence file, and the raw SEV-SNP-format report.
   auto report = c.dir() / "report.bin";
-  CHECK(cove.ok({"attestation", "get", "--cvm", id, "-o", report.string()}).find("evidence verified") !=
-        std::string::npos);
+  CHECK(cove.ok({"attestation", "get", "--cvm", id, "-o", (c.dir() / "evidence.json").string(), "--report",
+                 report.string()})
+            .find("evidence verified") != std::string::npos);
   CHECK(fs::file_size(report) == 1184);
 
   // Events: keep publishing one until `cove events` has printed it and exited.
@@ -250,6 +202,10 @@ TEST_CASE("cove exit codes: 1 for failed operations, 2 for bad arguments, 0 for 
         {"data"},
         {"result"},
         {"attestation", "get"},
+        {"attestation", "validate"},
+        {"measure"},
+        {"policy", "from-measure"},
+        {"policy", "show"},
         {"keys", "generate"},
         {"events"},
         {},

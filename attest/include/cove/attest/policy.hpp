@@ -44,6 +44,11 @@ expected<snp_policy> load_inline_policy_json(std::string_view json);
 /// Reads a policy file; relative trusted_roots paths are resolved against its directory.
 expected<snp_policy> load_policy_file(const std::filesystem::path& path);
 
+/// The policy as JSON in the load_policy_json format, every key present except unset
+/// `host_data` and `vmpl` (product "any" when unset); trusted_roots as inline PEMs.
+/// load_policy_json(policy_to_json(p)) gives back p. `indent` < 0: one line.
+std::string policy_to_json(const snp_policy& policy, int indent = 2);
+
 /// verify_options with the policy's trusted roots.
 verify_options make_verify_options(const snp_policy& policy);
 

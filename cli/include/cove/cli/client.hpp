@@ -13,6 +13,7 @@
 
 #include "cove/attest/policy.hpp"
 #include "cove/bus/connection.hpp"
+#include "cove/cli/evidence_file.hpp"
 #include "cove/crypto/keys.hpp"
 #include "cove/expected.hpp"
 #include "cove/manifest.hpp"
@@ -31,6 +32,16 @@ struct attested_agent {
   std::vector<uint8_t> sign_public_key;  // Ed25519
   std::string summary;                   // human-readable: measurement, chip, TCB
 };
+
+/// Asks the agent for evidence bound to `nonce` (32..64 bytes) and returns it as received,
+/// unverified. Only sim_snp and sev_snp evidence with 32-byte agent keys is accepted
+/// (errc::attestation_failed otherwise).
+expected<saved_evidence> fetch_evidence(bus::connection& bus, const std::string& cvm_id,
+                                        std::span<const uint8_t> nonce, const client_options& opt = {});
+
+/// Verifies saved evidence offline: verify_sim_or_snp_evidence with report_data =
+/// evidence_report_data(kx, sign, nonce). Returns the summary attest() gives.
+expected<attested_agent> verify_saved_evidence(const saved_evidence& ev, const attest::snp_policy& policy);
 
 /// Fetches evidence with a fresh nonce and verifies signature, certificate chain
 /// and policy, including report_data = H(agent keys || nonce). errc::attestation_failed otherwise.

@@ -1,0 +1,20 @@
+// Fuzzes evidence_from_json (the file `cove attestation validate --evidence` reads) and
+// checks that whatever it accepts survives evidence_to_json unchanged.
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <string_view>
+
+#include "cove/cli/evidence_file.hpp"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  std::string_view text(reinterpret_cast<const char*>(data), size);
+  auto e = cove::cli::evidence_from_json(text);
+  if (!e) return 0;
+  auto back = cove::cli::evidence_from_json(cove::cli::evidence_to_json(*e));
+  if (!back || back->kind != e->kind || back->cvm_id != e->cvm_id || back->nonce != e->nonce ||
+      back->report != e->report || back->cert_chain != e->cert_chain ||
+      back->kx_public_key != e->kx_public_key || back->sign_public_key != e->sign_public_key)
+    std::abort();
+  return 0;
+}

@@ -1,0 +1,35 @@
+#pragma once
+// Saved evidence: what `cove attestation get` writes and `cove attestation validate
+// --evidence` reads back. JSON, one object:
+//   {"format": "cove-evidence-v1", "kind": "sim_snp" | "sev_snp", "cvm": "<id>",
+//    "nonce": "<hex>", "report": "<base64>", "cert_chain": "<PEM: VCEK, ASK, ARK>",
+//    "kx_public_key": "<hex>", "sign_public_key": "<hex>"}
+// The report's REPORT_DATA must be crypto::evidence_report_data(kx, sign, nonce).
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cove/expected.hpp"
+
+namespace cove::cli {
+
+inline constexpr std::string_view evidence_format = "cove-evidence-v1";
+
+struct saved_evidence {
+  std::string kind;  // "sim_snp" or "sev_snp"
+  std::string cvm_id;
+  std::vector<uint8_t> nonce;
+  std::vector<uint8_t> report;
+  std::string cert_chain;  // PEM, VCEK first; may be empty (collateral fetched elsewhere)
+  std::vector<uint8_t> kx_public_key, sign_public_key;
+};
+
+std::string evidence_to_json(const saved_evidence& e);
+
+/// Strict: the format tag, every key, known kinds, valid hex/base64, 32-byte agent keys,
+/// a 1184-byte report, a 32..64-byte nonce; unknown keys are errors
+/// (errc::invalid_request naming the key).
+expected<saved_evidence> evidence_from_json(std::string_view text);
+
+}  // namespace cove::cli

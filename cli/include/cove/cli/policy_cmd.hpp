@@ -1,0 +1,30 @@
+#pragma once
+// `cove policy from-measure` and `cove policy show`: SEV-SNP appraisal policies
+// (attest/README.md "Policy JSON") built from a launch measurement, and checked.
+#include <CLI/CLI.hpp>
+#include <cstdint>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "cove/expected.hpp"
+
+namespace cove::cli {
+
+/// The policy JSON `cove policy from-measure` writes: `base_json` (a policy's raw JSON,
+/// "" = none) with every key made explicit (defaults from attest::snp_policy: debug and
+/// migration agent not allowed, minimum report version 2, ...), `measurements` =
+/// [measurement], relative trusted_roots paths made absolute against `base_dir`, and
+/// `extra_roots` (file paths) appended. The result loads with attest::load_policy_json
+/// (checked before it is returned); an invalid base is errc::invalid_request naming the field.
+expected<std::string> policy_from_measurement(std::span<const uint8_t> measurement,
+                                              const std::string& base_json,
+                                              const std::filesystem::path& base_dir,
+                                              const std::vector<std::string>& extra_roots);
+
+/// Registers `policy from-measure` and `policy show` on `app`. `json_out` is the global
+/// --json flag (read when the command runs).
+void add_policy_command(CLI::App& app, const bool& json_out);
+
+}  // namespace cove::cli
