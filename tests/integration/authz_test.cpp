@@ -562,6 +562,18 @@ TEST_CASE("authz: coved's embedded bus is locked down by default and admits part
   };
   cove_as_alice({"cvm", "list"}, "Permissions Violation for Publish to \"cove.v1.manager.list\"");
   cove_as_alice({"events", "--follow"}, "Permissions Violation for Subscription to \"cove.v1.events.>\"");
+  // Refused subscriptions become events too.
+  CHECK(test::wait_until(
+      [&] {
+        std::lock_guard lock(mu);
+        for (const auto& [cvm, msg] : authz_events)
+          if (msg.find("Subscription Violation") != std::string::npos &&
+              msg.find("\"cove.v1.events.>\"") != std::string::npos &&
+              msg.find(alice_pub) != std::string::npos)
+            return true;
+        return false;
+      },
+      test::deadline_in(10s)));
 
   // A restart reuses the keys: the admin seed and CA are unchanged.
   auto seed_before = read_file(state / "bus" / "admin.seed");
