@@ -648,3 +648,37 @@ TEST_CASE("authz: bad CLI credentials get a clear error") {
   CHECK(plain.ca_file.empty());
   CHECK_FALSE(plain.nkey);
 }
+
+TEST_CASE("authz: coved on an external locked server authenticates each service with --nkey-dir and --ca") {
+  secure_server s;
+  auto state = s.dir.path() / "state";
+  auto coved = must(test::child_process::spawn({(bin_dir() / "coved").string(), "--nats", s.nats.url(),
+                                                "--nkey-dir", (s.dir.path() / "bus").string(), "--ca",
+                                                s.keys.ca_file().string(), "--state-dir", state.string()},
+                                               {}, s.dir.path(), "coved"),
+                    "coved");
+  client admin(s.as(role::admin));
+  flatbuffers::FlatBufferBuilder b(64);
+  auto payload = bus::finish(b, v1::CreateCvmListRequest(b), {}, "itest");
+  bool ready = test::wait_until(
+      [&] {
+        REQUIRE(coved.running());
+        return bus::request_typed<v1::CvmList>(admin.conn(), bus::subjects::manager_list, payload, 500ms)
+            .has_value();
+      },
+      test::deadline_in(20s));
+  REQUIRE_MESSAGE(ready, "coved did not become ready:\n" << read_file(s.dir.path() / "coved.stderr"));
+  // coved generated nothing of its own for the bus.
+  CHECK_FALSE(fs::exists(state / "bus"));
+  CHECK(coved.terminate(10s) == 0);
+
+  // Without credentials coved cannot join that server: startup fails (exit 1).
+  auto anon = must(test::child_process::spawn({(bin_dir() / "coved").string(), "--nats", s.nats.url(), "--ca",
+                                               s.keys.ca_file().string(), "--state-dir", state.string()},
+                                              {}, s.dir.path(), "coved-anon"),
+                   "coved");
+  auto st = anon.wait_for_exit(test::deadline_in(20s));
+  REQUIRE(st);
+  CHECK(WEXITSTATUS(*st) == 1);
+  CHECK(read_file(s.dir.path() / "coved-anon.stderr").find("Authorization Violation") != std::string::npos);
+}
