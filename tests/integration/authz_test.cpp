@@ -8,6 +8,8 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 
+#include <csignal>
+#include <cstdlib>
 #include <mutex>
 
 #include "cove/bus/authz.hpp"
@@ -151,6 +153,29 @@ std::pair<std::string, std::string> plaintext_exchange(int port) {
   ::close(fd);
   return {info, answer};
 }
+
+/// coved's embedded nats-server is coved's child: a clean coved stops it, but
+/// a test that fails midway kills coved with SIGKILL. This kills the server it
+/// left behind, by the PID in its ports file name (nats-server_<pid>.ports).
+class embedded_server_reaper {
+ public:
+  explicit embedded_server_reaper(fs::path state) : dir_(std::move(state) / "nats") {}
+  ~embedded_server_reaper() {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(dir_, ec)) {
+      auto name = e.path().filename().string();
+      auto us = name.rfind('_');
+      if (e.path().extension() != ".ports" || us == std::string::npos) continue;
+      pid_t pid = static_cast<pid_t>(std::atoi(name.substr(us + 1).c_str()));
+      if (pid > 1) ::kill(pid, SIGKILL);
+    }
+  }
+  embedded_server_reaper(const embedded_server_reaper&) = delete;
+  embedded_server_reaper& operator=(const embedded_server_reaper&) = delete;
+
+ private:
+  fs::path dir_;
+};
 
 std::shared_ptr<const bus::nkeys::user_key> ed25519_nkey(const participant& p) {
   return std::make_shared<const bus::nkeys::user_key>(
@@ -418,6 +443,7 @@ TEST_CASE("authz: a participant may publish only to its own computation's CVM") 
 TEST_CASE("authz: coved's embedded bus is locked down by default and admits participants per computation") {
   test::temp_dir dir("cove-authz-coved");
   auto state = dir.path() / "state";
+  embedded_server_reaper reaper(state);  // declared before coved: runs after coved is gone
   auto start_coved = [&] {
     fs::remove(state / "nats.url");
     auto p = must(test::child_process::spawn({(bin_dir() / "coved").string(), "--listen", "127.0.0.1:0",
@@ -592,6 +618,7 @@ TEST_CASE("authz: coved's embedded bus is locked down by default and admits part
 TEST_CASE("authz: coved --insecure-bus starts an open embedded server; bad flag combinations are refused") {
   test::temp_dir dir("cove-authz-insecure");
   auto state = dir.path() / "state";
+  embedded_server_reaper reaper(state);
   auto coved = must(test::child_process::spawn({(bin_dir() / "coved").string(), "--listen", "127.0.0.1:0",
                                                 "--state-dir", state.string(), "--insecure-bus"},
                                                {}, dir.path(), "coved"),
