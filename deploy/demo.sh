@@ -24,6 +24,9 @@ cleanup() {
 trap cleanup EXIT
 
 step "starting coved (embedded nats-server on a free loopback port, state in $COVE_STATE_DIR)"
+# Secure by default: the embedded bus is locked down (TLS, one nkey per role; the
+# CLI uses the host's admin key, participants their own Ed25519 keys), and the
+# agent joins it only through the attested TLS bridge (bridge/README.md).
 "$bin/coved" --listen 127.0.0.1:0 --state-dir "$COVE_STATE_DIR" >"$work/coved.log" 2>&1 &
 coved_pid=$!
 for _ in $(seq 1 200); do  # up to 20 s

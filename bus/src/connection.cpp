@@ -2,7 +2,11 @@
 
 #include "subscription_impl.hpp"
 
+#include <openssl/err.h>
+
 #include <condition_variable>
+#include <cstdlib>
+#include <cstring>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -20,6 +24,19 @@ void open_library() {
 
 std::string cstr(std::string_view s) {
   return std::string(s);
+}
+
+// Appends nats.c's thread-local error text (e.g. the server's "Authorization
+// Violation" or an OpenSSL verify failure) when it adds something.
+cove::error with_detail(cove::error e) {
+  natsStatus last = NATS_OK;
+  const char* text = nats_GetLastError(&last);
+  if (text != nullptr && *text != '\0' && e.message.find(text) == std::string::npos) {
+    e.message += " (";
+    e.message += text;
+    e.message += ")";
+  }
+  return e;
 }
 
 int64_t to_ms(std::chrono::milliseconds d) {
@@ -65,6 +82,13 @@ cove::error error_from_status(natsStatus s, std::string_view what) {
     case NATS_SLOW_CONSUMER:
       code = errc::unavailable;
       break;
+    case NATS_CONNECTION_AUTH_FAILED:
+    case NATS_NOT_PERMITTED:
+    case NATS_SECURE_CONNECTION_REQUIRED:
+    case NATS_SECURE_CONNECTION_WANTED:
+    case NATS_SSL_ERROR:  // e.g. the server's certificate is not from the trusted CA
+      code = errc::unauthorized;
+      break;
     case NATS_INVALID_SUBJECT:
     case NATS_INVALID_ARG:
     case NATS_INVALID_QUEUE_NAME:
@@ -80,7 +104,13 @@ cove::error error_from_status(natsStatus s, std::string_view what) {
 // subscription and the deadline thread) so it outlives every callback.
 struct connection::state {
   // counters
-  std::atomic<uint64_t> slow_consumer{0}, async_errors{0}, disconnects{0}, reconnects{0};
+  std::atomic<uint64_t> slow_consumer{0}, async_errors{0}, disconnects{0}, reconnects{0}, not_permitted{0};
+  // credentials and permission violations
+  std::shared_ptr<const nkeys::user_key> nkey;
+  std::string reply_prefix;  // custom inbox prefix, e.g. "_INBOX.U..."
+  std::function<void(const cove::error&)> on_violation;
+  mutable std::mutex violation_mu;
+  std::string last_violation;
   std::chrono::milliseconds reconnect_wait{50}, reconnect_wait_max{2000};
   // closed callback
   std::mutex closed_mu;
@@ -116,6 +146,30 @@ struct connection::state {
         break;
       }
     return p;
+  }
+
+  // The server refused to let us publish to `subject`: requests waiting for a
+  // reply from it fail now instead of at their deadline.
+  void refuse(const std::string& subject, const std::string& reason) {
+    std::vector<pending> refused;
+    {
+      std::lock_guard lock(mu);
+      for (auto it = pending_by_token.begin(); it != pending_by_token.end();) {
+        if (it->second.subject != subject) {
+          ++it;
+          continue;
+        }
+        auto [b, e] = deadlines.equal_range(it->second.deadline);
+        for (auto d = b; d != e; ++d)
+          if (d->second == it->first) {
+            deadlines.erase(d);
+            break;
+          }
+        refused.push_back(std::move(it->second));
+        it = pending_by_token.erase(it);
+      }
+    }
+    for (auto& p : refused) p.done(cove::make_error(errc::unauthorized, "the bus refused: " + reason));
   }
 
   void on_reply(message&& m) {
@@ -161,10 +215,54 @@ struct connection::state {
 
 namespace {
 
-extern "C" void on_error(natsConnection*, natsSubscription*, natsStatus err, void* closure) {
+extern "C" void on_error(natsConnection* nc, natsSubscription*, natsStatus err, void* closure) {
   auto* st = static_cast<connection::state*>(closure);
   st->async_errors.fetch_add(1, std::memory_order_relaxed);
   if (err == NATS_SLOW_CONSUMER) st->slow_consumer.fetch_add(1, std::memory_order_relaxed);
+  if (err == NATS_NOT_PERMITTED) {
+    const char* text = nullptr;
+    natsConnection_GetLastError(nc, &text);
+    std::string reason = text != nullptr && *text != '\0' ? text : "permission violation";
+    {
+      std::lock_guard lock(st->violation_mu);
+      st->last_violation = reason;
+    }
+    st->not_permitted.fetch_add(1, std::memory_order_release);  // after the text: readers see both
+    // "Permissions Violation for Publish to "<subject>"" (quotes normalised away
+    // by nats.c in some versions): fail the requests sent there.
+    constexpr std::string_view marker = "Publish to ";
+    if (auto at = reason.find(marker); at != std::string::npos) {
+      std::string subject = reason.substr(at + marker.size());
+      std::erase(subject, '"');
+      std::erase(subject, '\'');
+      if (auto sp = subject.find(' '); sp != std::string::npos) subject.resize(sp);
+      st->refuse(subject, reason);
+    }
+    if (st->on_violation) {
+      try {
+        st->on_violation(cove::make_error(errc::unauthorized, reason));
+      } catch (...) {
+        // must not throw across the C library
+      }
+    }
+  }
+}
+
+// Signs the server's nonce with the connection's nkey; nats.c frees `signature`.
+extern "C" natsStatus sign_nonce(char** custom_err, unsigned char** signature, int* length, const char* nonce,
+                                 void* closure) {
+  auto* st = static_cast<connection::state*>(closure);
+  if (!st->nkey || nonce == nullptr) {
+    *custom_err = strdup("no nkey to sign the server nonce");
+    return NATS_ERR;
+  }
+  auto sig = st->nkey->sign({reinterpret_cast<const uint8_t*>(nonce), std::strlen(nonce)});
+  auto* out = static_cast<unsigned char*>(std::malloc(sig.size()));
+  if (out == nullptr) return NATS_NO_MEMORY;
+  std::memcpy(out, sig.data(), sig.size());
+  *signature = out;
+  *length = static_cast<int>(sig.size());
+  return NATS_OK;
 }
 
 extern "C" void on_disconnected(natsConnection*, void* closure) {
@@ -244,12 +342,36 @@ expected<std::shared_ptr<connection>> connection::connect(const connect_options&
   if (s == NATS_OK) s = natsOptions_SetClosedCB(op, on_closed, st);
   if (s == NATS_OK && o.retry_on_failed_connect)
     s = natsOptions_SetRetryOnFailedConnect(op, true, nullptr, nullptr);
-  if (s != NATS_OK) return error_from_status(s, "nats options");
+  if (s == NATS_OK && !o.ca_file.empty()) {
+    s = natsOptions_SetSecure(op, true);
+    if (s == NATS_OK) s = natsOptions_LoadCATrustedCertificates(op, o.ca_file.c_str());
+    if (s != NATS_OK) return with_detail(error_from_status(s, "CA file " + o.ca_file));
+  }
+  c->state_->nkey = o.nkey;
+  c->state_->on_violation = o.on_permission_violation;
+  c->state_->reply_prefix = o.inbox_prefix;
+  if (c->state_->reply_prefix.empty())
+    c->state_->reply_prefix = o.nkey ? "_INBOX." + o.nkey->public_key() : "_INBOX";
+  if (s == NATS_OK && o.nkey) s = natsOptions_SetNKey(op, o.nkey->public_key().c_str(), sign_nonce, st);
+  if (s == NATS_OK) s = natsOptions_SetCustomInboxPrefix(op, c->state_->reply_prefix.c_str());
+  if (s != NATS_OK) return with_detail(error_from_status(s, "nats options"));
+  // nats.c's TLS handshake is non-blocking and asks SSL_get_error() why
+  // SSL_connect() stopped; a stale entry in this thread's OpenSSL error queue
+  // (left by any earlier OpenSSL call, e.g. parsing a PEM key) makes it read
+  // "would block" as a failure ("No server available"), depending on timing.
+  ERR_clear_error();
   s = natsConnection_Connect(out_ptr(c->conn_), op);
+  // nats-server 2.9 sends no nonce to a connection it accepts while reloading
+  // its authorization (coved reloads at every computation start), and then
+  // refuses the nkey it could not check. A real refusal repeats; try twice more.
+  for (int retry = 0; retry < 2 && s == NATS_CONNECTION_AUTH_FAILED && o.nkey; ++retry) {
+    ERR_clear_error();
+    s = natsConnection_Connect(out_ptr(c->conn_), op);
+  }
   if (s == NATS_NOT_YET_CONNECTED) s = NATS_OK;  // retry_on_failed_connect: connecting in background
   if (s != NATS_OK) {
     // No connection object means no callbacks will run: nothing to wait for.
-    return error_from_status(s, "connect to " + o.url);
+    return with_detail(error_from_status(s, "connect to " + o.url));
   }
   c->max_pending_msgs_ = o.max_pending_msgs;
   c->max_pending_bytes_ = o.max_pending_bytes;
@@ -307,16 +429,26 @@ expected<void> connection::publish(std::string_view subject, std::span<const uin
 
 expected<message> connection::request(std::string_view subject, std::span<const uint8_t> data,
                                       std::chrono::milliseconds timeout) {
-  if (data.size() > static_cast<size_t>(INT32_MAX))
-    return cove::make_error(errc::too_large, "request " + cstr(subject) + ": payload too large");
-  auto subj = cstr(subject);
-  nats_msg reply;
-  natsStatus s = natsConnection_Request(out_ptr(reply), conn_.get(), subj.c_str(), data.data(),
-                                        static_cast<int>(data.size()), to_ms(timeout));
-  if (s == NATS_NO_RESPONDERS) return cove::make_error(errc::unavailable, "no service answers on " + subj);
-  if (s == NATS_TIMEOUT) return cove::make_error(errc::timeout, "no reply on " + subj + " in time");
-  if (s != NATS_OK) return error_from_status(s, "request " + subj);
-  return copy_out(reply.get());
+  // Built on request_async so that a permission violation fails the request at
+  // once (errc::unauthorized) instead of at its deadline.
+  struct waiter {
+    std::mutex mu;
+    std::condition_variable cv;
+    std::optional<expected<message>> result;
+  };
+  auto w = std::make_shared<waiter>();
+  auto sent = request_async(subject, data, timeout, [w](expected<message> r) {
+    std::lock_guard lock(w->mu);
+    w->result.emplace(std::move(r));
+    w->cv.notify_all();
+  });
+  if (!sent) return sent.error();
+  std::unique_lock lock(w->mu);
+  // The deadline thread completes it at `timeout`; the margin only guards
+  // against a completion that never comes.
+  if (!w->cv.wait_for(lock, timeout + std::chrono::seconds(5), [&] { return w->result.has_value(); }))
+    return cove::make_error(errc::timeout, "no reply on " + cstr(subject) + " in time");
+  return std::move(*w->result);
 }
 
 expected<void> connection::start_async_inbox() {
@@ -399,10 +531,22 @@ expected<subscription> connection::subscribe(std::string_view subject, handler h
 
 std::string connection::new_inbox() {
   natsInbox* inbox = nullptr;
-  if (natsInbox_Create(&inbox) != NATS_OK || inbox == nullptr) return "_INBOX.cove";
-  std::string s(inbox);
+  if (natsInbox_Create(&inbox) != NATS_OK || inbox == nullptr) return state_->reply_prefix + ".cove";
+  std::string_view s(inbox);  // "_INBOX.<nuid>"
+  auto dot = s.find('.');
+  std::string out =
+      state_->reply_prefix + "." + std::string(dot == std::string_view::npos ? s : s.substr(dot + 1));
   natsInbox_Destroy(inbox);
-  return s;
+  return out;
+}
+
+std::string connection::last_permission_violation() const {
+  std::lock_guard lock(state_->violation_mu);
+  return state_->last_violation;
+}
+
+const std::string& connection::inbox_prefix() const noexcept {
+  return state_->reply_prefix;
 }
 
 expected<void> connection::flush(std::chrono::milliseconds timeout) {
@@ -425,6 +569,7 @@ connection_stats connection::stats() const noexcept {
   out.async_errors = state_->async_errors.load(std::memory_order_relaxed);
   out.disconnects = state_->disconnects.load(std::memory_order_relaxed);
   out.reconnects = state_->reconnects.load(std::memory_order_relaxed);
+  out.permission_violations = state_->not_permitted.load(std::memory_order_acquire);
   return out;
 }
 

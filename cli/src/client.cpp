@@ -1,5 +1,7 @@
 #include "cove/cli/client.hpp"
 
+#include <unistd.h>
+
 #include <condition_variable>
 #include <fstream>
 #include <map>
@@ -12,6 +14,7 @@
 #include "cove/attest/snp_report.hpp"
 #include "cove/attest/verify.hpp"
 #include "cove/bus/envelope.hpp"
+#include "cove/bus/nkeys.hpp"
 #include "cove/bus/subjects.hpp"
 #include "cove/crypto/encoding.hpp"
 #include "cove/crypto/hash.hpp"
@@ -28,6 +31,43 @@ using bytes = std::vector<uint8_t>;
 namespace {
 
 constexpr std::string_view sender = "cli";
+
+}  // namespace
+
+expected<bus::connect_options> bus_options(const std::string& url, std::string nkey_seed, std::string ca,
+                                           const fs::path& state_dir) {
+  auto env = [](const char* name) -> std::string {
+    const char* v = std::getenv(name);
+    return v != nullptr ? v : "";
+  };
+  if (nkey_seed.empty()) nkey_seed = env("COVE_NKEY_SEED");
+  if (ca.empty()) ca = env("COVE_NATS_CA");
+  bus::connect_options o;
+  o.url = url;
+  o.name = "cove-cli";
+  if (url.starts_with("tls://")) {
+    // This host's embedded coved: its CA, and its admin seed if we may read it.
+    std::error_code ec;
+    auto dir = state_dir / "bus";
+    if (ca.empty() && fs::exists(dir / "ca.pem", ec)) ca = (dir / "ca.pem").string();
+    if (nkey_seed.empty() && ::access((dir / "admin.seed").c_str(), R_OK) == 0)
+      nkey_seed = (dir / "admin.seed").string();
+  }
+  if (!ca.empty()) {
+    std::error_code ec;
+    if (!fs::is_regular_file(ca, ec))
+      return make_error(errc::not_found, fmt::format("CA file '{}' not found (--ca / COVE_NATS_CA)", ca));
+    o.ca_file = ca;
+  }
+  if (!nkey_seed.empty()) {
+    auto key = bus::nkeys::user_key::load_file(nkey_seed);
+    if (!key) return key.error();
+    o.nkey = std::make_shared<const bus::nkeys::user_key>(std::move(*key));
+  }
+  return o;
+}
+
+namespace {
 
 expected<std::string> subject_for(const std::string& cvm_id, std::string_view leaf) {
   auto s = bus::cvm_subject(cvm_id, leaf);

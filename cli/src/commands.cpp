@@ -31,6 +31,8 @@ constexpr std::string_view sender = "cli";
 
 struct globals {
   std::string nats_url;
+  std::string nkey_seed;  // --nkey-seed
+  std::string ca_file;    // --ca
   bool json_out = false;
   double timeout_s = 10;
   std::shared_ptr<bus::connection> conn;
@@ -60,7 +62,9 @@ T take(expected<T> r) {
 bus::connection& connect(globals& g) {
   if (!g.conn) {
     auto url = g.nats_url.empty() ? default_nats_url() : g.nats_url;
-    auto c = bus::connection::connect({.url = url, .name = "cove-cli"});
+    auto opts = bus_options(url, g.nkey_seed, g.ca_file, default_state_dir());
+    if (!opts) throw failure{opts.error()};
+    auto c = bus::connection::connect(*opts);
     if (!c)
       throw failure{
           make_error(c.error().code, fmt::format("cannot reach the bus at {}: {}", url, c.error().message))};
@@ -189,6 +193,10 @@ int run(int argc, char** argv) {
   app.require_subcommand(1);
   app.fallthrough();  // global options (--json, --nats, --timeout) work after subcommands too
   app.add_option("--nats", g.nats_url, "Bus URL (env COVE_NATS_URL; default: the embedded coved's)");
+  app.add_option("--nkey-seed", g.nkey_seed,
+                 "Bus identity: an nkey seed file or an Ed25519 participant key (env COVE_NKEY_SEED; "
+                 "default with a tls:// bus: this host's coved admin seed)");
+  app.add_option("--ca", g.ca_file, "CA certificate of the bus server (env COVE_NATS_CA)");
   app.add_flag("--json", g.json_out, "Machine-readable output");
   app.add_option("--timeout", g.timeout_s, "Request deadline in seconds")->capture_default_str();
 
@@ -539,6 +547,10 @@ int run(int argc, char** argv) {
       int64_t printed = 0;
       while (!interrupted && (count == 0 || printed < count) &&
              (follow || std::chrono::steady_clock::now() < deadline)) {
+        // A bus that refuses this user the events subjects says so asynchronously.
+        if (conn.stats().permission_violations > 0)
+          throw failure{
+              make_error(errc::unauthorized, "the bus refused: " + conn.last_permission_violation())};
         std::unique_lock lock(sh->mu);
         sh->cv.wait_for(lock, std::chrono::milliseconds(100), [&] { return !sh->lines.empty(); });
         for (auto& l : sh->lines) {

@@ -7,9 +7,12 @@
 
 #include <CLI/CLI.hpp>
 #include <caf/all.hpp>
+#include <condition_variable>
 #include <csignal>
 #include <fstream>
+#include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <thread>
 
 #include "cove/attest/sim_store.hpp"
@@ -18,12 +21,15 @@
 #include "cove/bridge/server.hpp"
 #include "cove/bridge_service/bridge_service.hpp"
 #include "cove/bus/actor.hpp"
+#include "cove/bus/authz.hpp"
 #include "cove/bus/connection.hpp"
+#include "cove/bus/envelope.hpp"
 #include "cove/bus/subjects.hpp"
 #include "cove/computation/computation.hpp"
 #include "cove/log.hpp"
 #include "cove/manager/manager.hpp"
 #include "cove/paths.hpp"
+#include "cove/schemas/envelope_generated.h"
 
 extern char** environ;
 
@@ -47,7 +53,9 @@ class embedded_nats {
  public:
   ~embedded_nats() { stop(); }
 
-  expected<std::string> start(const fs::path& binary, const std::string& listen, const fs::path& dir) {
+  /// `config`: nats-server.conf (TLS and users) or empty for an open server.
+  expected<std::string> start(const fs::path& binary, const std::string& listen, const fs::path& dir,
+                              const fs::path& config = {}) {
     auto colon = listen.rfind(':');
     if (colon == std::string::npos) return make_error(errc::invalid_request, "--listen: expected HOST:PORT");
     std::string host = listen.substr(0, colon);
@@ -66,6 +74,10 @@ class embedded_nats {
                                      dir.string(),
                                      "-l",
                                      (dir / "nats-server.log").string()};
+    if (!config.empty()) {
+      args.push_back("-c");
+      args.push_back(config.string());
+    }
     std::vector<char*> argv;
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
@@ -100,7 +112,10 @@ class embedded_nats {
       if (f) {
         try {
           auto j = nlohmann::json::parse(f);
-          return j.at("nats").at(0).get<std::string>();
+          auto url = j.at("nats").at(0).get<std::string>();
+          // With TLS the clients must know to use it.
+          if (!config.empty() && url.starts_with("nats://")) url = "tls://" + url.substr(7);
+          return url;
         } catch (const std::exception&) {
           // partially written; read again
         }
@@ -109,6 +124,12 @@ class embedded_nats {
     }
     stop();
     return make_error(errc::timeout, "nats-server did not start listening within 10 s");
+  }
+
+  /// SIGHUP: nats-server re-reads its config (authorization included) and
+  /// applies the new permissions to connected clients.
+  void reload() const {
+    if (pid_ > 0) ::kill(pid_, SIGHUP);
   }
 
   void stop() {
@@ -147,6 +168,146 @@ expected<sim_tee> prepare_sim_tee(const fs::path& state_dir, const fs::path& age
   return sim_tee{std::make_shared<const attest::sim_root>(std::move(*root)), policy};
 }
 
+/// How coved's services reach the bus: the URL, and either the embedded secure
+/// bus's key directory or (external server) optional role seeds and a CA.
+class bus_access {
+ public:
+  std::string url;
+  std::optional<bus::authz::bus_dir> secure;  // embedded, locked down
+  fs::path nkey_dir;                          // external: <role>.seed files
+  fs::path ca_file;                           // external: CA of the server's certificate
+
+  /// One connection per service, authenticated as its role.
+  /// `relay`: the bridge's connection (no echo, shared delivery threads).
+  expected<std::shared_ptr<bus::connection>> connect(bus::authz::role r, bool relay = false) const {
+    bus::connect_options o{.url = url, .name = "coved." + std::string(bus::authz::to_string(r))};
+    if (secure) {
+      o = secure->credentials(r, o);
+    } else {
+      if (!ca_file.empty()) o.ca_file = ca_file.string();
+      if (!nkey_dir.empty()) {
+        auto file = nkey_dir / (std::string(bus::authz::to_string(r)) + ".seed");
+        auto key = bus::nkeys::user_key::load_file(file);
+        if (!key) return key.error();
+        o.nkey = std::make_shared<const bus::nkeys::user_key>(std::move(*key));
+      }
+    }
+    o.no_echo = relay;
+    o.shared_delivery_threads = relay;
+    o.on_permission_violation = [r](const error& e) {
+      spdlog::warn("bus refused the {} service: {}", bus::authz::to_string(r), e.message);
+    };
+    return bus::connection::connect(o);
+  }
+};
+
+/// Turns the embedded nats-server's refusals (permission violations, failed
+/// authentication) into cove events on cove.v1.events.authz, so operators see
+/// them next to the lifecycle events. Follows the server's log file from its
+/// end; polls it (10 Hz) on its own thread.
+class bus_log_watcher {
+ public:
+  bus_log_watcher(fs::path log, std::shared_ptr<bus::connection> conn)
+      : log_(std::move(log)), conn_(std::move(conn)) {
+    std::error_code ec;
+    offset_ = fs::exists(log_, ec) ? fs::file_size(log_, ec) : 0;
+    thread_ = std::thread([this] { run(); });
+  }
+  ~bus_log_watcher() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  bus_log_watcher(const bus_log_watcher&) = delete;
+  bus_log_watcher& operator=(const bus_log_watcher&) = delete;
+
+  /// The reason carried by a refusal line of the server log, or nullopt.
+  static std::optional<std::string> refusal(std::string_view line) {
+    auto err = line.find("[ERR] ");
+    if (err == std::string_view::npos) return std::nullopt;
+    auto text = line.substr(err + 6);
+    for (std::string_view what : {"Publish Violation", "Subscription Violation", "authentication error",
+                                  "Authorization Error", "TLS handshake error"})
+      if (text.find(what) != std::string_view::npos) return std::string(text);
+    return std::nullopt;
+  }
+
+ private:
+  void run() {
+    std::unique_lock lock(mu_);
+    while (!cv_.wait_for(lock, std::chrono::milliseconds(100), [this] { return stop_; })) {
+      lock.unlock();
+      scan();
+      lock.lock();
+    }
+  }
+
+  void scan() {
+    std::error_code ec;
+    auto size = fs::file_size(log_, ec);
+    if (ec) return;
+    if (size < offset_) offset_ = 0;  // truncated or replaced
+    if (size == offset_) return;
+    std::ifstream f(log_, std::ios::binary);
+    f.seekg(static_cast<std::streamoff>(offset_));
+    std::string chunk(size - offset_, '\0');
+    f.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+    chunk.resize(static_cast<size_t>(f.gcount()));
+    auto last_nl = chunk.rfind('\n');
+    if (last_nl == std::string::npos) return;  // wait for a whole line
+    offset_ += last_nl + 1;
+    std::string_view rest(chunk.data(), last_nl + 1);
+    while (!rest.empty()) {
+      auto nl = rest.find('\n');
+      auto line = rest.substr(0, nl);
+      rest.remove_prefix(nl + 1);
+      if (auto reason = refusal(line)) publish(*reason);
+    }
+  }
+
+  void publish(const std::string& reason) {
+    std::string cvm_id;
+    if (auto at = reason.find("Subject \"cove.v1.cvm."); at != std::string::npos) {
+      auto subject = reason.substr(at + 9);
+      subject = subject.substr(0, subject.find('"'));
+      if (auto id = bus::cvm_id_of(subject)) cvm_id = *id;
+    }
+    auto now = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                   std::chrono::system_clock::now().time_since_epoch())
+                   .count();
+    flatbuffers::FlatBufferBuilder b(256);
+    auto ev = v1::CreateEventDirect(b, "authz", cvm_id.c_str(), "", "refused", reason.c_str(), now);
+    spdlog::warn("bus refused: {}", reason);
+    if (auto r = conn_->publish(*bus::events_subject("authz"), bus::finish(b, ev, {}, "coved.bus")); !r)
+      spdlog::warn("publish authz event: {}", r.error().to_string());
+  }
+
+  fs::path log_;
+  std::shared_ptr<bus::connection> conn_;
+  uintmax_t offset_ = 0;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stop_ = false;
+  std::thread thread_;
+};
+
+/// Prepares <state>/bus (first start: CA, server certificate, role seeds) and
+/// writes nats-server.conf for the current grants.
+expected<bus::authz::bus_dir> prepare_secure_bus(const fs::path& state_dir, const std::string& listen) {
+  std::vector<std::string> hosts;
+  auto colon = listen.rfind(':');
+  std::string host = colon == std::string::npos ? listen : listen.substr(0, colon);
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  if (!host.empty() && host != "0.0.0.0" && host != "::") hosts.push_back(host);
+  auto dir = bus::authz::bus_dir::open_or_create(state_dir / "bus", hosts);
+  if (!dir) return dir.error();
+  if (auto w = dir->write_config(); !w) return w.error();
+  return dir;
+}
+
 }  // namespace
 
 expected<daemon_config> load_config(int argc, char** argv) {
@@ -177,6 +338,12 @@ expected<daemon_config> load_config(int argc, char** argv) {
   app.add_option("--agent-max-upload", cfg.agent_max_upload,
                  "Largest file in bytes that agents accept (cove-agent --max-upload; default: the agent's)");
   app.add_option("--log-level", cfg.log_level, "trace|debug|info|warn|error")->capture_default_str();
+  app.add_flag("--insecure-bus", cfg.insecure_bus,
+               "Embedded nats-server without TLS and users: anyone on the host can do anything "
+               "(development only)");
+  app.add_option("--nkey-dir", cfg.nkey_dir,
+                 "With --nats: directory of <role>.seed nkeys the services authenticate with");
+  app.add_option("--ca", cfg.ca_file, "With --nats: CA certificate (PEM) of the server; enables TLS");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -208,6 +375,18 @@ expected<void> validate(const daemon_config& cfg) {
   }
   if (cfg.services.empty()) return make_error(errc::invalid_request, "--services: empty");
   if (cfg.state_dir.empty()) return make_error(errc::invalid_request, "--state-dir: empty");
+  if (cfg.nats_url.empty() && (!cfg.nkey_dir.empty() || !cfg.ca_file.empty()))
+    return make_error(errc::invalid_request,
+                      "--nkey-dir and --ca apply to an external server (--nats); the embedded one "
+                      "generates its own in <state>/bus");
+  if (!cfg.nats_url.empty() && cfg.insecure_bus)
+    return make_error(
+        errc::invalid_request,
+        "--insecure-bus applies to the embedded server; an external one is configured by its operator");
+  if (!cfg.nkey_dir.empty() && !fs::is_directory(cfg.nkey_dir))
+    return make_error(errc::invalid_request, "--nkey-dir: " + cfg.nkey_dir.string() + " is not a directory");
+  if (!cfg.ca_file.empty() && !fs::is_regular_file(cfg.ca_file))
+    return make_error(errc::invalid_request, "--ca: " + cfg.ca_file.string() + " does not exist");
   if (cfg.services.count("manager") && !fs::exists(cfg.agent_binary))
     return make_error(errc::invalid_request, "--agent: " + cfg.agent_binary.string() + " does not exist");
   return ok();
@@ -231,24 +410,58 @@ int run(const daemon_config& cfg) {
   fs::permissions(cfg.state_dir, fs::perms::owner_all, ec);
 
   embedded_nats nats;
-  std::string url = cfg.nats_url;
-  if (url.empty()) {
-    auto started = nats.start(cfg.nats_server, cfg.listen, cfg.state_dir / "nats");
+  bus_access access;
+  access.url = cfg.nats_url;
+  access.nkey_dir = cfg.nkey_dir;
+  access.ca_file = cfg.ca_file;
+  if (access.url.empty()) {
+    fs::path config;
+    if (!cfg.insecure_bus) {
+      auto dir = prepare_secure_bus(cfg.state_dir, cfg.listen);
+      if (!dir) {
+        spdlog::critical("bus security: {}", dir.error().to_string());
+        return 1;
+      }
+      access.secure = std::move(*dir);
+      config = access.secure->config_file();
+    } else {
+      spdlog::warn("--insecure-bus: the embedded nats-server has no TLS and no users (development only)");
+    }
+    auto started = nats.start(cfg.nats_server, cfg.listen, cfg.state_dir / "nats", config);
     if (!started) {
       spdlog::critical("embedded nats-server: {}", started.error().to_string());
       return 1;
     }
-    url = *started;
-    std::ofstream(cfg.state_dir / "nats.url", std::ios::trunc) << url << '\n';
-    spdlog::info("embedded nats-server listening on {}", url);
+    access.url = *started;
+    std::ofstream(cfg.state_dir / "nats.url", std::ios::trunc) << access.url << '\n';
+    spdlog::info("embedded nats-server listening on {}{}", access.url,
+                 access.secure ? "; keys and config in " + access.secure->path().string() : "");
   }
-
-  auto conn = bus::connection::connect({.url = url, .name = "coved"});
-  if (!conn) {
-    spdlog::critical("bus {}: {}", url, conn.error().to_string());
-    return 1;
-  }
-  auto bus = *conn;
+  const std::string& url = access.url;
+  std::vector<std::shared_ptr<bus::connection>> conns;  // closed after the actors are gone
+  auto connect = [&](bus::authz::role r, bool relay = false) -> std::shared_ptr<bus::connection> {
+    auto c = access.connect(r, relay);
+    if (!c) {
+      spdlog::critical("bus {} ({} service): {}", url, bus::authz::to_string(r), c.error().to_string());
+      return nullptr;
+    }
+    conns.push_back(*c);
+    return *c;
+  };
+  // Grants participants their computation's subjects: config rewrite + reload.
+  std::mutex grant_mu;
+  auto grant = [&](const std::string& cvm_id, const std::vector<bus::nkeys::raw_public>& keys) {
+    std::lock_guard lock(grant_mu);
+    auto before = access.secure->render();
+    access.secure->grant(cvm_id, keys);
+    if (access.secure->render() == before) return;  // nothing new: no reload
+    if (auto w = access.secure->write_config(); !w) {
+      spdlog::error("bus grant for {}: {}", cvm_id, w.error().to_string());
+      return;
+    }
+    nats.reload();
+    spdlog::info("bus: {} participant key(s) may now use CVM {}", keys.size(), cvm_id);
+  };
   std::shared_ptr<bridge::server> bridge_front;
   std::shared_ptr<bus::connection> bridge_bus;
   if (cfg.services.count("bridge")) {
@@ -257,14 +470,10 @@ int run(const daemon_config& cfg) {
       spdlog::critical("bridge identity: {}", identity.error().to_string());
       return 1;
     }
-    // Its own connection: it must not receive the publishes it relays (no echo).
-    auto bc = bus::connection::connect(
-        {.url = url, .name = "coved.bridge", .no_echo = true, .shared_delivery_threads = true});
-    if (!bc) {
-      spdlog::critical("bus {}: {}", url, bc.error().to_string());
-      return 1;
-    }
-    bridge_bus = *bc;
+    // Its own connection: it must not receive the publishes it relays (no echo), and
+    // it holds one subscription per agent subject (shared delivery threads).
+    bridge_bus = connect(bus::authz::role::bridge, /*relay=*/true);
+    if (!bridge_bus) return 1;
     auto front = bridge::server::start(
         {.listen = cfg.bridge_listen, .identity = *identity, .bus = bridge_bus},
         bridge::make_admission(
@@ -287,9 +496,10 @@ int run(const daemon_config& cfg) {
     std::shared_ptr<manager::process_backend> backend;
     std::shared_ptr<caf::actor> reaper_target;
     caf::actor manager_handle, computation_handle, attestation_handle, bridge_handle;
-    auto subscribe = [&](const caf::actor& target, std::initializer_list<std::string_view> subjects) -> bool {
+    auto subscribe = [&](bus::connection& bus, const caf::actor& target,
+                         std::initializer_list<std::string_view> subjects) -> bool {
       for (auto s : subjects) {
-        auto sub = bus::subscribe_actor(*bus, std::string(s), target);
+        auto sub = bus::subscribe_actor(bus, std::string(s), target);
         if (!sub) {
           spdlog::critical("subscribe {}: {}", s, sub.error().to_string());
           return false;
@@ -302,7 +512,10 @@ int run(const daemon_config& cfg) {
     bool ok_start = true;
     if (cfg.services.count("manager")) {
       auto sim = prepare_sim_tee(cfg.state_dir, cfg.agent_binary);
-      if (!sim) {
+      auto conn = connect(bus::authz::role::manager);
+      if (!conn) {
+        ok_start = false;
+      } else if (!sim) {
         spdlog::critical("simulated TEE: {}", sim.error().to_string());
         ok_start = false;
       } else {
@@ -323,43 +536,64 @@ int run(const daemon_config& cfg) {
         mc.default_policy_json = sim->policy_json;
         mc.agent_log_level = cfg.log_level;
         mc.agent_max_upload = cfg.agent_max_upload;
-        mc.bus = bus;
+        mc.bus = conn;
         mc.backend = backend;
         mc.sim_root = sim->root;
         auto h = sys.spawn(manager::manager, std::move(mc));
         manager_handle = caf::actor_cast<caf::actor>(h);
         *target = manager_handle;
-        ok_start = subscribe(manager_handle, {bus::subjects::manager_create, bus::subjects::manager_list,
-                                              bus::subjects::manager_info, bus::subjects::manager_remove,
-                                              bus::subjects::manager_policy, bus::subjects::bridge_events,
-                                              "cove.v1.cvm.*.events"});
+        ok_start =
+            subscribe(*conn, manager_handle,
+                      {bus::subjects::manager_create, bus::subjects::manager_list,
+                       bus::subjects::manager_info, bus::subjects::manager_remove,
+                       bus::subjects::manager_policy, bus::subjects::bridge_events, "cove.v1.cvm.*.events"});
       }
     }
     if (ok_start && cfg.services.count("computation")) {
       computation::computation_config cc;
-      cc.bus = bus;
-      auto h = sys.spawn(computation::computation, std::move(cc));
-      computation_handle = caf::actor_cast<caf::actor>(h);
-      ok_start =
-          subscribe(computation_handle, {bus::subjects::computation_start, bus::subjects::computation_stop,
-                                         bus::subjects::computation_status, "cove.v1.cvm.*.events"});
+      cc.bus = connect(bus::authz::role::computation);
+      if (!cc.bus) {
+        ok_start = false;
+      } else {
+        if (access.secure) cc.grant_participants = grant;
+        auto conn = cc.bus;
+        auto h = sys.spawn(computation::computation, std::move(cc));
+        computation_handle = caf::actor_cast<caf::actor>(h);
+        ok_start = subscribe(*conn, computation_handle,
+                             {bus::subjects::computation_start, bus::subjects::computation_stop,
+                              bus::subjects::computation_status, "cove.v1.cvm.*.events"});
+      }
     }
     if (ok_start && cfg.services.count("attestation")) {
       attestation::attestation_config ac;
-      ac.bus = bus;
-      attestation_handle = caf::actor_cast<caf::actor>(sys.spawn(attestation::attestation, std::move(ac)));
-      ok_start = subscribe(attestation_handle, {bus::subjects::attestation_verify});
+      ac.bus = connect(bus::authz::role::attestation);
+      if (!ac.bus) {
+        ok_start = false;
+      } else {
+        auto conn = ac.bus;
+        attestation_handle = caf::actor_cast<caf::actor>(sys.spawn(attestation::attestation, std::move(ac)));
+        ok_start = subscribe(*conn, attestation_handle, {bus::subjects::attestation_verify});
+      }
     }
     if (ok_start && bridge_front) {
       bridge_handle = caf::actor_cast<caf::actor>(
           sys.spawn(bridge_service::bridge, bridge_service::bridge_config{bridge_front}));
-      ok_start = subscribe(bridge_handle, {bus::subjects::cvm_events});
+      ok_start = subscribe(*bridge_bus, bridge_handle, {bus::subjects::cvm_events});
     }
-    if (ok_start) {
-      if (auto f = bus->flush(std::chrono::seconds(5)); !f) {
+    // Every subscription is known to the server before coved reports ready.
+    for (auto& c : conns) {
+      if (!ok_start) break;
+      if (auto f = c->flush(std::chrono::seconds(5)); !f) {
         spdlog::critical("bus flush: {}", f.error().to_string());
         ok_start = false;
       }
+    }
+    std::unique_ptr<bus_log_watcher> watcher;
+    if (ok_start && access.secure) {
+      if (auto mon = connect(bus::authz::role::monitor))
+        watcher = std::make_unique<bus_log_watcher>(cfg.state_dir / "nats" / "nats-server.log", mon);
+      else
+        ok_start = false;
     }
     if (ok_start) {
       spdlog::info("coved ready: services {}; state {}", fmt::join(cfg.services, ","),
@@ -370,6 +604,7 @@ int run(const daemon_config& cfg) {
     } else {
       rc = 1;
     }
+    watcher.reset();
     subs.clear();                      // no more bus traffic into the actors
     if (backend) backend->shutdown();  // joins the reapers while the manager can still receive
     if (reaper_target) *reaper_target = caf::actor{};
@@ -380,7 +615,7 @@ int run(const daemon_config& cfg) {
   }
   bridge_front.reset();  // closes every agent link
   bridge_bus.reset();
-  bus.reset();
+  conns.clear();
   nats.stop();
   if (cfg.nats_url.empty()) fs::remove(cfg.state_dir / "nats.url", ec);
   fs::remove_all(cfg.state_dir / "cvms", ec);

@@ -1,5 +1,7 @@
 #include "cove/test/nats_server.hpp"
 
+#include <signal.h>
+
 #include <fstream>
 #include <iterator>
 
@@ -16,6 +18,7 @@ std::string client_url(const std::filesystem::path& file) {
   if (key == std::string::npos) key = s.find("\"client\"");
   if (key == std::string::npos) return {};
   auto b = s.find("nats://", key);
+  if (b == std::string::npos) b = s.find("tls://", key);
   if (b == std::string::npos) return {};
   auto e = s.find('"', b);
   if (e == std::string::npos) return {};
@@ -24,12 +27,37 @@ std::string client_url(const std::filesystem::path& file) {
 }  // namespace
 
 expected<nats_server> nats_server::start(int port, clock::duration timeout) {
+  return launch({}, port, timeout);
+}
+
+expected<nats_server> nats_server::start_with_config(const std::filesystem::path& config,
+                                                     clock::duration timeout) {
+  return launch({"-c", config.string()}, 0, timeout);
+}
+
+void nats_server::reload() const {
+  if (proc_.running()) ::kill(proc_.pid(), SIGHUP);
+}
+
+std::string nats_server::log() const {
+  std::ifstream f(dir_->path() / "nats-server.log");
+  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
+}
+
+expected<nats_server> nats_server::launch(std::vector<std::string> extra, int port, clock::duration timeout) {
   nats_server srv;
   srv.dir_ = std::make_unique<temp_dir>("cove-nats");
   const auto& dir = srv.dir_->path();
-  std::vector<std::string> argv{
-      NATS_SERVER_BIN,    "-a",        "127.0.0.1", "-p", port > 0 ? std::to_string(port) : "-1",
-      "--ports_file_dir", dir.string()};
+  std::vector<std::string> argv{NATS_SERVER_BIN,
+                                "-a",
+                                "127.0.0.1",
+                                "-p",
+                                port > 0 ? std::to_string(port) : "-1",
+                                "--ports_file_dir",
+                                dir.string(),
+                                "-l",
+                                (dir / "nats-server.log").string()};
+  argv.insert(argv.end(), extra.begin(), extra.end());
   auto proc = child_process::spawn(argv, {}, dir, "nats-server");
   if (!proc) return proc.error();
   srv.proc_ = std::move(*proc);
@@ -45,7 +73,7 @@ expected<nats_server> nats_server::start(int port, clock::duration timeout) {
   if (!up || srv.url_.empty()) {
     std::ifstream f(dir / "nats-server.stderr");
     std::string log((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
-    return make_error(errc::unavailable, "nats-server did not start: " + log);
+    return make_error(errc::unavailable, "nats-server did not start: " + log + srv.log());
   }
   auto colon = srv.url_.rfind(':');
   srv.port_ = std::stoi(srv.url_.substr(colon + 1));

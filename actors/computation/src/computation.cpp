@@ -2,8 +2,11 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "cove/bus/envelope.hpp"
 #include "cove/bus/subjects.hpp"
+#include "cove/crypto/keys.hpp"
 #include "cove/manifest.hpp"
 #include "cove/schemas/envelope_generated.h"
 
@@ -52,6 +55,26 @@ void forward(self_ptr self, const std::string& cvm_id, std::string_view leaf, by
   if (!sent) send_error(self, reply, sent.error());
 }
 
+/// The raw Ed25519 keys of everyone the manifest names (deduplicated).
+std::vector<bus::nkeys::raw_public> participant_keys(const manifest& man) {
+  std::vector<const std::vector<uint8_t>*> ders = {&man.algorithm.user_key};
+  for (const auto& d : man.datasets) ders.push_back(&d.user_key);
+  for (const auto& c : man.result_consumers) ders.push_back(&c);
+  std::vector<bus::nkeys::raw_public> out;
+  for (const auto* der : ders) {
+    auto key = crypto::public_key::from_der(*der);
+    if (!key) continue;
+    auto raw = bus::nkeys::raw_ed25519(*key);
+    if (!raw) {
+      spdlog::info("computation: participant {} has a {} key: no bus access of its own", key->short_id(),
+                   crypto::to_string(key->type()));
+      continue;
+    }
+    if (std::find(out.begin(), out.end(), *raw) == out.end()) out.push_back(*raw);
+  }
+  return out;
+}
+
 void on_start(self_ptr self, const bus::bus_msg& m) {
   auto req = bus::request_as<v1::ComputationStart>(m.data);
   if (!req) return send_error(self, m.reply, req.error());
@@ -68,6 +91,13 @@ void on_start(self_ptr self, const bus::bus_msg& m) {
   auto payload = bus::finish(b, off, {}, sender);
   self->state.runs[cvm_id] = run_record{man->id, "ReceivingManifest", "manifest sent"};
   spdlog::info("computation: starting '{}' on {}", man->id, cvm_id);
+  if (self->state.cfg.grant_participants) {
+    try {
+      self->state.cfg.grant_participants(cvm_id, participant_keys(*man));
+    } catch (const std::exception& e) {
+      spdlog::error("computation: granting the participants of {} failed: {}", cvm_id, e.what());
+    }
+  }
   forward(self, cvm_id, "manifest", std::move(payload), m.reply);
 }
 

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "cove/bus/message.hpp"
+#include "cove/bus/nkeys.hpp"
 #include "cove/bus/subscription.hpp"
 #include "cove/c_handle.hpp"
 #include "cove/expected.hpp"
@@ -53,6 +54,22 @@ struct connect_options {
   /// Deliver all subscriptions' messages on nats.c's shared thread pool instead of one
   /// thread per subscription (the bridge holds thousands of exact subscriptions).
   bool shared_delivery_threads = false;
+
+  // Credentials (all optional; docs/security.md "Bus security").
+  /// PEM file of the CA that signed the server's certificate. Set: TLS is
+  /// required and the server is verified against it (also implied by a
+  /// tls:// URL, which then verifies against the system's CAs).
+  std::string ca_file;
+  /// The user nkey that signs the server's nonce at every (re)connect.
+  std::shared_ptr<const nkeys::user_key> nkey;
+  /// Prefix of this connection's reply inboxes. Empty: "_INBOX.<nkey public
+  /// key>" with an nkey (what the generated server config allows each user
+  /// to subscribe to), else "_INBOX".
+  std::string inbox_prefix;
+  /// Called on a NATS thread for each permission violation the server
+  /// reports (publish or subscribe refused), with errc::unauthorized and the
+  /// server's text. Must only hand off.
+  std::function<void(const cove::error&)> on_permission_violation;
 };
 
 struct connection_stats {
@@ -60,6 +77,7 @@ struct connection_stats {
   uint64_t async_errors = 0;          // all async errors, slow consumer included
   uint64_t disconnects = 0;
   uint64_t reconnects = 0;
+  uint64_t permission_violations = 0;  // async NATS_NOT_PERMITTED errors
 };
 
 /// Maps a natsStatus to a cove::error; `what` prefixes the message.
@@ -101,8 +119,12 @@ class connection {
   /// queue_group means a plain subscription.
   expected<subscription> subscribe(std::string_view subject, handler h, std::string_view queue_group = {});
 
-  /// A fresh unique inbox subject (_INBOX.<nuid>).
+  /// A fresh unique inbox subject (<inbox prefix>.<nuid>).
   std::string new_inbox();
+
+  /// The server's text of the last permission violation (empty if none).
+  [[nodiscard]] std::string last_permission_violation() const;
+  [[nodiscard]] const std::string& inbox_prefix() const noexcept;
 
   /// Round trip to the server: everything published before is processed.
   expected<void> flush(std::chrono::milliseconds timeout);

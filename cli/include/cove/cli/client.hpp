@@ -25,6 +25,15 @@ struct client_options {
   std::chrono::milliseconds chunk_timeout{30000};
 };
 
+/// Bus connection options for a CLI user. `nkey_seed` (--nkey-seed, env
+/// COVE_NKEY_SEED): a file holding an nkey seed ("SU...") or an Ed25519
+/// participant key (`cove keys generate`), which then is the bus identity.
+/// `ca` (--ca, env COVE_NATS_CA): the CA that signed the server's certificate.
+/// With a tls:// URL, what is not given comes from this host's embedded coved:
+/// <state>/bus/ca.pem and, if readable, <state>/bus/admin.seed.
+expected<bus::connect_options> bus_options(const std::string& url, std::string nkey_seed, std::string ca,
+                                           const std::filesystem::path& state_dir);
+
 /// What a verified attestation tells us about an agent.
 struct attested_agent {
   std::vector<uint8_t> report;           // the raw SEV-SNP-format report

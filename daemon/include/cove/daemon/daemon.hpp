@@ -1,6 +1,8 @@
 #pragma once
 // coved: the host daemon. Hosts the services as CAF actors, connects them to the
-// bus, and (unless --nats names a server) runs an embedded nats-server.
+// bus, and (unless --nats names a server) runs an embedded nats-server, by
+// default locked down: TLS and one nkey user per service role, generated in
+// <state>/bus on first start (docs/security.md "Bus security").
 #include <cstdint>
 #include <filesystem>
 #include <set>
@@ -22,6 +24,12 @@ struct daemon_config {
   uint32_t bridge_evidence_ttl = 3600;        // seconds an agent's admission lasts before re-attestation
   uint64_t agent_max_upload = 0;  // per-file upload limit handed to agents; 0: the agent's default
   std::string log_level = "info";
+  /// Embedded mode: start nats-server without TLS and users (development only).
+  bool insecure_bus = false;
+  /// External mode (--nats): directory holding <role>.seed nkeys, and the CA
+  /// that signed the server's certificate. Both optional.
+  std::filesystem::path nkey_dir;
+  std::filesystem::path ca_file;
 };
 
 /// Parses coved's command line (CLI11). Prints help/usage itself; returns an

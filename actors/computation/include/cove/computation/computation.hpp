@@ -3,18 +3,27 @@
 // each CVM's run state and republishes agent events.
 // Subjects: cove.v1.computation.{start,stop,status}; events on cove.v1.events.computation.
 #include <chrono>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
 
 #include "cove/actors.hpp"
 #include "cove/bus/connection.hpp"
+#include "cove/bus/nkeys.hpp"
 
 namespace cove::computation {
 
 struct computation_config {
   std::shared_ptr<bus::connection> bus;
   std::chrono::milliseconds agent_timeout{5000};  // deadline for forwarded requests
+  /// Called (on the actor's thread) when this service accepts a manifest for a
+  /// CVM, with the raw Ed25519 keys of its participants (algorithm owner,
+  /// dataset owners, result consumers; keys of other types are left out):
+  /// coved's embedded secure bus lets exactly those nkeys publish to that
+  /// CVM's participant subjects. Optional; must not block for long.
+  std::function<void(const std::string& cvm_id, const std::vector<bus::nkeys::raw_public>& participants)>
+      grant_participants;
 };
 
 struct run_record {
