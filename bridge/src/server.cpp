@@ -220,8 +220,12 @@ void server::handle(int fd, std::string peer, uint64_t id) {
       // decided twice: the first verdict stands
     }
   });
-  if (fut.wait_for(cfg_.admission_timeout) != std::future_status::ready)
-    return refuse(cvm_id, "admission: no attestation verdict in time");
+  // Waits in slices so a shutting-down bridge does not sit out the whole timeout.
+  auto verdict_deadline = clock::now() + cfg_.admission_timeout;
+  while (fut.wait_for(std::chrono::milliseconds(50)) != std::future_status::ready) {
+    if (stopping_) return refuse(cvm_id, "the bridge is shutting down");
+    if (clock::now() >= verdict_deadline) return refuse(cvm_id, "admission: no attestation verdict in time");
+  }
   auto a = fut.get();
   if (stopping_) return refuse(cvm_id, "the bridge is shutting down");
   if (!a.admitted) return refuse(cvm_id, a.reason);

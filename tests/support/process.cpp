@@ -39,6 +39,8 @@ temp_dir::temp_dir(std::string_view prefix) {
 }
 
 temp_dir::~temp_dir() {
+  // COVE_TEST_KEEP=1 leaves every test directory (logs, state) for a post-mortem.
+  if (const char* keep = std::getenv("COVE_TEST_KEEP"); keep != nullptr && *keep == '1') return;
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
 }
