@@ -121,6 +121,11 @@ server::~server() {
     s->link->close("the bridge is shutting down");
   }
   sessions.clear();  // joins each link's I/O thread
+  {
+    // Links that closed on their own and are still finishing on_closed.
+    std::unique_lock lock(mu_);
+    closings_done_.wait(lock, [this] { return closing_ == 0; });
+  }
   if (listen_fd_ >= 0) ::close(listen_fd_);
   if (wake_fd_ >= 0) ::close(wake_fd_);
 }
@@ -376,10 +381,22 @@ void server::on_bus_message(const std::shared_ptr<session>& s, uint32_t sid, bus
 
 void server::on_closed(uint64_t id, const std::string& reason) {
   std::shared_ptr<session> s;
+  // Counted under mu_ together with the erase: the destructor waits for every link
+  // that left sessions_ this way, so `this` outlives the rest of this function.
+  auto done = [this] {
+    std::lock_guard lock(mu_);
+    --closing_;
+    closings_done_.notify_all();
+  };
   {
     std::lock_guard lock(mu_);
+    ++closing_;
     auto it = sessions_.find(id);
-    if (it == sessions_.end()) return;  // shutting down: the destructor owns it
+    if (it == sessions_.end()) {  // shutting down: the destructor owns it
+      --closing_;
+      closings_done_.notify_all();
+      return;
+    }
     s = it->second;
     sessions_.erase(it);
     if (auto c = by_cvm_.find(s->cvm_id); c != by_cvm_.end() && c->second == id) by_cvm_.erase(c);
@@ -389,6 +406,8 @@ void server::on_closed(uint64_t id, const std::string& reason) {
   if (!stopping_) publish_event(s->cvm_id, "closed", reason);
   // `s` (and its channel) may be the last reference: released on this I/O thread,
   // which the channel destructor detects (no self-join).
+  s.reset();
+  done();
 }
 
 void server::close_cvm(const std::string& cvm_id, const std::string& reason) {

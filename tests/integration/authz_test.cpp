@@ -709,3 +709,96 @@ TEST_CASE("authz: coved on an external locked server authenticates each service 
   CHECK(WEXITSTATUS(*st) == 1);
   CHECK(read_file(s.dir.path() / "coved-anon.stderr").find("Authorization Violation") != std::string::npos);
 }
+
+TEST_CASE("authz: on the locked bus, participants run a computation with their own keys through the bridge") {
+  test::temp_dir dir("cove-authz-run");
+  auto state = dir.path() / "state";
+  embedded_server_reaper reaper(state);
+  auto coved = must(test::child_process::spawn({(bin_dir() / "coved").string(), "--listen", "127.0.0.1:0",
+                                                "--state-dir", state.string(), "--log-level", "debug"},
+                                               {}, dir.path(), "coved"),
+                    "coved");
+  std::string url;
+  std::shared_ptr<bus::connection> admin;
+  REQUIRE(test::wait_until(
+      [&] {
+        REQUIRE(coved.running());
+        url = read_file(state / "nats.url");
+        if (url.empty()) return false;
+        url = url.substr(0, url.find('\n'));
+        auto c = bus::connection::connect(must(cli::bus_options(url, "", "", state), "options"));
+        if (!c) return false;
+        admin = *c;
+        flatbuffers::FlatBufferBuilder b(64);
+        return bus::request_typed<v1::CvmList>(*admin, bus::subjects::manager_list,
+                                               bus::finish(b, v1::CreateCvmListRequest(b), {}, "itest"), 2s)
+            .has_value();
+      },
+      test::deadline_in(20s)));
+
+  auto make = [&](const char* name) {
+    auto key = must(crypto::private_key::generate(crypto::key_type::ed25519), "key");
+    auto file = dir.path() / (std::string(name) + ".key");
+    write_file(file, key.to_pem());
+    return participant{std::move(key), file};
+  };
+  auto alice = make("alice"), bob = make("bob");
+  auto connect_as = [&](const participant& p) {
+    auto o =
+        must(cli::bus_options(url, p.key_file.string(), (state / "bus" / "ca.pem").string(), state), "opts");
+    o.max_reconnect = 0;
+    return bus::connection::connect(o);
+  };
+  auto policy = must(cli::load_policy(state / "sim" / "policy.json"), "policy");
+
+  // The operator (admin) creates the CVM: its agent joins through the bridge.
+  flatbuffers::FlatBufferBuilder cb(64);
+  auto created =
+      must(bus::request_typed<v1::CvmInfo>(*admin, bus::subjects::manager_create,
+                                           bus::finish(cb, v1::CreateCvmCreate(cb), {}, "itest"), 30s),
+           "create");
+  std::string cvm = created.body->id()->str();
+  auto algo = dir.path() / "count.sh";
+  write_file(algo, "#!/bin/sh\ncat datasets/* | wc -l > results/n\n", fs::perms::owner_all);
+  auto data = dir.path() / "rows.csv";
+  write_file(data, "a\nb\nc\nd\n");
+  auto m = make_manifest("authz-bridge", algo, algo_type::bin, alice, {{data, &bob}}, {&alice});
+  {
+    flatbuffers::FlatBufferBuilder b(4096);
+    auto off = to_fbs(b, m);
+    auto req = v1::CreateComputationStart(b, b.CreateString(cvm), off);
+    must(bus::request_typed<v1::ComputationStatus>(*admin, bus::subjects::computation_start,
+                                                   bus::finish(b, req, {}, "itest"), 10s),
+         "start");
+  }
+  // Grants take effect after the server reloads its configuration.
+  std::shared_ptr<bus::connection> a, bo;
+  REQUIRE(test::wait_until(
+      [&] {
+        auto ca = connect_as(alice);
+        auto cbo = connect_as(bob);
+        if (!ca || !cbo) return false;
+        a = *ca;
+        bo = *cbo;
+        return true;
+      },
+      test::deadline_in(15s)));
+  // Each participant attests the agent and uploads with its own bus identity; the
+  // agent's answers reach their inboxes through the bridge.
+  must(cli::upload(*a, cvm, cli::file_role::algorithm, algo, alice.key, policy), "algo as alice");
+  must(cli::upload(*bo, cvm, cli::file_role::dataset, data, bob.key, policy), "data as bob");
+  REQUIRE(test::wait_until(
+      [&] {
+        auto st = cli::computation_status(*a, cvm);
+        return st && st->state == "ConsumingResults";
+      },
+      test::deadline_in(30s)));
+  auto out = dir.path() / "result.zip";
+  must(cli::fetch_result(*a, cvm, alice.key, policy, out), "result as alice");
+  check_error(cli::fetch_result(*bo, cvm, bob.key, policy, dir.path() / "bob.zip"), errc::unauthorized,
+              "not a result consumer");
+  a.reset();
+  bo.reset();
+  admin.reset();
+  CHECK(coved.terminate(10s) == 0);
+}

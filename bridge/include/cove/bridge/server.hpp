@@ -104,6 +104,8 @@ class server {
   std::map<uint64_t, int> handshaking_;  // fd of links not admitted yet (shut down on stop)
   std::condition_variable handshakes_done_;
   size_t handshakes_ = 0;  // detached handshake threads still running
+  std::condition_variable closings_done_;
+  size_t closing_ = 0;  // on_closed calls still running
   uint64_t next_id_ = 0;
   server_stats stats_;
 };
