@@ -211,6 +211,17 @@ size_t channel::queued_bytes() const {
 expected<void> channel::send(const frame& f, std::chrono::milliseconds max_wait) {
   std::vector<uint8_t> bytes;
   if (auto e = encode(f, bytes); !e) return e;
+  return enqueue(std::move(bytes), {}, max_wait);
+}
+
+expected<void> channel::send(frame&& f, std::chrono::milliseconds max_wait) {
+  std::vector<uint8_t> head;
+  if (auto e = encode_header(f, head); !e) return e;
+  return enqueue(std::move(head), std::move(f.data), max_wait);
+}
+
+expected<void> channel::enqueue(std::vector<uint8_t> bytes, std::vector<uint8_t> body,
+                                std::chrono::milliseconds max_wait) {
   {
     std::unique_lock lock(mu_);
     // The I/O thread itself never waits (it is the one that drains the queue).
@@ -220,8 +231,10 @@ expected<void> channel::send(const frame& f, std::chrono::milliseconds max_wait)
       if (!room) return make_error(errc::timeout, "bridge link: the peer is not reading (queue full)");
     }
     if (closed_ || closing_) return make_error(errc::unavailable, "bridge link closed: " + close_reason_);
-    queued_ += bytes.size();
+    // Header and payload are adjacent in the queue: one frame on the wire.
+    queued_ += bytes.size() + body.size();
     out_.push_back(std::move(bytes));
+    if (!body.empty()) out_.push_back(std::move(body));
   }
   wake();
   return ok();

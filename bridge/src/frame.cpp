@@ -108,6 +108,12 @@ std::string_view to_string(op o) noexcept {
 }
 
 expected<void> encode(const frame& f, std::vector<uint8_t>& out) {
+  if (auto h = encode_header(f, out); !h) return h;
+  if (has_data(f.kind)) put_bytes(out, f.data.data(), f.data.size());
+  return ok();
+}
+
+expected<void> encode_header(const frame& f, std::vector<uint8_t>& out) {
   if (f.subject.size() > 0xffff || f.reply.size() > 0xffff)
     return make_error(errc::too_large, "bridge frame: subject or reply longer than 65535 bytes");
   size_t body = 1 + (has_sid(f.kind) ? 4 : 0) + (has_subject(f.kind) ? 2 + f.subject.size() : 0) +
@@ -115,13 +121,12 @@ expected<void> encode(const frame& f, std::vector<uint8_t>& out) {
   if (body > max_frame_body)
     return make_error(errc::too_large,
                       fmt::format("bridge frame: {} bytes, the limit is {}", body, max_frame_body));
-  out.reserve(out.size() + 4 + body);
+  out.reserve(out.size() + 4 + body - (has_data(f.kind) ? f.data.size() : 0));
   put_u32(out, static_cast<uint32_t>(body));
   out.push_back(static_cast<uint8_t>(f.kind));
   if (has_sid(f.kind)) put_u32(out, f.sid);
   if (has_subject(f.kind)) put_str(out, f.subject);
   if (has_reply(f.kind)) put_str(out, f.reply);
-  if (has_data(f.kind)) put_bytes(out, f.data.data(), f.data.size());
   return ok();
 }
 
@@ -158,9 +163,7 @@ void decoder::feed(std::span<const uint8_t> bytes) {
     buf_.erase(buf_.begin(), buf_.begin() + static_cast<std::ptrdiff_t>(pos_));
     pos_ = 0;
   }
-  size_t at = buf_.size();
-  buf_.resize(at + bytes.size());
-  if (!bytes.empty()) std::memcpy(buf_.data() + at, bytes.data(), bytes.size());
+  buf_.insert(buf_.end(), bytes.begin(), bytes.end());  // no zero-fill first, unlike resize
 }
 
 expected<std::optional<frame>> decoder::next() {

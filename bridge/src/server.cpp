@@ -368,7 +368,7 @@ void server::on_bus_message(const std::shared_ptr<session>& s, uint32_t sid, bus
   f.reply = std::move(m.reply);
   f.data = std::move(m.data);
   // Back-pressure: wait (bounded) for the agent to read; a stuck agent loses the message.
-  if (auto r = s->link->send(f, std::chrono::seconds(2)); !r) {
+  if (auto r = s->link->send(std::move(f), std::chrono::seconds(2)); !r) {
     if (r.error().code == errc::timeout) {
       {
         std::lock_guard lock(mu_);

@@ -48,6 +48,8 @@ class channel {
   /// Queues a frame. Waits up to `max_wait` while the queue is over its limit
   /// (back-pressure); errc::timeout then, errc::unavailable once the link is closed.
   expected<void> send(const frame& f, std::chrono::milliseconds max_wait = std::chrono::seconds(30));
+  /// As above; the payload is moved into the queue, not copied.
+  expected<void> send(frame&& f, std::chrono::milliseconds max_wait = std::chrono::seconds(30));
 
   /// Sends `last` (if given) and whatever is queued, then closes. Idempotent.
   void close(const std::string& reason, std::optional<frame> last = std::nullopt);
@@ -59,6 +61,8 @@ class channel {
   channel() = default;
   void run();
   void wake();
+  expected<void> enqueue(std::vector<uint8_t> head, std::vector<uint8_t> body,
+                         std::chrono::milliseconds max_wait);
 
   ssl_ptr ssl_;
   int fd_ = -1;

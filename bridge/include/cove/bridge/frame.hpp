@@ -53,6 +53,10 @@ struct frame {
 /// the body would exceed max_frame_body or a subject exceeds 65535 bytes.
 expected<void> encode(const frame& f, std::vector<uint8_t>& out);
 
+/// encode() without f.data: the length prefix counts f.data, which the caller sends
+/// right after (saves copying half-megabyte payloads).
+expected<void> encode_header(const frame& f, std::vector<uint8_t>& out);
+
 /// Decodes one frame body (without the length prefix). Unknown ops, truncated or
 /// trailing fields are errc::invalid_request naming what is wrong.
 expected<frame> decode(std::span<const uint8_t> body);
