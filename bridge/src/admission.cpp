@@ -38,11 +38,17 @@ admit_fn make_admission(admission_config cfg) {
     auto refuse = [decide](std::string why) {
       decide(admission{.admitted = false, .reason = std::move(why)});
     };
+    // No responders (errc::unavailable): the service is not subscribed (yet); the bridge asks again.
+    auto unanswered = [decide](std::string why) {
+      decide(admission{.admitted = false, .reason = std::move(why), .retryable = true});
+    };
     flatbuffers::FlatBufferBuilder b(128);
     auto ref = v1::CreateCvmRef(b, b.CreateString(info.cvm_id));
-    auto on_info = [cfg, info, decide, refuse](expected<bus::message> m) {
-      if (!m)
-        return refuse(fmt::format("no policy for CVM '{}': manager: {}", info.cvm_id, m.error().to_string()));
+    auto on_info = [cfg, info, decide, refuse, unanswered](expected<bus::message> m) {
+      if (!m) {
+        auto why = fmt::format("no policy for CVM '{}': manager: {}", info.cvm_id, m.error().to_string());
+        return m.error().code == errc::unavailable ? unanswered(why) : refuse(why);
+      }
       auto cvm = bus::body_as<v1::CvmInfo>(m->data);
       if (!cvm) return refuse(fmt::format("no CVM '{}': {}", info.cvm_id, cvm.error().message));
       auto state = (*cvm)->state();
@@ -50,8 +56,11 @@ admit_fn make_admission(admission_config cfg) {
         return refuse(fmt::format("CVM '{}' is {}", info.cvm_id, v1::EnumNameCvmState(state)));
       std::string policy = (*cvm)->policy_json() ? (*cvm)->policy_json()->str() : "";
       if (policy.empty()) return refuse(fmt::format("CVM '{}' has no attestation policy", info.cvm_id));
-      auto on_verdict = [cfg, decide, refuse](expected<bus::message> r) {
-        if (!r) return refuse("attestation service: " + r.error().to_string());
+      auto on_verdict = [cfg, decide, refuse, unanswered](expected<bus::message> r) {
+        if (!r) {
+          auto why = "attestation service: " + r.error().to_string();
+          return r.error().code == errc::unavailable ? unanswered(why) : refuse(why);
+        }
         auto v = bus::body_as<v1::VerifyResult>(r->data);
         if (!v) return refuse("attestation service: " + v.error().to_string());
         if (!(*v)->valid())

@@ -167,7 +167,9 @@ expected<frame> read_frame(SSL* ssl, int fd, decoder& dec, clock::time_point dea
   }
 }
 
-std::shared_ptr<channel> channel::start(ssl_ptr ssl, int fd, callbacks cb, limits lim, decoder pending) {
+std::shared_ptr<channel> channel::start(
+    ssl_ptr ssl, int fd, callbacks cb, limits lim, decoder pending,
+    const std::function<void(const std::shared_ptr<channel>&)>& before_io) {
   std::shared_ptr<channel> c(new channel());
   c->ssl_ = std::move(ssl);
   c->fd_ = fd;
@@ -176,6 +178,7 @@ std::shared_ptr<channel> channel::start(ssl_ptr ssl, int fd, callbacks cb, limit
   c->in_ = std::move(pending);
   c->wake_fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
   set_nonblocking(fd);
+  if (before_io) before_io(c);
   c->thread_ = std::thread([raw = c.get()] { raw->run(); });
   return c;
 }

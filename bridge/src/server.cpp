@@ -216,22 +216,33 @@ void server::handle(int fd, std::string peer, uint64_t id) {
   if (!exporter) return refuse(cvm_id, exporter.error().message);
 
   hello_info info{.session = id, .cvm_id = cvm_id, .hello = first->data, .exporter = *exporter, .peer = peer};
-  auto verdict = std::make_shared<std::promise<admission>>();
-  auto fut = verdict->get_future();
-  admit_(info, [verdict](admission a) {
-    try {
-      verdict->set_value(std::move(a));
-    } catch (const std::future_error&) {
-      // decided twice: the first verdict stands
-    }
-  });
-  // Waits in slices so a shutting-down bridge does not sit out the whole timeout.
   auto verdict_deadline = clock::now() + cfg_.admission_timeout;
-  while (fut.wait_for(std::chrono::milliseconds(50)) != std::future_status::ready) {
-    if (stopping_) return refuse(cvm_id, "the bridge is shutting down");
-    if (clock::now() >= verdict_deadline) return refuse(cvm_id, "admission: no attestation verdict in time");
+  admission a;
+  for (auto pause = std::chrono::milliseconds(50);;
+       pause = std::min(pause * 2, std::chrono::milliseconds(500))) {
+    auto verdict = std::make_shared<std::promise<admission>>();
+    auto fut = verdict->get_future();
+    admit_(info, [verdict](admission v) {
+      try {
+        verdict->set_value(std::move(v));
+      } catch (const std::future_error&) {
+        // decided twice: the first verdict stands
+      }
+    });
+    // Waits in slices so a shutting-down bridge does not sit out the whole timeout.
+    while (fut.wait_for(std::chrono::milliseconds(50)) != std::future_status::ready) {
+      if (stopping_) return refuse(cvm_id, "the bridge is shutting down");
+      if (clock::now() >= verdict_deadline)
+        return refuse(cvm_id, "admission: no attestation verdict in time");
+    }
+    a = fut.get();
+    // A service that is (re)starting answers nobody for a moment: ask again.
+    if (a.admitted || !a.retryable || clock::now() + pause >= verdict_deadline) break;
+    for (auto until = clock::now() + pause; clock::now() < until;) {
+      if (stopping_) return refuse(cvm_id, "the bridge is shutting down");
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
   }
-  auto a = fut.get();
   if (stopping_) return refuse(cvm_id, "the bridge is shutting down");
   if (!a.admitted) return refuse(cvm_id, a.reason);
 
@@ -248,17 +259,6 @@ void server::handle(int fd, std::string peer, uint64_t id) {
   if (auto w = write_all(ssl.get(), fd, welcome, clock::now() + std::chrono::seconds(5)); !w)
     return drop(w.error().message);
 
-  std::shared_ptr<session> replaced;
-  {
-    std::lock_guard lock(mu_);
-    if (auto it = by_cvm_.find(cvm_id); it != by_cvm_.end()) {
-      auto old = sessions_.find(it->second);
-      if (old != sessions_.end()) replaced = old->second;
-    }
-    ++stats_.admitted;
-  }
-  if (replaced)
-    replaced->link->close("replaced by a newer link of the same CVM", frame{.kind = op::close, .data = {}});
   std::weak_ptr<session> weak = s;
   channel::callbacks cb{
       .on_frame =
@@ -270,14 +270,27 @@ void server::handle(int fd, std::string peer, uint64_t id) {
   channel::limits lim{.max_queued_bytes = cfg_.max_queued_bytes,
                       .close_at = clock::now() + a.valid_for,
                       .expiry_reason = "the evidence validity window ended; reconnect with fresh evidence"};
-  {
-    // Registered before the I/O thread starts, so the agent's first frames find it.
-    std::lock_guard lock(mu_);
-    sessions_[id] = s;
-    by_cvm_[cvm_id] = id;
-  }
-  s->link = channel::start(std::move(ssl), fd, std::move(cb), lim, std::move(dec));
+  // s->link is set before the I/O thread runs: the agent's first frames (a ping right
+  // after its subscriptions) are answered through it. The session becomes visible to
+  // close_cvm and the destructor only below, with its channel in place.
+  channel::start(std::move(ssl), fd, std::move(cb), lim, std::move(dec),
+                 [&s](const std::shared_ptr<channel>& c) { s->link = c; });
   fd_owned = false;
+  std::shared_ptr<session> replaced;
+  {
+    std::lock_guard lock(mu_);
+    ++stats_.admitted;
+    if (closed_early_.erase(id) == 0) {  // else the link died before we got here
+      if (auto it = by_cvm_.find(cvm_id); it != by_cvm_.end()) {
+        auto old = sessions_.find(it->second);
+        if (old != sessions_.end()) replaced = old->second;
+      }
+      sessions_[id] = s;
+      by_cvm_[cvm_id] = id;
+    }
+  }
+  if (replaced)
+    replaced->link->close("replaced by a newer link of the same CVM", frame{.kind = op::close, .data = {}});
   spdlog::info("bridge: admitted {} from {}: {}", cvm_id, peer, a.reason);
   publish_event(cvm_id, "admitted", a.reason);
   finish_handshake();
@@ -392,7 +405,8 @@ void server::on_closed(uint64_t id, const std::string& reason) {
     std::lock_guard lock(mu_);
     ++closing_;
     auto it = sessions_.find(id);
-    if (it == sessions_.end()) {  // shutting down: the destructor owns it
+    if (it == sessions_.end()) {  // shutting down (the destructor owns it), or not registered yet
+      closed_early_.insert(id);
       --closing_;
       closings_done_.notify_all();
       return;

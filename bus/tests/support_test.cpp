@@ -1,7 +1,9 @@
 // tests/support: child_process, temp_dir, wait_until, nats_server.
 #include <doctest/doctest.h>
+
 #include <signal.h>
 #include <sys/wait.h>
+#include <cstdlib>
 
 #include <fstream>
 
@@ -12,6 +14,7 @@ using namespace cove::test;
 using namespace std::chrono_literals;
 
 TEST_CASE("temp_dir is created and removed") {
+  ::unsetenv("COVE_TEST_KEEP");  // the post-mortem switch would keep it
   std::filesystem::path p;
   {
     temp_dir d;

@@ -37,8 +37,11 @@ class channel {
   };
 
   /// Takes a connected socket whose TLS handshake is complete; `pending` holds bytes
-  /// already read past the handshake frames. Starts the I/O thread.
-  static std::shared_ptr<channel> start(ssl_ptr ssl, int fd, callbacks cb, limits lim, decoder pending);
+  /// already read past the handshake frames. Calls `before_io` with the channel (e.g.
+  /// to store it where the callbacks will look for it), then starts the I/O thread.
+  static std::shared_ptr<channel> start(
+      ssl_ptr ssl, int fd, callbacks cb, limits lim, decoder pending,
+      const std::function<void(const std::shared_ptr<channel>&)>& before_io = {});
 
   /// Stops the I/O thread (close("shut down") if still open) and frees the link.
   ~channel();

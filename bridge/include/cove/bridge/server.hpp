@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -37,6 +38,7 @@ struct admission {
   bool admitted = false;
   std::string reason;                    // refusal reason, or a summary when admitted
   std::chrono::seconds valid_for{3600};  // the link closes after it; the agent re-attests
+  bool retryable = false;                // refused only because a service did not answer yet
 };
 
 /// Decides asynchronously: `decide` must be called exactly once, from any thread.
@@ -101,6 +103,7 @@ class server {
   mutable std::mutex mu_;
   std::map<uint64_t, std::shared_ptr<session>> sessions_;  // admitted
   std::map<std::string, uint64_t> by_cvm_;
+  std::set<uint64_t> closed_early_;      // links whose on_closed ran before they were registered
   std::map<uint64_t, int> handshaking_;  // fd of links not admitted yet (shut down on stop)
   std::condition_variable handshakes_done_;
   size_t handshakes_ = 0;  // detached handshake threads still running
