@@ -19,6 +19,9 @@ packages=(
   # and OVMF. The kernel .deb is downloaded (not installed) below.
   busybox-static cpio kmod python3.11 libtss2-tcti-device0 qemu-system-x86 ovmf
   shellcheck  # lint for the eos/ shell scripts (ctest eos.shellcheck)
+  # unit.manager checks the generated libvirt domain XML: xmllint (well-formed) and
+  # virt-xml-validate with libvirt 9.0's RelaxNG schemas
+  libxml2-utils libvirt-clients
 )
 
 missing=()
