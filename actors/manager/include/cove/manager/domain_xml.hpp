@@ -15,7 +15,9 @@
 //                host.
 //
 // Checked against golden files, xmllint and libvirt 9.0's RelaxNG schema; nothing here
-// launches domains yet, and the TEE variants need hardware this machine lacks.
+// launches domains yet. By hand, the tee=none domains boot under libvirt 9.0 + QEMU 7.2
+// TCG; the SNP/TDX ones pass libvirt and fail in QEMU 7.2 (no such object): they need
+// the hardware and QEMU named above. docs/operations.md §8 has the details.
 #include <cstdint>
 #include <filesystem>
 #include <optional>
