@@ -7,9 +7,10 @@
 #include <openssl/x509v3.h>
 
 #include <cstdio>
-#include <fstream>
 
 #include <fmt/format.h>
+
+#include "cove/bus/authz.hpp"
 
 namespace cove::bridge {
 
@@ -24,23 +25,6 @@ using bio = c_handle<BIO, BIO_free_all>;
 
 error tls_error(std::string_view what) {
   return error{errc::internal, ssl_error_text(what)};
-}
-
-expected<void> write_pem(const fs::path& p, const std::string& text, fs::perms perms) {
-  auto tmp = p;
-  tmp += ".tmp";
-  {
-    std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
-    if (!f) return make_error(errc::internal, "cannot write " + tmp.string());
-    std::error_code ec;
-    fs::permissions(tmp, perms, ec);
-    f << text;
-    if (!f.flush()) return make_error(errc::internal, "cannot write " + tmp.string());
-  }
-  std::error_code ec;
-  fs::rename(tmp, p, ec);
-  if (ec) return make_error(errc::internal, "cannot write " + p.string() + ": " + ec.message());
-  return ok();
 }
 
 std::string bio_text(BIO* b) {
@@ -83,11 +67,17 @@ expected<void> generate_identity(const tls_identity& id) {
       PEM_write_bio_PrivateKey(kb.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr) != 1 ||
       PEM_write_bio_X509(cb.get(), cert.get()) != 1)
     return tls_error("bridge identity: PEM");
-  if (auto w = write_pem(id.key, bio_text(kb.get()), fs::perms::owner_read | fs::perms::owner_write); !w)
-    return w;
-  return write_pem(
-      id.cert, bio_text(cb.get()),
-      fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read | fs::perms::others_read);
+  // The bus's private-file writer (0600 from creation, O_NOFOLLOW, fsync, atomic rename).
+  if (auto w = bus::authz::write_private_file(id.key, bio_text(kb.get())); !w) return w;
+  if (auto w = bus::authz::write_private_file(id.cert, bio_text(cb.get())); !w) return w;
+  // The certificate is public: agents (possibly another user) pin it.
+  std::error_code ec;
+  fs::permissions(
+      id.cert,
+      fs::perms::owner_read | fs::perms::owner_write | fs::perms::group_read | fs::perms::others_read, ec);
+  if (ec)
+    return make_error(errc::internal, "cannot set permissions of " + id.cert.string() + ": " + ec.message());
+  return ok();
 }
 
 /// Half-megabyte chunks cross the link: read many TLS records per recv() (read-ahead
