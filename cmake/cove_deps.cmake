@@ -29,3 +29,9 @@ if(NOT doctest_FOUND)
   add_library(doctest::doctest INTERFACE IMPORTED)
   set_target_properties(doctest::doctest PROPERTIES INTERFACE_INCLUDE_DIRECTORIES "${DOCTEST_INCLUDE_DIR}")
 endif()
+
+# gRPC++ 1.51 + protobuf 3.21: only for the cocos-compatible front doors (issue 7).
+pkg_check_modules(GRPCPP REQUIRED IMPORTED_TARGET grpc++ protobuf)
+find_program(PROTOC protoc REQUIRED)
+find_program(GRPC_CPP_PLUGIN grpc_cpp_plugin REQUIRED)
+include(cove_grpc)
