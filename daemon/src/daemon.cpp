@@ -61,19 +61,14 @@ class embedded_nats {
     std::string host = listen.substr(0, colon);
     std::string port = listen.substr(colon + 1);
     if (port == "0") port = "-1";  // nats-server: -1 picks a random free port
+    dir_ = dir;
     std::error_code ec;
     fs::create_directories(dir, ec);
+    log_start_ = fs::exists(log_path(), ec) ? fs::file_size(log_path(), ec) : 0;
     for (const auto& e : fs::directory_iterator(dir, ec))
       if (e.path().extension() == ".ports") fs::remove(e.path(), ec);
-    std::vector<std::string> args = {binary.string(),
-                                     "-a",
-                                     host,
-                                     "-p",
-                                     port,
-                                     "--ports_file_dir",
-                                     dir.string(),
-                                     "-l",
-                                     (dir / "nats-server.log").string()};
+    std::vector<std::string> args = {
+        binary.string(), "-a", host, "-p", port, "--ports_file_dir", dir.string(), "-l", log_path().string()};
     if (!config.empty()) {
       args.push_back("-c");
       args.push_back(config.string());
@@ -105,8 +100,8 @@ class embedded_nats {
       int status = 0;
       if (waitpid(pid_, &status, WNOHANG) == pid_) {
         pid_ = 0;
-        return make_error(errc::unavailable, "nats-server exited at start (is the port in use?); see " +
-                                                 (dir / "nats-server.log").string());
+        return make_error(errc::unavailable,
+                          "nats-server exited at start (is the port in use?); see " + log_path().string());
       }
       std::ifstream f(ports);
       if (f) {
@@ -127,9 +122,40 @@ class embedded_nats {
   }
 
   /// SIGHUP: nats-server re-reads its config (authorization included) and
-  /// applies the new permissions to connected clients.
-  void reload() const {
-    if (pid_ > 0) ::kill(pid_, SIGHUP);
+  /// applies the new permissions to connected clients. The reload is
+  /// asynchronous, so this waits (up to `deadline`) for the server to log that it
+  /// is done: a participant told "started" right after a grant must find its key
+  /// accepted, and nats-server 2.9 refuses nkeys it meets mid-reload.
+  expected<void> reload(std::chrono::milliseconds deadline = std::chrono::seconds(10)) const {
+    if (pid_ <= 0) return make_error(errc::unavailable, "nats-server is not running");
+    auto log = log_path();
+    std::error_code ec;
+    auto offset = fs::exists(log, ec) ? fs::file_size(log, ec) : 0;
+    if (::kill(pid_, SIGHUP) != 0)
+      return make_error(errc::unavailable, fmt::format("SIGHUP nats-server: {}", std::strerror(errno)));
+    auto until = std::chrono::steady_clock::now() + deadline;
+    std::string seen;
+    while (std::chrono::steady_clock::now() < until) {
+      auto size = fs::file_size(log, ec);
+      if (!ec && size > offset) {
+        std::ifstream f(log, std::ios::binary);
+        f.seekg(static_cast<std::streamoff>(offset));
+        std::string chunk(size - offset, '\0');
+        f.read(chunk.data(), static_cast<std::streamsize>(chunk.size()));
+        chunk.resize(static_cast<size_t>(f.gcount()));
+        offset += chunk.size();
+        seen += chunk;
+        if (seen.find("Reloaded server configuration") != std::string::npos) return {};
+        if (auto at = seen.find("[ERR] ");
+            at != std::string::npos && seen.find("reload", at) != std::string::npos)
+          return make_error(errc::internal, "nats-server refused the new configuration: " +
+                                                seen.substr(at, seen.find('\n', at) - at));
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
+    return make_error(errc::timeout,
+                      fmt::format("nats-server did not confirm the reload within {} ms; see {}",
+                                  deadline.count(), log.string()));
   }
 
   void stop() {
@@ -140,7 +166,13 @@ class embedded_nats {
     pid_ = 0;
   }
 
+  /// The server's log (it appends across restarts) and where this run's lines begin.
+  fs::path log_path() const { return dir_ / "nats-server.log"; }
+  uintmax_t log_start() const { return log_start_; }
+
  private:
+  fs::path dir_;
+  uintmax_t log_start_ = 0;
   pid_t pid_ = 0;
 };
 
@@ -203,14 +235,13 @@ class bus_access {
 
 /// Turns the embedded nats-server's refusals (permission violations, failed
 /// authentication) into cove events on cove.v1.events.authz, so operators see
-/// them next to the lifecycle events. Follows the server's log file from its
-/// end; polls it (10 Hz) on its own thread.
+/// them next to the lifecycle events. Follows the server's log file from
+/// `offset` (where this server run began: refusals logged while coved's services
+/// were still starting are reported too); polls it (10 Hz) on its own thread.
 class bus_log_watcher {
  public:
-  bus_log_watcher(fs::path log, std::shared_ptr<bus::connection> conn)
-      : log_(std::move(log)), conn_(std::move(conn)) {
-    std::error_code ec;
-    offset_ = fs::exists(log_, ec) ? fs::file_size(log_, ec) : 0;
+  bus_log_watcher(fs::path log, uintmax_t offset, std::shared_ptr<bus::connection> conn)
+      : log_(std::move(log)), conn_(std::move(conn)), offset_(offset) {
     thread_ = std::thread([this] { run(); });
   }
   ~bus_log_watcher() {
@@ -459,7 +490,10 @@ int run(const daemon_config& cfg) {
       spdlog::error("bus grant for {}: {}", cvm_id, w.error().to_string());
       return;
     }
-    nats.reload();
+    if (auto r = nats.reload(); !r) {
+      spdlog::error("bus grant for {}: {}", cvm_id, r.error().to_string());
+      return;
+    }
     spdlog::info("bus: {} participant key(s) may now use CVM {}", keys.size(), cvm_id);
   };
   std::shared_ptr<bridge::server> bridge_front;
@@ -591,7 +625,7 @@ int run(const daemon_config& cfg) {
     std::unique_ptr<bus_log_watcher> watcher;
     if (ok_start && access.secure) {
       if (auto mon = connect(bus::authz::role::monitor))
-        watcher = std::make_unique<bus_log_watcher>(cfg.state_dir / "nats" / "nats-server.log", mon);
+        watcher = std::make_unique<bus_log_watcher>(nats.log_path(), nats.log_start(), mon);
       else
         ok_start = false;
     }
