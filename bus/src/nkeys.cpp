@@ -182,31 +182,19 @@ expected<user_key> user_key::from_private_key(const crypto::private_key& key) {
 }
 
 expected<user_key> user_key::load_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return make_error(errc::not_found, "cannot open key file '" + path.string() + "'");
-  std::string text;
-  char buf[4096];
-  while (in.read(buf, sizeof buf) || in.gcount() > 0) {
-    text.append(buf, static_cast<size_t>(in.gcount()));
-    if (text.size() > max_key_file) break;
-  }
-  sodium_memzero(buf, sizeof buf);
-  expected<user_key> k = bad("key file '" + path.string() + "'", "too large");
-  if (text.size() <= max_key_file) {
-    if (trim(text).starts_with("SU")) {
-      k = from_seed(text);
-    } else {
-      auto pem = crypto::private_key::from_pem(text);
-      if (pem)
-        k = from_private_key(*pem);
-      else
-        k = pem.error();
-    }
-    if (!k)
-      k = make_error(k.error().code, "key file '" + path.string() +
-                                         "': neither an nkey seed (SU...) nor an Ed25519 key (" +
-                                         k.error().message + ")");
-  }
+  auto read = crypto::read_secret_file(path, max_key_file);
+  if (!read) return read.error();
+  std::string& text = *read;
+  auto from_pem = [&]() -> expected<user_key> {
+    auto pem = crypto::private_key::from_pem(text);
+    if (!pem) return pem.error();
+    return from_private_key(*pem);
+  };
+  auto k = trim(text).starts_with("SU") ? from_seed(text) : from_pem();
+  if (!k)
+    k = make_error(k.error().code, "key file '" + path.string() +
+                                       "': neither an nkey seed (SU...) nor an Ed25519 key (" +
+                                       k.error().message + ")");
   OPENSSL_cleanse(text.data(), text.size());
   ERR_clear_error();  // failed PEM decoders leave entries behind
   return k;

@@ -176,6 +176,11 @@ TEST_CASE("nkeys: key files hold a seed or an Ed25519 PEM; seeds are saved 0600"
   auto missing = nkeys::user_key::load_file(dir.path() / "missing");
   REQUIRE_FALSE(missing.has_value());
   CHECK(missing.error().code == errc::not_found);
+  auto huge = dir.path() / "huge";
+  std::ofstream(huge) << "SU" << std::string(64 * 1024, 'A');
+  auto too_large = nkeys::user_key::load_file(huge);
+  REQUIRE_FALSE(too_large.has_value());
+  CHECK(too_large.error().message.find("too large") != std::string::npos);
 }
 
 TEST_CASE("nkeys: a real nats-server accepts the user's nkey and refuses a wrong seed or none") {

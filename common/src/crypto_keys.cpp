@@ -366,16 +366,28 @@ expected<private_key> private_key::from_pem(std::string_view pem) {
   return from_evp(key->get());
 }
 
-expected<private_key> private_key::load_file(const std::filesystem::path& path) {
+expected<std::string> read_secret_file(const std::filesystem::path& path, size_t max_bytes) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return make_error(errc::not_found, "cannot open key file '" + path.string() + "'");
   std::string text;
   char buf[4096];
   while (in.read(buf, sizeof buf) || in.gcount() > 0) {
     text.append(buf, static_cast<size_t>(in.gcount()));
-    if (text.size() > max_key_input) break;
+    if (text.size() > max_bytes) break;
   }
   OPENSSL_cleanse(buf, sizeof buf);
+  if (text.size() > max_bytes) {
+    OPENSSL_cleanse(text.data(), text.size());
+    return make_error(errc::invalid_request, "key file '" + path.string() + "': too large (over " +
+                                                 std::to_string(max_bytes) + " bytes)");
+  }
+  return text;
+}
+
+expected<private_key> private_key::load_file(const std::filesystem::path& path) {
+  auto read = read_secret_file(path, max_key_input);
+  if (!read) return read.error();
+  std::string& text = *read;
   auto key = from_pem(text);
   OPENSSL_cleanse(text.data(), text.size());
   if (!key) return make_error(key.error().code, "key file '" + path.string() + "': " + key.error().message);

@@ -306,6 +306,15 @@ TEST_CASE("load_file reads a PEM key; a missing file is not_found") {
   auto missing = private_key::load_file(path);
   REQUIRE_FALSE(missing);
   CHECK(missing.error().code == errc::not_found);
+  {
+    std::ofstream out(path);
+    out << std::string((1 << 20) + 1, 'A');
+  }
+  auto huge = private_key::load_file(path);
+  std::filesystem::remove(path);
+  REQUIRE_FALSE(huge);
+  CHECK(huge.error().code == errc::invalid_request);
+  CHECK(huge.error().message.find("too large") != std::string::npos);
 }
 
 TEST_CASE("public_key copies share the key and compare equal") {

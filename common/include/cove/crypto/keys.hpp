@@ -72,6 +72,11 @@ class public_key {
   std::vector<uint8_t> der_;
 };
 
+/// Reads a file holding secret text (a key, a seed) of at most `max_bytes`: the
+/// read buffer is wiped, and a larger file is refused ("too large") rather than read.
+/// The caller wipes the returned text (OPENSSL_cleanse) when done with it.
+expected<std::string> read_secret_file(const std::filesystem::path& path, size_t max_bytes);
+
 /// A private key. Move-only.
 class private_key {
  public:
