@@ -1,9 +1,9 @@
 #include "cove/bridge/tls.hpp"
 
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
-#include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
 #include <cstdio>
@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "cove/bus/authz.hpp"
+#include "cove/crypto/x509.hpp"
 
 namespace cove::bridge {
 
@@ -19,57 +20,29 @@ namespace fs = std::filesystem;
 namespace {
 
 using pkey = c_handle<EVP_PKEY, EVP_PKEY_free>;
-using x509 = c_handle<X509, X509_free>;
-using x509_ext = c_handle<X509_EXTENSION, X509_EXTENSION_free>;
-using bio = c_handle<BIO, BIO_free_all>;
 
 error tls_error(std::string_view what) {
   return error{errc::internal, ssl_error_text(what)};
 }
 
-std::string bio_text(BIO* b) {
-  char* data = nullptr;
-  long n = BIO_get_mem_data(b, &data);
-  return n > 0 ? std::string(data, static_cast<size_t>(n)) : std::string{};
-}
-
 expected<void> generate_identity(const tls_identity& id) {
   pkey key{EVP_EC_gen("P-256")};
   if (!key) return tls_error("bridge identity: EC key");
-  x509 cert{X509_new()};
-  if (!cert) return tls_error("bridge identity: X509_new");
-  X509_set_version(cert.get(), 2);
-  std::array<uint8_t, 16> serial{};
-  if (RAND_bytes(serial.data(), serial.size()) != 1) return tls_error("bridge identity: serial");
-  serial[0] &= 0x7f;
-  c_handle<BIGNUM, BN_free> bn{BN_bin2bn(serial.data(), serial.size(), nullptr)};
-  if (!bn || !BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(cert.get())))
-    return tls_error("bridge identity: serial");
-  X509_gmtime_adj(X509_getm_notBefore(cert.get()), -3600);
-  X509_gmtime_adj(X509_getm_notAfter(cert.get()), 10L * 365 * 24 * 3600);
-  X509_NAME* name = X509_get_subject_name(cert.get());
-  X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("cove-bridge"),
-                             -1, -1, 0);
-  X509_set_issuer_name(cert.get(), name);
-  X509_set_pubkey(cert.get(), key.get());
-  X509V3_CTX ctx;
-  X509V3_set_ctx_nodb(&ctx);
-  X509V3_set_ctx(&ctx, cert.get(), cert.get(), nullptr, nullptr, 0);
-  for (auto [nid, value] : {std::pair{NID_subject_alt_name, "DNS:cove-bridge,IP:127.0.0.1"},
-                            std::pair{NID_basic_constraints, "critical,CA:TRUE"},
-                            std::pair{NID_key_usage, "critical,digitalSignature,keyCertSign"}}) {
-    x509_ext ext{X509V3_EXT_conf_nid(nullptr, &ctx, nid, value)};
-    if (!ext || X509_add_ext(cert.get(), ext.get(), -1) != 1) return tls_error("bridge identity: extension");
-  }
-  if (X509_sign(cert.get(), key.get(), EVP_sha256()) <= 0) return tls_error("bridge identity: sign");
-  bio kb{BIO_new(BIO_s_mem())}, cb{BIO_new(BIO_s_mem())};
-  if (!kb || !cb ||
-      PEM_write_bio_PrivateKey(kb.get(), key.get(), nullptr, nullptr, 0, nullptr, nullptr) != 1 ||
-      PEM_write_bio_X509(cb.get(), cert.get()) != 1)
-    return tls_error("bridge identity: PEM");
+  // Self-signed and pinned by agents as is: a CA (it signs itself) that names
+  // where agents dial it.
+  auto cert = crypto::issue_certificate(key.get(), "cove-bridge", nullptr, key.get(), 3650,
+                                        {{NID_subject_alt_name, "DNS:cove-bridge,IP:127.0.0.1"},
+                                         {NID_basic_constraints, "critical,CA:TRUE"},
+                                         {NID_key_usage, "critical,digitalSignature,keyCertSign"}});
+  if (!cert) return make_error(cert.error().code, "bridge identity: " + cert.error().message);
+  auto key_pem = crypto::to_pem(nullptr, key.get());
+  auto cert_pem = crypto::to_pem(cert->get(), nullptr);
+  if (!key_pem || !cert_pem) return tls_error("bridge identity: PEM");
   // The bus's private-file writer (0600 from creation, O_NOFOLLOW, fsync, atomic rename).
-  if (auto w = bus::authz::write_private_file(id.key, bio_text(kb.get())); !w) return w;
-  if (auto w = bus::authz::write_private_file(id.cert, bio_text(cb.get())); !w) return w;
+  auto written = bus::authz::write_private_file(id.key, *key_pem);
+  OPENSSL_cleanse(key_pem->data(), key_pem->size());
+  if (!written) return written;
+  if (auto w = bus::authz::write_private_file(id.cert, *cert_pem); !w) return w;
   // The certificate is public: agents (possibly another user) pin it.
   std::error_code ec;
   fs::permissions(

@@ -21,6 +21,7 @@
 
 #include "cove/bus/subjects.hpp"
 #include "cove/c_handle.hpp"
+#include "cove/crypto/x509.hpp"
 
 namespace cove::bus::authz {
 
@@ -28,10 +29,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-using x509 = c_handle<X509, X509_free>;
 using evp_pkey = c_handle<EVP_PKEY, EVP_PKEY_free>;
-using x509_ext = c_handle<X509_EXTENSION, X509_EXTENSION_free>;
-using bio = c_handle<BIO, BIO_free_all>;
 
 error ssl_error(std::string_view what) {
   std::string text(what);
@@ -69,52 +67,11 @@ bool is_ip(const std::string& host) {
   return inet_pton(AF_INET, host.c_str(), buf) == 1 || inet_pton(AF_INET6, host.c_str(), buf) == 1;
 }
 
-expected<void> add_ext(X509* cert, X509* issuer, int nid, const std::string& value) {
-  X509V3_CTX ctx;
-  X509V3_set_ctx_nodb(&ctx);
-  X509V3_set_ctx(&ctx, issuer, cert, nullptr, nullptr, 0);
-  x509_ext ext{X509V3_EXT_conf_nid(nullptr, &ctx, nid, value.c_str())};
-  if (!ext || X509_add_ext(cert, ext.get(), -1) != 1) return ssl_error("certificate extension " + value);
-  return ok();
-}
-
-expected<x509> make_cert(EVP_PKEY* key, const std::string& cn, X509* issuer, EVP_PKEY* issuer_key, long days,
-                         const std::vector<std::pair<int, std::string>>& exts) {
-  x509 cert{X509_new()};
-  if (!cert) return ssl_error("X509_new");
-  unsigned char serial[16];
-  if (RAND_bytes(serial, sizeof serial) != 1) return ssl_error("serial");
-  serial[0] &= 0x7f;  // positive
-  c_handle<BIGNUM, BN_free> bn{BN_bin2bn(serial, sizeof serial, nullptr)};
-  X509_NAME* name = X509_get_subject_name(cert.get());
-  bool ok_fields =
-      X509_set_version(cert.get(), 2) == 1 && bn &&
-      BN_to_ASN1_INTEGER(bn.get(), X509_get_serialNumber(cert.get())) &&
-      X509_gmtime_adj(X509_getm_notBefore(cert.get()), -3600) &&
-      X509_gmtime_adj(X509_getm_notAfter(cert.get()), days * 86400L) &&
-      X509_set_pubkey(cert.get(), key) == 1 &&
-      X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("cove"), -1,
-                                 -1, 0) == 1 &&
-      X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>(cn.c_str()),
-                                 -1, -1, 0) == 1 &&
-      X509_set_issuer_name(cert.get(), issuer ? X509_get_subject_name(issuer) : name) == 1;
-  if (!ok_fields) return ssl_error("certificate fields");
-  for (const auto& [nid, value] : exts)
-    if (auto r = add_ext(cert.get(), issuer ? issuer : cert.get(), nid, value); !r) return r.error();
-  if (X509_sign(cert.get(), issuer_key, EVP_sha256()) <= 0) return ssl_error("certificate signature");
-  return cert;
-}
-
 expected<void> write_pem(const fs::path& path, X509* cert, EVP_PKEY* key) {
-  bio mem{BIO_new(BIO_s_mem())};
-  if (!mem) return ssl_error("BIO_new");
-  if (cert && PEM_write_bio_X509(mem.get(), cert) != 1) return ssl_error("PEM certificate");
-  if (key && PEM_write_bio_PrivateKey(mem.get(), key, nullptr, nullptr, 0, nullptr, nullptr) != 1)
-    return ssl_error("PEM key");
-  char* data = nullptr;
-  long n = BIO_get_mem_data(mem.get(), &data);
-  auto r = write_private_file(path, std::string_view(data, static_cast<size_t>(n)));
-  if (n > 0) OPENSSL_cleanse(data, static_cast<size_t>(n));
+  auto pem = crypto::to_pem(cert, key);
+  if (!pem) return pem.error();
+  auto r = write_private_file(path, *pem);
+  OPENSSL_cleanse(pem->data(), pem->size());
   return r;
 }
 
@@ -266,10 +223,10 @@ expected<void> generate_tls(const fs::path& ca_cert, const fs::path& ca_key, con
                             const fs::path& server_key, const std::vector<std::string>& hosts) {
   auto cak = p256();
   if (!cak) return cak.error();
-  auto ca = make_cert(cak->get(), "cove bus CA", nullptr, cak->get(), 3650,
-                      {{NID_basic_constraints, "critical,CA:TRUE,pathlen:0"},
-                       {NID_key_usage, "critical,keyCertSign,cRLSign"},
-                       {NID_subject_key_identifier, "hash"}});
+  auto ca = crypto::issue_certificate(cak->get(), "cove bus CA", nullptr, cak->get(), 3650,
+                                      {{NID_basic_constraints, "critical,CA:TRUE,pathlen:0"},
+                                       {NID_key_usage, "critical,keyCertSign,cRLSign"},
+                                       {NID_subject_key_identifier, "hash"}});
   if (!ca) return ca.error();
   auto sk = p256();
   if (!sk) return sk.error();
@@ -278,12 +235,12 @@ expected<void> generate_tls(const fs::path& ca_cert, const fs::path& ca_key, con
     if (!san.empty()) san += ",";
     san += (is_ip(h) ? "IP:" : "DNS:") + h;
   }
-  auto srv = make_cert(sk->get(), "cove bus", ca->get(), cak->get(), 1825,
-                       {{NID_basic_constraints, "critical,CA:FALSE"},
-                        {NID_key_usage, "critical,digitalSignature"},
-                        {NID_ext_key_usage, "serverAuth"},
-                        {NID_subject_alt_name, san},
-                        {NID_authority_key_identifier, "keyid"}});
+  auto srv = crypto::issue_certificate(sk->get(), "cove bus", ca->get(), cak->get(), 1825,
+                                       {{NID_basic_constraints, "critical,CA:FALSE"},
+                                        {NID_key_usage, "critical,digitalSignature"},
+                                        {NID_ext_key_usage, "serverAuth"},
+                                        {NID_subject_alt_name, san},
+                                        {NID_authority_key_identifier, "keyid"}});
   if (!srv) return srv.error();
   if (auto r = write_pem(ca_key, nullptr, cak->get()); !r) return r;
   if (auto r = write_pem(ca_cert, ca->get(), nullptr); !r) return r;
