@@ -35,7 +35,7 @@ export class CoveError extends globalThis.Error {
 export interface BusOptions {
   /** nats://, or tls:// for coved's locked embedded bus. Default: first line of <state>/nats.url. */
   url?: string;
-  /** coved's state directory (default $COVE_STATE_DIR); supplies nats.url, bus/ca.pem, bus/admin.seed. */
+  /** coved's state directory (default as cove's: $COVE_STATE_DIR, /var/lib/cove as root, ...); supplies nats.url, bus/ca.pem, bus/admin.seed. */
   stateDir?: string;
   /** PEM file of the CA that signed the server certificate (default <state>/bus/ca.pem). */
   caFile?: string;
@@ -57,6 +57,16 @@ export function loadNkeySeed(file: string): string {
   return encodeUserSeed(der.subarray(der.length - 32));  // PKCS#8 Ed25519: the 32-byte seed ends the DER
 }
 
+/** cove::default_state_dir (common/src/paths.cpp). */
+export function defaultStateDir(): string {
+  const env = process.env;
+  if (env.COVE_STATE_DIR) return env.COVE_STATE_DIR;
+  if (process.getuid?.() === 0) return "/var/lib/cove";
+  if (env.XDG_STATE_HOME) return path.join(env.XDG_STATE_HOME, "cove");
+  if (env.HOME) return path.join(env.HOME, ".local", "state", "cove");
+  return "/tmp/cove";
+}
+
 export interface Bus {
   nc: NatsConnection;
   url: string;
@@ -70,16 +80,16 @@ export interface Bus {
  * "_INBOX.<nkey public key>", so the inbox prefix must be set accordingly.
  */
 export async function connectBus(o: BusOptions): Promise<Bus> {
-  const stateDir = o.stateDir ?? process.env.COVE_STATE_DIR ?? "";
+  const stateDir = o.stateDir ?? defaultStateDir();
   let url = o.url ?? process.env.COVE_NATS_URL ?? "";
-  if (!url && stateDir) {
+  if (!url) {
     const f = path.join(stateDir, "nats.url");
     if (fs.existsSync(f)) url = fs.readFileSync(f, "utf8").split("\n")[0].trim();
   }
   if (!url) url = "nats://127.0.0.1:4222";
   let caFile = o.caFile ?? process.env.COVE_NATS_CA ?? "";
   let nkeyFile = o.nkeyFile ?? process.env.COVE_NKEY_SEED ?? "";
-  if (url.startsWith("tls://") && stateDir) {
+  if (url.startsWith("tls://")) {
     const bus = path.join(stateDir, "bus");
     if (!caFile && fs.existsSync(path.join(bus, "ca.pem"))) caFile = path.join(bus, "ca.pem");
     if (!nkeyFile && fs.existsSync(path.join(bus, "admin.seed"))) nkeyFile = path.join(bus, "admin.seed");

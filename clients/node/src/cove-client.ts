@@ -15,7 +15,7 @@ import * as path from "node:path";
 import * as flatbuffers from "flatbuffers";
 import { Subscription } from "nats";
 
-import { Bus, BusOptions, CoveError, bodyAs, connectBus, cvmSubject, envelope, openEnvelope, request } from "./bus";
+import { Bus, BusOptions, CoveError, bodyAs, connectBus, cvmSubject, defaultStateDir, envelope, openEnvelope, request } from "./bus";
 import * as cc from "./crypto";
 import { AgentState } from "./gen/cove/v1/agent-state";
 import { AlgoType } from "./gen/cove/v1/algo-type";
@@ -402,7 +402,7 @@ async function fetchResult(
 async function run(a: Args): Promise<number> {
   await cc.ready;
   const owner = a.key ? cc.loadParticipant(a.key) : cc.participantFrom(crypto.generateKeyPairSync("ed25519").privateKey);
-  const stateDir = a.bus.stateDir ?? process.env.COVE_STATE_DIR ?? "";
+  const stateDir = a.bus.stateDir ?? defaultStateDir();
   const policyFile = a.policy ?? path.join(stateDir, "sim", "policy.json");
   const policy = JSON.parse(fs.readFileSync(policyFile, "utf8")) as cc.Policy;
 
