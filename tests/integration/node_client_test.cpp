@@ -95,13 +95,15 @@ class node_cluster {
 
   fs::path make_file(const std::string& name, std::string_view content, bool executable = false) {
     auto p = dir_.path() / name;
-    write_file(p, content, executable ? fs::perms::owner_all : fs::perms::owner_read | fs::perms::owner_write);
+    write_file(p, content,
+               executable ? fs::perms::owner_all : fs::perms::owner_read | fs::perms::owner_write);
     return p;
   }
 
   /// Runs the client with `args` after "--state-dir <state>"; at most 40 s.
   client_run run(const std::string& name, std::vector<std::string> args) {
-    std::vector<std::string> argv = {COVE_NODE_EXECUTABLE, COVE_NODE_CLIENT_JS, "--state-dir", state().string()};
+    std::vector<std::string> argv = {COVE_NODE_EXECUTABLE, COVE_NODE_CLIENT_JS, "--state-dir",
+                                     state().string()};
     argv.insert(argv.end(), args.begin(), args.end());
     auto p = must(test::child_process::spawn(argv, {}, dir_.path(), name), "node");
     auto st = p.wait_for_exit(test::deadline_in(40s));
@@ -138,8 +140,8 @@ TEST_CASE("node client: creates a CVM, runs a computation, follows its events, f
   auto algo = c.make_file("count.sh", "#!/bin/sh\ncat datasets/* | wc -l > results/rows\n", true);
   auto data = c.make_file("rows.csv", "a\nb\nc\nd\ne\n");
   auto out = c.dir() / "result.zip";
-  auto r = c.run("node-ok", {"run", "--algo", algo.string(), "--dataset", data.string(), "--out", out.string(),
-                             "--deadline", "30"});
+  auto r = c.run("node-ok", {"run", "--algo", algo.string(), "--dataset", data.string(), "--out",
+                             out.string(), "--deadline", "30"});
   INFO(r.text);
   CHECK(r.exit_code == 0);
   REQUIRE(find_line(r.out, "connected tls://") == 0);  // the locked bus, over TLS, with an nkey
@@ -187,7 +189,8 @@ TEST_CASE("node client: a failing algorithm ends in Failed with its stderr, exit
   auto cvm = cvm_of(r);
   auto running = find_line(r.out, "event computation " + cvm + " Running");
   CHECK(running >= 0);
-  auto failed = find_line(r.out, "event computation " + cvm + " Failed", static_cast<size_t>(std::max(running, 0L)));
+  auto failed =
+      find_line(r.out, "event computation " + cvm + " Failed", static_cast<size_t>(std::max(running, 0L)));
   REQUIRE(failed >= 0);
   CHECK(r.out[static_cast<size_t>(failed)].find("no model today") != std::string::npos);
   CHECK(find_line(r.out, "result ") < 0);
