@@ -3,6 +3,7 @@
 // errors. docs/bus.md §1-§4 is the contract this file follows.
 import * as fs from "node:fs";
 import { createPrivateKey } from "node:crypto";
+import * as tls from "node:tls";
 import * as path from "node:path";
 import * as flatbuffers from "flatbuffers";
 import { connect, nkeyAuthenticator, ErrorCode as NatsErrorCode, NatsConnection, NatsError } from "nats";
@@ -101,7 +102,15 @@ export async function connectBus(o: BusOptions): Promise<Bus> {
     maxReconnectAttempts: 0,
     timeout: 5000,
   };
-  if (url.startsWith("tls://") || caFile) opts.tls = caFile ? { caFile } : {};
+  if (url.startsWith("tls://") || caFile) {
+    // nats.js sends no server name for an IP address, and Node then checks the certificate
+    // against "localhost": check it against the host we dialled instead.
+    const host = new URL(url.replace(/^tls:/, "nats:")).hostname.replace(/^\[(.*)\]$/, "$1");
+    opts.tls = {
+      ...(caFile ? { caFile } : {}),
+      checkServerIdentity: (_name: string, cert: tls.PeerCertificate) => tls.checkServerIdentity(host, cert),
+    } as NonNullable<typeof opts.tls>;
+  }
   if (nkeyFile) {
     const seed = loadNkeySeed(nkeyFile);
     user = nkeyPublicFromSeed(seed);
