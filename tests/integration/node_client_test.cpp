@@ -148,27 +148,36 @@ TEST_CASE("node client: creates a CVM, runs a computation, follows its events, f
   CHECK(r.out[0].find(" as U") != std::string::npos);
   auto cvm = cvm_of(r);
 
-  // The steps and the agent's state events, in this order.
-  const std::vector<std::string> sequence = {
-      "event computation " + cvm + " ReceivingManifest",
-      "computation node-",
-      "event computation " + cvm + " ReceivingAlgorithm",
-      "attested " + cvm + " report v",
-      "uploaded algorithm algo (",
-      "event computation " + cvm + " ReceivingData",
-      "uploaded dataset rows.csv (10 bytes, 1 chunks)",
-      "event computation " + cvm + " Running",
-      "event computation " + cvm + " ConsumingResults",
-      "result ",
-      "event computation " + cvm + " Complete",
-      "cvm " + cvm + " removed",
+  // The agent's state events arrive in order, and so do the client's own steps;
+  // between the two only causality is fixed (an event and the reply to the
+  // request that caused it travel different paths).
+  auto in_order = [&](const std::vector<std::string>& sequence) {
+    std::vector<long> at;
+    size_t from = 0;
+    for (const auto& step : sequence) {
+      auto i = find_line(r.out, step, from);
+      CHECK_MESSAGE(i >= 0, "missing '" << step << "' after line " << from);
+      at.push_back(i);
+      if (i >= 0) from = static_cast<size_t>(i) + 1;
+    }
+    return at;
   };
-  size_t at = 0;
-  for (const auto& step : sequence) {
-    auto i = find_line(r.out, step, at);
-    CHECK_MESSAGE(i >= 0, "missing '" << step << "' after line " << at);
-    if (i >= 0) at = static_cast<size_t>(i) + 1;
-  }
+  const std::string ev = "event computation " + cvm + " ";
+  auto events = in_order({ev + "ReceivingManifest waiting for a computation manifest",
+                          ev + "ReceivingAlgorithm manifest 'node-",
+                          ev + "ReceivingData waiting for 1 dataset(s)", ev + "Running all inputs received",
+                          ev + "ConsumingResults results ready", ev + "Complete results consumed"});
+  auto steps = in_order({"cvm " + cvm + " running", "computation node-", "attested " + cvm + " report v",
+                         "uploaded algorithm algo (", "uploaded dataset rows.csv (10 bytes, 1 chunks)",
+                         "result ", "computation node-", "cvm " + cvm + " removed"});
+  CHECK(r.out[static_cast<size_t>(std::max(steps[1], 0L))].ends_with(" ReceivingAlgorithm"));
+  CHECK(r.out[static_cast<size_t>(std::max(steps[6], 0L))].ends_with(" Complete"));
+  CHECK(events[4] < steps[5]);  // the result is fetched after ConsumingResults ...
+  CHECK(events[5] < steps[6]);  // ... and the run is over once Complete was seen
+  // The upload events name both files.
+  CHECK(find_line(r.out, "event upload " + cvm + " ReceivingAlgorithm algorithm received and verified") >= 0);
+  CHECK(find_line(r.out, "event upload " + cvm + " ReceivingData dataset 'rows.csv' received and verified") >=
+        0);
   // Nothing of this CVM went wrong on the way.
   CHECK(find_line(r.out, "event computation " + cvm + " Failed") < 0);
   CHECK(find_line(r.out, "error") < 0);
