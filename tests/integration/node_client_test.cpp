@@ -136,12 +136,13 @@ std::string cvm_of(const client_run& r) {
 }  // namespace
 
 TEST_CASE("node client: creates a CVM, runs a computation, follows its events, fetches the result") {
+  // The admin creates, starts and follows; the participant's own key (its nkey) uploads and downloads.
   node_cluster c;
   auto algo = c.make_file("count.sh", "#!/bin/sh\ncat datasets/* | wc -l > results/rows\n", true);
   auto data = c.make_file("rows.csv", "a\nb\nc\nd\ne\n");
   auto out = c.dir() / "result.zip";
   auto r = c.run("node-ok", {"run", "--algo", algo.string(), "--dataset", data.string(), "--out",
-                             out.string(), "--deadline", "30"});
+                             out.string(), "--deadline", "30", "--participant-bus"});
   INFO(r.text);
   CHECK(r.exit_code == 0);
   REQUIRE(find_line(r.out, "connected tls://") == 0);  // the locked bus, over TLS, with an nkey
@@ -167,13 +168,18 @@ TEST_CASE("node client: creates a CVM, runs a computation, follows its events, f
                           ev + "ReceivingAlgorithm manifest 'node-",
                           ev + "ReceivingData waiting for 1 dataset(s)", ev + "Running all inputs received",
                           ev + "ConsumingResults results ready", ev + "Complete results consumed"});
-  auto steps = in_order({"cvm " + cvm + " running", "computation node-", "attested " + cvm + " report v",
-                         "uploaded algorithm algo (", "uploaded dataset rows.csv (10 bytes, 1 chunks)",
-                         "result ", "computation node-", "cvm " + cvm + " removed"});
+  auto steps = in_order({"cvm " + cvm + " running", "computation node-",
+                         "connected tls://",  // again, as the participant, admitted by the start
+                         "attested " + cvm + " report v", "uploaded algorithm algo (",
+                         "uploaded dataset rows.csv (10 bytes, 1 chunks)", "result ", "computation node-",
+                         "cvm " + cvm + " removed"});
   CHECK(r.out[static_cast<size_t>(std::max(steps[1], 0L))].ends_with(" ReceivingAlgorithm"));
-  CHECK(r.out[static_cast<size_t>(std::max(steps[6], 0L))].ends_with(" Complete"));
-  CHECK(events[4] < steps[5]);  // the result is fetched after ConsumingResults ...
-  CHECK(events[5] < steps[6]);  // ... and the run is over once Complete was seen
+  CHECK(r.out[static_cast<size_t>(std::max(steps[7], 0L))].ends_with(" Complete"));
+  auto participant = r.out[static_cast<size_t>(std::max(steps[2], 0L))];
+  CHECK(participant.find(" as participant U") != std::string::npos);
+  CHECK(participant.substr(participant.find(" U")) != r.out[0].substr(r.out[0].find(" U")));
+  CHECK(events[4] < steps[6]);  // the result is fetched after ConsumingResults ...
+  CHECK(events[5] < steps[7]);  // ... and the run is over once Complete was seen
   // The upload events name both files.
   CHECK(find_line(r.out, "event upload " + cvm + " ReceivingAlgorithm algorithm received and verified") >= 0);
   CHECK(find_line(r.out, "event upload " + cvm + " ReceivingData dataset 'rows.csv' received and verified") >=

@@ -2,7 +2,7 @@
 // building and reading cove.v1.Envelope buffers, request/reply with typed
 // errors. docs/bus.md §1-§4 is the contract this file follows.
 import * as fs from "node:fs";
-import { createPrivateKey } from "node:crypto";
+import { KeyObject, createPrivateKey } from "node:crypto";
 import * as tls from "node:tls";
 import * as path from "node:path";
 import * as flatbuffers from "flatbuffers";
@@ -45,6 +45,8 @@ export interface BusOptions {
    * or an Ed25519 participant key as PKCS#8 PEM (`cove keys generate`), whose seed is the nkey seed.
    */
   nkeyFile?: string;
+  /** An encoded nkey seed "SU..." (instead of nkeyFile). */
+  nkeySeed?: string;
   name?: string;
 }
 
@@ -52,8 +54,12 @@ export interface BusOptions {
 export function loadNkeySeed(file: string): string {
   const text = fs.readFileSync(file, "utf8").trim();
   if (text.startsWith("SU")) return text;
-  const key = createPrivateKey(text);
-  if (key.asymmetricKeyType !== "ed25519") throw new CoveError(ErrorCode.invalid_request, `${file}: only Ed25519 keys are nkeys`);
+  return nkeySeedOf(createPrivateKey(text), file);
+}
+
+/** The nkey seed of an Ed25519 private key: its 32-byte seed, encoded. */
+export function nkeySeedOf(key: KeyObject, what = "key"): string {
+  if (key.asymmetricKeyType !== "ed25519") throw new CoveError(ErrorCode.invalid_request, `${what}: only Ed25519 keys are nkeys`);
   const der = key.export({ format: "der", type: "pkcs8" });
   return encodeUserSeed(der.subarray(der.length - 32));  // PKCS#8 Ed25519: the 32-byte seed ends the DER
 }
@@ -93,7 +99,7 @@ export async function connectBus(o: BusOptions): Promise<Bus> {
   if (url.startsWith("tls://")) {
     const bus = path.join(stateDir, "bus");
     if (!caFile && fs.existsSync(path.join(bus, "ca.pem"))) caFile = path.join(bus, "ca.pem");
-    if (!nkeyFile && fs.existsSync(path.join(bus, "admin.seed"))) nkeyFile = path.join(bus, "admin.seed");
+    if (!nkeyFile && !o.nkeySeed && fs.existsSync(path.join(bus, "admin.seed"))) nkeyFile = path.join(bus, "admin.seed");
   }
   let user = "";
   const opts: Parameters<typeof connect>[0] = {
@@ -111,8 +117,8 @@ export async function connectBus(o: BusOptions): Promise<Bus> {
       checkServerIdentity: (_name: string, cert: tls.PeerCertificate) => tls.checkServerIdentity(host, cert),
     } as NonNullable<typeof opts.tls>;
   }
-  if (nkeyFile) {
-    const seed = loadNkeySeed(nkeyFile);
+  if (o.nkeySeed || nkeyFile) {
+    const seed = o.nkeySeed ?? loadNkeySeed(nkeyFile);
     user = nkeyPublicFromSeed(seed);
     opts.authenticator = nkeyAuthenticator(new TextEncoder().encode(seed));
     opts.inboxPrefix = `_INBOX.${user}`;

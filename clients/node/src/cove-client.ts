@@ -3,19 +3,21 @@
 //   node cove-client.js [--state-dir DIR] [--url URL] [--ca FILE] [--nkey-seed FILE] run
 //        --algo FILE [--algo-type bin|python|wasm] [--dataset FILE]... [--key ED25519.pem]
 //        [--policy FILE] [--out result.zip] [--ttl SECONDS] [--deadline SECONDS] [--keep]
+//        [--participant-bus]
 //
 // It creates a CVM, starts a computation whose manifest it builds from the files (one
 // participant key owns the algorithm and every dataset and consumes the result), attests the
 // agent, uploads sealed and signed, follows the events until the run ends, fetches and unseals
-// the result and removes the CVM. One line per step on stdout; exit 0 on Complete, 3 when the
+// the result and removes the CVM. With --participant-bus the uploads and the download go over a
+// second connection authenticated with the participant's own key (docs/bus.md §1.2). One line per step on stdout; exit 0 on Complete, 3 when the
 // computation Failed, 1 on any other error, 2 on a bad command line.
 import * as crypto from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import * as flatbuffers from "flatbuffers";
-import { Subscription } from "nats";
+import { ErrorCode as NatsErrorCode, NatsError, Subscription } from "nats";
 
-import { Bus, BusOptions, CoveError, bodyAs, connectBus, cvmSubject, defaultStateDir, envelope, openEnvelope, request } from "./bus";
+import { Bus, BusOptions, CoveError, bodyAs, connectBus, cvmSubject, defaultStateDir, envelope, nkeySeedOf, openEnvelope, request } from "./bus";
 import * as cc from "./crypto";
 import { AgentState } from "./gen/cove/v1/agent-state";
 import { AlgoType } from "./gen/cove/v1/algo-type";
@@ -61,12 +63,13 @@ interface Args {
   ttl: number;
   deadline: number;
   keep: boolean;
+  participantBus: boolean;
 }
 
 class UsageError extends globalThis.Error {}
 
 function parseArgs(argv: string[]): Args {
-  const a: Args = { bus: {}, algo: "", algoType: "bin", datasets: [], out: "result.zip", ttl: 600, deadline: 60, keep: false };
+  const a: Args = { bus: {}, algo: "", algoType: "bin", datasets: [], out: "result.zip", ttl: 600, deadline: 60, keep: false, participantBus: false };
   let command = "";
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
@@ -98,6 +101,7 @@ function parseArgs(argv: string[]): Args {
       case "--ttl": a.ttl = seconds(); break;
       case "--deadline": a.deadline = seconds(); break;
       case "--keep": a.keep = true; break;
+      case "--participant-bus": a.participantBus = true; break;
       case "-h":
       case "--help":
         throw new UsageError("");
@@ -113,7 +117,8 @@ function parseArgs(argv: string[]): Args {
 
 const usage = `usage: cove-client [--state-dir DIR] [--url URL] [--ca FILE] [--nkey-seed FILE] run
          --algo FILE [--algo-type bin|python|wasm] [--dataset FILE]... [--key ED25519.pem]
-         [--policy FILE] [--out result.zip] [--ttl SECONDS] [--deadline SECONDS] [--keep]`;
+         [--policy FILE] [--out result.zip] [--ttl SECONDS] [--deadline SECONDS] [--keep]
+         [--participant-bus]`;
 
 // ---- events ------------------------------------------------------------------------------------
 
@@ -426,16 +431,18 @@ async function run(a: Args): Promise<number> {
   await bus.nc.flush();  // the subscription is in place before anything happens
 
   let cvm = "";
+  let pbus = bus;  // the data plane's connection
   try {
     cvm = await createCvm(bus, a.ttl);
     events.cvm = cvm;
     events.replay();
     await startComputation(bus, cvm, m);
 
-    let agentKx = await attest(bus, cvm, policy, path.dirname(policyFile));
-    await checkManifest(bus, cvm, m.id, digest);
-    await upload(bus, cvm, "algorithm", a.algo, owner, m, digest, agentKx);
-    for (const d of a.datasets) await upload(bus, cvm, "dataset", d, owner, m, digest, agentKx);
+    if (a.participantBus) pbus = await connectParticipant(a.bus, owner, until);
+    let agentKx = await attest(pbus, cvm, policy, path.dirname(policyFile));
+    await checkManifest(pbus, cvm, m.id, digest);
+    await upload(pbus, cvm, "algorithm", a.algo, owner, m, digest, agentKx);
+    for (const d of a.datasets) await upload(pbus, cvm, "dataset", d, owner, m, digest, agentKx);
 
     const end = await events.waitFor(
       (e) => e.kind === "computation" && (e.state === "ConsumingResults" || e.state === "Failed"),
@@ -446,9 +453,9 @@ async function run(a: Args): Promise<number> {
       say(`computation ${m.id} Failed: ${end.message}`);
       return 3;
     }
-    agentKx = await attest(bus, cvm, policy, path.dirname(policyFile));  // a fresh nonce per session
-    await checkManifest(bus, cvm, m.id, digest);
-    await fetchResult(bus, cvm, owner, m, digest, agentKx, a.out);
+    agentKx = await attest(pbus, cvm, policy, path.dirname(policyFile));  // a fresh nonce per session
+    await checkManifest(pbus, cvm, m.id, digest);
+    await fetchResult(pbus, cvm, owner, m, digest, agentKx, a.out);
     await events.waitFor((e) => e.kind === "computation" && e.state === "Complete", until, "Complete");
     say(`computation ${m.id} Complete`);
     return 0;
@@ -460,7 +467,27 @@ async function run(a: Args): Promise<number> {
         say(`remove ${cvm}: ${err}`);
       }
     }
+    if (pbus !== bus) await pbus.nc.close();
     await bus.nc.drain();
+  }
+}
+
+/**
+ * Connects with the participant's own key as its nkey. coved admits it once computation.start
+ * accepted a manifest naming it, after reloading the server's configuration: until then the
+ * server answers "Authorization Violation", so this retries until the deadline.
+ */
+async function connectParticipant(o: BusOptions, p: cc.Participant, until: number): Promise<Bus> {
+  for (;;) {
+    try {
+      const b = await connectBus({ ...o, nkeyFile: undefined, nkeySeed: nkeySeedOf(p.key), name: "cove-node-participant" });
+      say(`connected ${b.url} as participant ${b.user}`);
+      return b;
+    } catch (err) {
+      const e = err as NatsError;
+      if (e.code !== NatsErrorCode.AuthorizationViolation || Date.now() > until) throw err;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
   }
 }
 
