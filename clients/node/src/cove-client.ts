@@ -369,8 +369,8 @@ async function fetchResult(
   const window = Math.min(Math.max(rr.window(), 1), 256);
   if (chunks === 0) throw new CoveError(ErrorCode.invalid_request, "agent announced an empty result stream");
 
-  const ask = (seq: number) =>
-    request(
+  const ask = (seq: number) => {
+    const reply = request(
       bus,
       cvmSubject(cvm, "result.chunk"),
       envelope(Body.ResultChunkRequest, (b) => ResultChunkRequest.createResultChunkRequest(b, b.createString(streamId), BigInt(seq))),
@@ -378,6 +378,9 @@ async function fetchResult(
       () => new Chunk(),
       30000,
     );
+    reply.catch(() => {});  // awaited in order below; after a failure the rest are abandoned, not unhandled
+    return reply;
+  };
   // Requests go out in order, at most `window` outstanding; replies are consumed in order.
   const pending: Promise<Chunk>[] = [];
   let requested = 0;
