@@ -68,3 +68,24 @@ else
   (cd "$eos_cache" && { $SUDO apt-get download -q "$kpkg" 2>&1 | grep -v 'unsandboxed as root'; } || true)
   ls "$eos_cache/${kpkg}_"*_amd64.deb >/dev/null 2>&1 || { echo "install-deps: apt-get download $kpkg failed" >&2; exit 1; }
 fi
+
+# The example Node.js client (clients/node, README.md "Clients"): Debian's nodejs
+# and npm only when there is no node at all, then `npm ci` from the committed
+# package-lock.json, skipped when node_modules was installed from this very lock
+# file (a stamp holding its SHA-256). The CMake build never touches the network.
+if ! command -v node >/dev/null 2>&1; then
+  echo "install-deps: installing nodejs npm"
+  [ "$updated" = 1 ] || $SUDO apt-get update -q
+  $SUDO apt-get install -y -q --no-install-recommends nodejs npm
+fi
+command -v npm >/dev/null 2>&1 || { echo "install-deps: node is installed but npm is not (apt-get install npm)" >&2; exit 1; }
+node_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)/clients/node"
+lock_sum=$(sha256sum "$node_dir/package-lock.json" | cut -d' ' -f1)
+node_stamp="$node_dir/node_modules/.cove-package-lock.sha256"
+if [ -f "$node_stamp" ] && [ "$(cat "$node_stamp")" = "$lock_sum" ]; then
+  echo "install-deps: clients/node/node_modules matches package-lock.json"
+else
+  echo "install-deps: npm ci in clients/node"
+  (cd "$node_dir" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$lock_sum" > "$node_stamp"
+fi
