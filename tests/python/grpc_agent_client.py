@@ -1,0 +1,213 @@
+#!/usr/bin/python3
+"""The cocos front door of a standalone cove-agent, driven from Python with python3-grpcio.
+
+Stubs are generated at build time from proto/agent/agent.proto (protoc --python_out +
+grpc_python_plugin). This client does what cocos-cli does: signs the role strings with
+RSA PKCS#1 v1.5 / ECDSA / Ed25519 keys, streams 1 MiB chunks with cocos metadata, and
+reads the file-size header. Run by ctest as integration.grpc_agent_python:
+
+    /usr/bin/python3 grpc_agent_client.py --agent build/bin/cove-agent --stubs build/tests/python/stubs
+"""
+import argparse
+import base64
+import hashlib
+import io
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+
+import grpc
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+
+CHUNK = 1 << 20
+failures = []
+
+
+def check(cond, what):
+    if not cond:
+        failures.append(what)
+        print("FAIL:", what, file=sys.stderr)
+
+
+def spki(key):
+    return key.public_key().public_bytes(serialization.Encoding.DER,
+                                         serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def sign(key, role):
+    msg = role.encode()
+    if isinstance(key, rsa.RSAPrivateKey):
+        sig = key.sign(msg, padding.PKCS1v15(), hashes.SHA256())
+    elif isinstance(key, ec.EllipticCurvePrivateKey):
+        sig = key.sign(msg, ec.ECDSA(hashes.SHA256()))
+    else:
+        sig = key.sign(msg)
+    return base64.b64encode(sig).decode()
+
+
+def sha3(data):
+    return hashlib.sha3_256(data).digest()
+
+
+def code_of(call):
+    try:
+        call()
+        return grpc.StatusCode.OK, ""
+    except grpc.RpcError as e:
+        return e.code(), e.details()
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--agent", required=True)
+    ap.add_argument("--stubs", required=True)
+    args = ap.parse_args()
+    sys.path.insert(0, args.stubs)
+    import agent_pb2
+    import agent_pb2_grpc
+
+    algo_key = ec.generate_private_key(ec.SECP256R1())
+    data_key = ed25519.Ed25519PrivateKey.generate()
+    consumer_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+    # A python algorithm: sums the value column of every dataset file, scaled by argv[1].
+    algorithm = (b"import os, sys\n"
+                 b"scale = int(sys.argv[1])\n"
+                 b"total = 0\n"
+                 b"for root, _, files in os.walk('datasets'):\n"
+                 b"    for f in sorted(files):\n"
+                 b"        for line in open(os.path.join(root, f)):\n"
+                 b"            total += int(line.split(',')[1])\n"
+                 b"open('results/sum.txt', 'w').write(str(total * scale) + '\\n')\n")
+    # The dataset is a directory, zipped (stored entries) and uploaded with decompress=true.
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as z:
+        z.writestr("part1.csv", "a,1\nb,2\n")
+        z.writestr("part2.csv", "c,3\n" * 400000)  # > 1 MiB: several messages
+    dataset = buf.getvalue()
+    expected_sum = (1 + 2 + 3 * 400000) * 7
+
+    manifest = {
+        "id": "python-journey",
+        "name": "python3-grpcio client",
+        "datasets": [{"hash": list(sha3(dataset)), "user_key": base64.b64encode(spki(data_key)).decode(),
+                      "filename": "dataset.zip"}],
+        "algorithm": {"hash": list(sha3(algorithm)), "user_key": base64.b64encode(spki(algo_key)).decode()},
+        "result_consumers": [{"user_key": base64.b64encode(spki(consumer_key)).decode()}],
+    }
+    tmp = tempfile.mkdtemp(prefix="cove-grpc-py-")
+    proc = None
+    try:
+        mpath = os.path.join(tmp, "manifest.json")
+        with open(mpath, "w") as f:
+            json.dump(manifest, f)
+        port_file = os.path.join(tmp, "port")
+        log = open(os.path.join(tmp, "agent.log"), "w")
+        proc = subprocess.Popen([args.agent, "--tee", "sim", "--manifest", mpath, "--grpc-listen", "127.0.0.1:0",
+                                 "--grpc-tls", "none", "--grpc-port-file", port_file,
+                                 "--work-dir", os.path.join(tmp, "work")],
+                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while not os.path.exists(port_file):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("cove-agent did not start: " + open(os.path.join(tmp, "agent.log")).read())
+            time.sleep(0.02)
+        port = int(open(port_file).read())
+        channel = grpc.insecure_channel("127.0.0.1:%d" % port)
+        grpc.channel_ready_future(channel).result(timeout=10)
+        stub = agent_pb2_grpc.AgentServiceStub(channel)
+
+        # Health: grpc.health.v1.Health/Check {service: "agent"} -> {status: SERVING}.
+        check_health = channel.unary_unary("/grpc.health.v1.Health/Check")
+        check(check_health(b"\x0a\x05agent", timeout=5) == b"\x08\x01", "health: agent SERVING")
+
+        def algo_chunks(data):
+            for off in range(0, len(data), CHUNK):
+                yield agent_pb2.AlgoRequest(algorithm=data[off:off + CHUNK])
+
+        def data_chunks(data, name):
+            for off in range(0, len(data), CHUNK):
+                yield agent_pb2.DataRequest(dataset=data[off:off + CHUNK], filename=name)
+
+        algo_md = [("signature", sign(algo_key, "algorithm-provider")), ("user-id", "algorithm-provider"),
+                   ("algo_type", "python"), ("algo_args", "7")]
+        data_md = [("signature", sign(data_key, "data-provider")), ("decompress", "true")]
+        consumer_md = [("signature", sign(consumer_key, "consumer"))]
+
+        code, msg = code_of(lambda: stub.Data(data_chunks(dataset, "dataset.zip"), metadata=data_md))
+        check(code == grpc.StatusCode.FAILED_PRECONDITION, "data before algo: %s %s" % (code, msg))
+        code, msg = code_of(lambda: stub.Algo(algo_chunks(algorithm), metadata=[("algo_type", "python")]))
+        check(code == grpc.StatusCode.UNAUTHENTICATED, "unsigned algo: %s %s" % (code, msg))
+        code, msg = code_of(lambda: stub.Algo(algo_chunks(algorithm + b"#"), metadata=algo_md))
+        check(code == grpc.StatusCode.INVALID_ARGUMENT and "does not match" in msg, "wrong hash: %s %s" % (code, msg))
+        code, msg = code_of(lambda: stub.Algo(algo_chunks(algorithm), metadata=algo_md))
+        check(code == grpc.StatusCode.OK, "algo: %s %s" % (code, msg))
+        code, msg = code_of(lambda: stub.Data(data_chunks(b"x,1\n", "other.csv"), metadata=data_md))
+        check(code == grpc.StatusCode.NOT_FOUND, "unknown dataset: %s %s" % (code, msg))
+        code, msg = code_of(lambda: stub.Data(data_chunks(dataset, "dataset.zip"), metadata=data_md))
+        check(code == grpc.StatusCode.OK, "data: %s %s" % (code, msg))
+
+        payload, size_header = None, None
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            call = stub.Result(agent_pb2.ResultRequest(), metadata=consumer_md)
+            try:
+                chunks = [m.file for m in call]
+                size_header = dict(call.initial_metadata()).get("file-size")
+                payload = b"".join(chunks)
+                break
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.FAILED_PRECONDITION or "not yet ready" not in e.details():
+                    check(False, "result: %s %s" % (e.code(), e.details()))
+                    break
+                time.sleep(0.05)
+        check(payload is not None, "result downloaded")
+        if payload is not None:
+            check(size_header == str(len(payload)), "file-size header %s for %d bytes" % (size_header, len(payload)))
+            with zipfile.ZipFile(io.BytesIO(payload)) as z:
+                got = z.read("sum.txt").decode().strip()
+            check(got == str(expected_sum), "sum.txt = %s, expected %d" % (got, expected_sum))
+
+        # Attestation: the SNP report inside the EAT carries the report data we asked for.
+        tee, vtpm = os.urandom(64), os.urandom(32)
+        call = stub.Attestation(agent_pb2.AttestationRequest(teeNonce=tee, vtpmNonce=vtpm, type=0))
+        token = b"".join(m.file for m in call)
+        check(dict(call.initial_metadata()).get("file-size") == str(len(token)), "attestation file-size")
+        check(token[:1] == b"\xd2", "COSE_Sign1 tag 18")
+        at = token.find(b"\x6araw_report\x59\x04\xa0")
+        check(at >= 0 and token[at + 14 + 0x50:at + 14 + 0x90] == tee, "REPORT_DATA = teeNonce")
+        check(vtpm in token, "eat_nonce = vtpmNonce")
+        code, msg = code_of(lambda: list(stub.Attestation(agent_pb2.AttestationRequest(teeNonce=b"x" * 65))))
+        check(code == grpc.StatusCode.INVALID_ARGUMENT, "65-byte teeNonce: %s %s" % (code, msg))
+        code, msg = code_of(lambda: list(stub.IMAMeasurements(agent_pb2.IMAMeasurementsRequest())))
+        check(code == grpc.StatusCode.FAILED_PRECONDITION, "IMA: %s %s" % (code, msg))
+        channel.close()
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                rc = proc.wait(timeout=10)
+                check(rc == 0, "cove-agent exit status %d" % rc)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+                check(False, "cove-agent did not stop on SIGTERM")
+        if failures:
+            print("agent log:\n" + open(os.path.join(tmp, "agent.log")).read(), file=sys.stderr)
+        shutil.rmtree(tmp, ignore_errors=True)
+    if failures:
+        print("%d check(s) failed" % len(failures), file=sys.stderr)
+        return 1
+    print("python3-grpcio journey: ok")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
