@@ -56,6 +56,40 @@ def sha3(data):
     return hashlib.sha3_256(data).digest()
 
 
+class Agent:
+    """cove-agent in its own session, killed by PID; its port comes from --grpc-port-file."""
+
+    def __init__(self, binary, tmp, name, manifest, extra=()):
+        self.tmp, self.name = tmp, name
+        port_file = os.path.join(tmp, name + ".port")
+        self.log_path = os.path.join(tmp, name + ".log")
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen([binary, "--tee", "sim", "--manifest", manifest, "--grpc-listen",
+                                          "127.0.0.1:0", "--grpc-port-file", port_file,
+                                          "--work-dir", os.path.join(tmp, name + "-work")] + list(extra),
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + 30
+        while not os.path.exists(port_file):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise SystemExit("cove-agent did not start: " + open(self.log_path).read())
+            time.sleep(0.02)
+        self.port = int(open(port_file).read())
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                rc = self.proc.wait(timeout=10)
+                check(rc == 0, "%s exit status %d" % (self.name, rc))
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+                check(False, "%s did not stop on SIGTERM" % self.name)
+        if failures:
+            print("%s log:\n%s" % (self.name, open(self.log_path).read()), file=sys.stderr)
+
+
 def code_of(call):
     try:
         call()
@@ -68,8 +102,21 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--agent", required=True)
     ap.add_argument("--stubs", required=True)
+    ap.add_argument("--mode", choices=["journey", "tls"], default="journey")
     args = ap.parse_args()
     sys.path.insert(0, args.stubs)
+    if args.mode == "tls":
+        tls_modes(args)
+    else:
+        journey(args)
+    if failures:
+        print("%d check(s) failed" % len(failures), file=sys.stderr)
+        return 1
+    print("python3-grpcio %s: ok" % args.mode)
+    return 0
+
+
+def journey(args):
     import agent_pb2
     import agent_pb2_grpc
 
@@ -103,23 +150,13 @@ def main():
         "result_consumers": [{"user_key": base64.b64encode(spki(consumer_key)).decode()}],
     }
     tmp = tempfile.mkdtemp(prefix="cove-grpc-py-")
-    proc = None
+    agent = None
     try:
         mpath = os.path.join(tmp, "manifest.json")
         with open(mpath, "w") as f:
             json.dump(manifest, f)
-        port_file = os.path.join(tmp, "port")
-        log = open(os.path.join(tmp, "agent.log"), "w")
-        proc = subprocess.Popen([args.agent, "--tee", "sim", "--manifest", mpath, "--grpc-listen", "127.0.0.1:0",
-                                 "--grpc-tls", "none", "--grpc-port-file", port_file,
-                                 "--work-dir", os.path.join(tmp, "work")],
-                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 30
-        while not os.path.exists(port_file):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("cove-agent did not start: " + open(os.path.join(tmp, "agent.log")).read())
-            time.sleep(0.02)
-        port = int(open(port_file).read())
+        agent = Agent(args.agent, tmp, "agent", mpath, ["--grpc-tls", "none"])
+        port = agent.port
         channel = grpc.insecure_channel("127.0.0.1:%d" % port)
         grpc.channel_ready_future(channel).result(timeout=10)
         stub = agent_pb2_grpc.AgentServiceStub(channel)
@@ -190,23 +227,114 @@ def main():
         check(code == grpc.StatusCode.FAILED_PRECONDITION, "IMA: %s %s" % (code, msg))
         channel.close()
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                rc = proc.wait(timeout=10)
-                check(rc == 0, "cove-agent exit status %d" % rc)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
-                check(False, "cove-agent did not stop on SIGTERM")
-        if failures:
-            print("agent log:\n" + open(os.path.join(tmp, "agent.log")).read(), file=sys.stderr)
+        if agent is not None:
+            agent.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    if failures:
-        print("%d check(s) failed" % len(failures), file=sys.stderr)
-        return 1
-    print("python3-grpcio journey: ok")
-    return 0
+
+
+def tls_modes(args):
+    """--grpc-tls tls with and without --client-ca (mTLS): who gets in, who does not."""
+    import agent_pb2
+    import agent_pb2_grpc
+    import datetime
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID, ExtendedKeyUsageOID
+    import ipaddress
+
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def cert(subject_cn, key, issuer_cn, issuer_key, ca=False, server=False):
+        b = (x509.CertificateBuilder()
+             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject_cn)]))
+             .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_cn)]))
+             .public_key(key.public_key()).serial_number(x509.random_serial_number())
+             .not_valid_before(now - datetime.timedelta(minutes=5))
+             .not_valid_after(now + datetime.timedelta(hours=1))
+             .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
+        if server:
+            b = b.add_extension(x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        elif not ca:
+            b = b.add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        return b.sign(issuer_key, hashes.SHA256())
+
+    def pem_key(k):
+        return k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                               serialization.NoEncryption())
+
+    def pem_cert(c):
+        return c.public_bytes(serialization.Encoding.PEM)
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = cert("cove test CA", ca_key, "cove test CA", ca_key, ca=True)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server = cert("cove-agent", server_key, "cove test CA", ca_key, server=True)
+    client_ca_key = ec.generate_private_key(ec.SECP256R1())
+    client_ca = cert("cove clients", client_ca_key, "cove clients", client_ca_key, ca=True)
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client = cert("cocos-cli", client_key, "cove clients", client_ca_key)
+    stranger_key = ec.generate_private_key(ec.SECP256R1())
+    stranger = cert("stranger", stranger_key, "stranger", stranger_key)
+
+    consumer_key = ed25519.Ed25519PrivateKey.generate()
+    tmp = tempfile.mkdtemp(prefix="cove-grpc-tls-")
+    agents = []
+    try:
+        files = {}
+        for name, data in [("server.pem", pem_cert(server)), ("server.key", pem_key(server_key)),
+                           ("clients.pem", pem_cert(client_ca))]:
+            files[name] = os.path.join(tmp, name)
+            with open(files[name], "wb") as f:
+                f.write(data)
+        manifest = {"id": "tls", "algorithm": {"hash": "00" * 32,
+                                               "user_key": base64.b64encode(spki(consumer_key)).decode()},
+                    "result_consumers": [{"user_key": base64.b64encode(spki(consumer_key)).decode()}]}
+        mpath = os.path.join(tmp, "manifest.json")
+        with open(mpath, "w") as f:
+            json.dump(manifest, f)
+
+        def attest_ok(channel):
+            stub = agent_pb2_grpc.AgentServiceStub(channel)
+            try:
+                token = b"".join(m.file for m in stub.Attestation(agent_pb2.AttestationRequest(teeNonce=b"t" * 64),
+                                                                    timeout=10))
+                return token[:1] == b"\xd2"
+            except grpc.RpcError as e:
+                return e.code()
+
+        tls = Agent(args.agent, tmp, "tls", mpath, ["--grpc-tls", "tls", "--cert", files["server.pem"],
+                                                    "--key", files["server.key"]])
+        agents.append(tls)
+        addr = "127.0.0.1:%d" % tls.port
+        creds = grpc.ssl_channel_credentials(root_certificates=pem_cert(ca))
+        with grpc.secure_channel(addr, creds) as ch:
+            check(attest_ok(ch) is True, "tls: attestation over TLS")
+        with grpc.insecure_channel(addr) as ch:
+            check(attest_ok(ch) == grpc.StatusCode.UNAVAILABLE, "tls: a plaintext client is refused")
+        wrong_ca = grpc.ssl_channel_credentials(root_certificates=pem_cert(stranger))
+        with grpc.secure_channel(addr, wrong_ca) as ch:
+            check(attest_ok(ch) == grpc.StatusCode.UNAVAILABLE, "tls: a client trusting another CA fails")
+
+        mtls = Agent(args.agent, tmp, "mtls", mpath, ["--grpc-tls", "tls", "--cert", files["server.pem"],
+                                                      "--key", files["server.key"],
+                                                      "--client-ca", files["clients.pem"]])
+        agents.append(mtls)
+        addr = "127.0.0.1:%d" % mtls.port
+        good = grpc.ssl_channel_credentials(root_certificates=pem_cert(ca), private_key=pem_key(client_key),
+                                            certificate_chain=pem_cert(client))
+        with grpc.secure_channel(addr, good) as ch:
+            check(attest_ok(ch) is True, "mtls: a client with a certificate from --client-ca gets in")
+        with grpc.secure_channel(addr, creds) as ch:
+            check(attest_ok(ch) == grpc.StatusCode.UNAVAILABLE, "mtls: a client without a certificate is refused")
+        bad = grpc.ssl_channel_credentials(root_certificates=pem_cert(ca), private_key=pem_key(stranger_key),
+                                           certificate_chain=pem_cert(stranger))
+        with grpc.secure_channel(addr, bad) as ch:
+            check(attest_ok(ch) == grpc.StatusCode.UNAVAILABLE, "mtls: a self-signed client certificate is refused")
+    finally:
+        for a in agents:
+            a.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":
