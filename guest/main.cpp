@@ -51,7 +51,8 @@ int main(int argc, char** argv) {
   app.add_option("--manifest", cfg.manifest_file, "Load this computation manifest (JSON) at start");
   app.add_option("--grpc-listen", cfg.cocos.listen,
                  "Serve cocos's agent.AgentService on HOST:PORT (port 0: any free port)");
-  app.add_option("--grpc-tls", cfg.cocos.tls, "none | tls | atls (atls is not implemented)")
+  app.add_option("--grpc-tls", cfg.cocos.tls,
+                 "none | tls | atls (attested TLS: TLS 1.3 + Exported Authenticator)")
       ->check(CLI::IsMember({"none", "tls", "atls"}))
       ->capture_default_str();
   app.add_option("--cert", cfg.cocos.cert, "TLS server certificate (PEM) for --grpc-tls tls");

@@ -867,13 +867,12 @@ class agent final : public cocos_backend {
     if (state_ != AgentState::ReceivingData)
       return make_error(errc::wrong_state,
                         fmt::format("not accepting datasets in state {}", state_name(state_)));
+    // Any declared data provider may start an upload; cocos_accept_dataset then requires
+    // the key of the dataset the bytes turn out to be.
     for (const auto& d : manifest_->datasets)
-      if (std::find(pending_datasets_.begin(), pending_datasets_.end(), d.filename) !=
-              pending_datasets_.end() &&
-          verify_under(d.user_key, r, sig))
-        return ok();
+      if (verify_under(d.user_key, r, sig)) return ok();
     return make_error(errc::unauthorized,
-                      "dataset upload: the signature does not verify under the key of any pending dataset");
+                      "dataset upload: the signature does not verify under any dataset key of the manifest");
   }
 
   expected<void> cocos_authorize_upload(cocos::role r, const bytes& signature) override {
@@ -1100,6 +1099,7 @@ class agent final : public cocos_backend {
 int run(const agent_config& config) {
   agent_config cfg = config;
   if (cfg.cocos.staging_dir.empty()) cfg.cocos.staging_dir = cfg.work_dir / "incoming";
+  if (cfg.cocos.socket_path.empty()) cfg.cocos.socket_path = cfg.work_dir / "cocos-grpc.sock";
   if (cfg.cocos.max_upload_bytes > cfg.max_upload_bytes) cfg.cocos.max_upload_bytes = cfg.max_upload_bytes;
   if (auto v = validate(cfg); !v) {
     spdlog::critical("config: {}", v.error().to_string());

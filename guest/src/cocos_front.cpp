@@ -11,6 +11,7 @@
 #include <grpcpp/health_check_service_interface.h>
 
 #include "agent.grpc.pb.h"
+#include "cove/agent/atls.hpp"
 #include "cove/crypto/encoding.hpp"
 #include "cove/crypto/hash.hpp"
 #include "cove/log.hpp"
@@ -367,7 +368,8 @@ expected<std::string> read_pem(const fs::path& p, std::string_view what) {
 
 class front_impl final : public cocos_front {
  public:
-  front_impl(const cocos_front_config& cfg, cocos_backend& backend) : cfg_(cfg), service_(cfg_, backend) {}
+  front_impl(const cocos_front_config& cfg, cocos_backend& backend)
+      : cfg_(cfg), backend_(backend), service_(cfg_, backend) {}
   ~front_impl() override { shutdown(); }
 
   expected<void> start() {
@@ -388,12 +390,22 @@ class front_impl final : public cocos_front {
       }
       opts.pem_key_cert_pairs.push_back({*key, *cert});
       creds = grpc::SslServerCredentials(opts);
+    } else if (cfg_.tls == "atls") {
+      // As cocos's ingress proxy: gRPC in plaintext on a Unix socket only this agent's
+      // aTLS listener connects to; the listener terminates TLS and attests the session.
+      creds = grpc::InsecureServerCredentials();
     } else {
       return make_error(errc::invalid_request, fmt::format("--grpc-tls {}: not supported", cfg_.tls));
     }
+    std::string address = cfg_.listen;
+    if (cfg_.tls == "atls") {
+      std::error_code ec;
+      fs::remove(cfg_.socket_path, ec);
+      address = "unix:" + cfg_.socket_path.string();
+    }
     grpc::EnableDefaultHealthCheckService(true);
     grpc::ServerBuilder b;
-    b.AddListeningPort(cfg_.listen, creds, &port_);
+    b.AddListeningPort(address, creds, &port_);
     b.RegisterService(&service_);
     b.SetMaxReceiveMessageSize(max_message);
     b.SetMaxSendMessageSize(max_message);
@@ -402,7 +414,22 @@ class front_impl final : public cocos_front {
     b.SetResourceQuota(quota);
     server_ = b.BuildAndStart();
     if (!server_ || port_ == 0)
-      return make_error(errc::unavailable, fmt::format("--grpc-listen {}: cannot bind", cfg_.listen));
+      return make_error(errc::unavailable, fmt::format("--grpc-listen {}: cannot bind", address));
+    if (cfg_.tls == "atls") {
+      fs::permissions(cfg_.socket_path, fs::perms::owner_read | fs::perms::owner_write);
+      atls::server::config ac{.listen = cfg_.listen,
+                              .cert_file = cfg_.cert.string(),
+                              .key_file = cfg_.key.string(),
+                              .client_ca_file = cfg_.client_ca.string(),
+                              .backend = cfg_.socket_path.string()};
+      auto s = atls::server::start(
+          ac, [this](const std::array<uint8_t, 64>& rd, const std::array<uint8_t, 32>& n) {
+            return backend_.cocos_attestation(rd, n, 0);
+          });
+      if (!s) return s.error();
+      atls_ = std::move(*s);
+      port_ = atls_->port();
+    }
     if (auto* health = server_->GetHealthCheckService()) {
       health->SetServingStatus("agent", true);
       health->SetServingStatus("", true);
@@ -419,7 +446,7 @@ class front_impl final : public cocos_front {
       fs::rename(tmp, cfg_.port_file, ec);
       if (ec) return make_error(errc::internal, "cannot write " + cfg_.port_file.string());
     }
-    spdlog::info("cocos AgentService on {} (port {}, tls {}{})", cfg_.listen, port_, cfg_.tls,
+    spdlog::info("cocos AgentService on {} (port {}, {}{})", cfg_.listen, port_, cfg_.tls,
                  cfg_.client_ca.empty() ? "" : ", client certificates required");
     return ok();
   }
@@ -427,6 +454,12 @@ class front_impl final : public cocos_front {
   [[nodiscard]] int port() const noexcept override { return port_; }
 
   void shutdown() override {
+    if (atls_) {
+      atls_->stop();  // closes the attested connections first
+      atls_.reset();
+      std::error_code ec;
+      fs::remove(cfg_.socket_path, ec);
+    }
     if (!server_) return;
     if (auto* health = server_->GetHealthCheckService()) health->Shutdown();
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
@@ -436,8 +469,10 @@ class front_impl final : public cocos_front {
 
  private:
   cocos_front_config cfg_;
+  cocos_backend& backend_;
   service service_;
   std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<atls::server> atls_;
   int port_ = 0;
 };
 
@@ -445,15 +480,15 @@ class front_impl final : public cocos_front {
 
 expected<void> validate(const cocos_front_config& cfg) {
   if (cfg.listen.empty()) return make_error(errc::invalid_request, "--grpc-listen: HOST:PORT required");
-  if (cfg.tls == "atls")
-    return make_error(
-        errc::invalid_request,
-        "--grpc-tls atls: attested TLS (TLS 1.3 + Exported Authenticator, and the legacy certificate "
-        "extension) is not implemented in this build; use none or tls");
-  if (cfg.tls != "none" && cfg.tls != "tls")
+  if (cfg.tls != "none" && cfg.tls != "tls" && cfg.tls != "atls")
     return make_error(errc::invalid_request, "--grpc-tls: none, tls or atls expected");
   if (cfg.tls == "tls" && (cfg.cert.empty() || cfg.key.empty()))
     return make_error(errc::invalid_request, "--grpc-tls tls needs --cert and --key");
+  if (cfg.tls == "atls" && cfg.cert.empty() != cfg.key.empty())
+    return make_error(errc::invalid_request,
+                      "--grpc-tls atls: give both --cert and --key, or neither (ephemeral)");
+  if (cfg.tls == "atls" && cfg.socket_path.empty())
+    return make_error(errc::invalid_request, "atls: the internal gRPC socket path is empty");
   if (cfg.tls == "none" && (!cfg.cert.empty() || !cfg.key.empty() || !cfg.client_ca.empty()))
     return make_error(errc::invalid_request, "--cert/--key/--client-ca need --grpc-tls tls");
   if (cfg.staging_dir.empty()) return make_error(errc::invalid_request, "staging dir: empty");

@@ -15,10 +15,16 @@
 
 #include "agent.grpc.pb.h"
 #include "cove/agent/cocos_auth.hpp"
+#include "cove/attest/sim_store.hpp"
+#include "cove/bus/connection.hpp"
+#include "cove/bus/envelope.hpp"
+#include "cove/bus/subjects.hpp"
 #include "cove/crypto/encoding.hpp"
 #include "cove/crypto/hash.hpp"
 #include "cove/crypto/keys.hpp"
 #include "cove/manifest.hpp"
+#include "cove/schemas/envelope_generated.h"
+#include "cove/test/nats_server.hpp"
 #include "cove/test/process.hpp"
 #include "cove/zip.hpp"
 
@@ -34,6 +40,9 @@ T must(expected<T> r, const char* what = "") {
   if (!r) FAIL(what << ": " << r.error().to_string());
   return std::move(*r);
 }
+void must(expected<void> r, const char* what = "") {
+  if (!r) FAIL(what << ": " << r.error().to_string());
+}
 
 void write_file(const fs::path& p, std::string_view content) {
   std::ofstream f(p, std::ios::binary | std::ios::trunc);
@@ -45,8 +54,8 @@ std::string read_file(const fs::path& p) {
   return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
 }
 
-std::string signature(const crypto::private_key& k, agent::cocos::role r) {
-  return crypto::base64_encode(must(agent::cocos::sign_role(k, r), "sign"));
+std::string signature(const crypto::private_key& k, cove::agent::cocos::role r) {
+  return crypto::base64_encode(must(cove::agent::cocos::sign_role(k, r), "sign"));
 }
 
 /// A standalone agent serving the cocos front door on a free port.
@@ -290,7 +299,8 @@ TEST_CASE("cocos front door: algo -> data -> result journey, attestation and the
 
   // The run starts by itself; Result answers FAILED_PRECONDITION until it is done.
   CHECK(get_result(*stub, {}).status.error_code() == grpc::StatusCode::UNAUTHENTICATED);
-  CHECK(get_result(*stub, a_md).status.error_code() == grpc::StatusCode::UNAUTHENTICATED);
+  CHECK(get_result(*stub, {{"signature", a_md[0].second}}).status.error_code() ==
+        grpc::StatusCode::UNAUTHENTICATED);
   download result;
   bool done = test::wait_until(
       [&] {
@@ -399,9 +409,61 @@ TEST_CASE("cove-agent refuses a bad front door configuration clearly") {
     REQUIRE(status.has_value());
     return read_file(dir.path() / (name + ".stderr")) + read_file(dir.path() / (name + ".stdout"));
   };
-  CHECK(run({"--grpc-tls", "atls"}, "atls").find("not implemented") != std::string::npos);
+  CHECK(run({"--grpc-tls", "atls", "--cert", "x.pem"}, "atls").find("both --cert and --key") !=
+        std::string::npos);
   CHECK(run({"--grpc-tls", "tls"}, "nocert").find("needs --cert and --key") != std::string::npos);
   write_file(dir.path() / "bad.json", "{\"id\": 3}");
   CHECK(run({"--manifest", (dir.path() / "bad.json").string()}, "badmanifest").find("--manifest") !=
         std::string::npos);
+}
+
+TEST_CASE("cocos front door beside the bus: one computation, both doors see the same state") {
+  world w;
+  auto nats = must(test::nats_server::start(), "nats-server");
+  auto root = must(attest::generate_sim_root(), "sim root");
+  auto chip = must(attest::issue_sim_vcek(root), "sim chip");
+  auto sim_dir = w.dir.path() / "sim";
+  must(attest::save_sim_identity(chip, root, sim_dir), "save sim");
+  agent_process agent(w.dir.path(), w.manifest_file,
+                      {"--nats", nats.url(), "--cvm-id", "both-doors", "--sim-dir", sim_dir.string()});
+  auto bus = must(bus::connection::connect({.url = nats.url(), .name = "itest"}), "connect");
+  auto status = [&] {
+    flatbuffers::FlatBufferBuilder b(64);
+    auto req = v1::CreateStatusRequestDirect(b, "both-doors");
+    auto subject = *bus::cvm_subject("both-doors", "status");
+    auto r =
+        must(bus::request_typed<v1::ComputationStatus>(*bus, subject, bus::finish(b, req, {}, "itest"), 5s),
+             "status");
+    std::vector<std::string> pending;
+    if (r.body->pending() != nullptr)
+      for (const auto* p : *r.body->pending()) pending.push_back(p->str());
+    return std::pair{r.body->state(), pending};
+  };
+  // --manifest loaded it; the bus reports it.
+  auto [s0, p0] = status();
+  CHECK(s0 == v1::AgentState::ReceivingAlgorithm);
+  CHECK(p0 == std::vector<std::string>{"algorithm", "a.csv", "b.csv"});
+
+  auto stub = ::agent::AgentService::NewStub(
+      grpc::CreateChannel(agent.address(), grpc::InsecureChannelCredentials()));
+  using cove::agent::cocos::role;
+  REQUIRE(
+      upload_algo(*stub, w.algorithm, {{"signature", signature(w.algo_key, role::algorithm_provider)}}).ok());
+  REQUIRE(upload_data(*stub, "a.csv", w.data_a, {{"signature", signature(w.data_a_key, role::data_provider)}})
+              .ok());
+  // The gRPC uploads moved the one state machine the bus sees.
+  auto [s1, p1] = status();
+  CHECK(s1 == v1::AgentState::ReceivingData);
+  CHECK(p1 == std::vector<std::string>{"b.csv"});
+
+  // A bus stop wipes what came in over gRPC; gRPC then has no manifest.
+  flatbuffers::FlatBufferBuilder b(64);
+  auto stop = v1::CreateComputationStopDirect(b, "both-doors", "grpc-journey");
+  auto subject = *bus::cvm_subject("both-doors", "stop");
+  must(bus::request_typed<v1::ComputationStatus>(*bus, subject, bus::finish(b, stop, {}, "itest"), 5s),
+       "stop");
+  auto late =
+      upload_data(*stub, "b.csv", w.data_b, {{"signature", signature(w.data_b_key, role::data_provider)}});
+  CHECK(late.error_code() == grpc::StatusCode::FAILED_PRECONDITION);
+  CHECK(late.error_message().find("no computation manifest loaded") != std::string::npos);
 }

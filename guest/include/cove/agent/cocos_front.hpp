@@ -19,12 +19,13 @@ namespace cove::agent {
 
 struct cocos_front_config {
   std::string listen;                 // HOST:PORT; port 0 picks a free one
-  std::string tls = "none";           // none | tls | atls (atls: not implemented)
+  std::string tls = "none";           // none | tls | atls (TLS 1.3 + Exported Authenticator, §4.4)
   std::filesystem::path cert;         // PEM; tls
   std::filesystem::path key;          // PEM; tls
   std::filesystem::path client_ca;    // PEM; set with tls = mTLS (client certificate required)
   std::filesystem::path port_file;    // written (atomically) with the bound port once serving
   std::filesystem::path staging_dir;  // where uploads are spooled before the agent checks them
+  std::filesystem::path socket_path;  // atls: the plaintext gRPC server's Unix socket (0600)
   uint64_t max_upload_bytes = 64ull << 30;
 };
 
