@@ -7,6 +7,7 @@
 #include <fstream>
 #include <sstream>
 
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
 #include <grpcpp/health_check_service_interface.h>
 
@@ -404,6 +405,8 @@ class front_impl final : public cocos_front {
       address = "unix:" + cfg_.socket_path.string();
     }
     grpc::EnableDefaultHealthCheckService(true);
+    grpc::reflection::InitProtoReflectionServerBuilderPlugin();  // as cocos: grpcurl works without .proto
+                                                                 // files
     grpc::ServerBuilder b;
     b.AddListeningPort(address, creds, &port_);
     b.RegisterService(&service_);

@@ -164,6 +164,10 @@ def journey(args):
         # Health: grpc.health.v1.Health/Check {service: "agent"} -> {status: SERVING}.
         check_health = channel.unary_unary("/grpc.health.v1.Health/Check")
         check(check_health(b"\x0a\x05agent", timeout=5) == b"\x08\x01", "health: agent SERVING")
+        # Server reflection (list_services = field 7): grpcurl needs no .proto file.
+        reflect = channel.stream_stream("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")
+        listed = list(reflect(iter([b"\x3a\x00"]), timeout=5))
+        check(any(b"agent.AgentService" in r for r in listed), "reflection lists agent.AgentService")
 
         def algo_chunks(data):
             for off in range(0, len(data), CHUNK):
