@@ -16,6 +16,7 @@
 #include <openssl/x509v3.h>
 
 #include <atomic>
+#include <csignal>
 #include <cstring>
 #include <list>
 #include <mutex>
@@ -35,6 +36,13 @@ using pkey_handle = c_handle<EVP_PKEY, EVP_PKEY_free>;
 using x509_handle = c_handle<X509, X509_free>;
 
 constexpr size_t max_connections = 64;
+
+/// A peer that goes away mid-write must give EPIPE, not a SIGPIPE that kills the agent
+/// (OpenSSL writes with plain write(2)).
+void ignore_sigpipe() {
+  static std::once_flag once;
+  std::call_once(once, [] { std::signal(SIGPIPE, SIG_IGN); });
+}
 
 void set_nonblocking(int fd, bool on) {
   int flags = fcntl(fd, F_GETFL);
@@ -141,6 +149,7 @@ class server_impl final : public server {
   ~server_impl() override { stop(); }
 
   expected<void> start() {
+    ignore_sigpipe();
     ctx_.reset(SSL_CTX_new(TLS_server_method()));
     if (!ctx_) return make_error(errc::crypto_failed, "attested TLS: SSL_CTX_new failed");
     SSL_CTX_set_min_proto_version(ctx_.get(), TLS1_3_VERSION);
@@ -305,6 +314,7 @@ class server_impl final : public server {
 }  // namespace
 
 void relay(SSL* ssl, int plain_fd, int stop_fd) {
+  ignore_sigpipe();
   int tls_fd = SSL_get_fd(ssl);
   set_nonblocking(tls_fd, true);
   set_nonblocking(plain_fd, true);
@@ -335,7 +345,7 @@ void relay(SSL* ssl, int plain_fd, int stop_fd) {
       }
     }
     if (plain_have > 0) {
-      ssize_t n = write(plain_fd, to_plain.data() + plain_off, plain_have);
+      ssize_t n = send(plain_fd, to_plain.data() + plain_off, plain_have, MSG_NOSIGNAL);
       if (n > 0) {
         plain_off += static_cast<size_t>(n);
         plain_have -= static_cast<size_t>(n);

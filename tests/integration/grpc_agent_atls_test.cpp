@@ -20,6 +20,7 @@
 
 #include "agent.grpc.pb.h"
 #include "cove/agent/atls.hpp"
+#include "cove/agent/cocos_auth.hpp"
 #include "cove/crypto/encoding.hpp"
 #include "cove/crypto/keys.hpp"
 #include "cove/manifest.hpp"
@@ -90,10 +91,10 @@ std::string raw_report(const bytes& eat) {
 
 struct atls_agent {
   test::temp_dir dir{"cove-grpc-atls"};
+  crypto::private_key key = must(crypto::private_key::generate(crypto::key_type::ed25519), "key");
   test::child_process proc;
   int port = 0;
   explicit atls_agent(std::vector<std::string> extra = {}) {
-    auto key = must(crypto::private_key::generate(crypto::key_type::ed25519), "key");
     manifest m;
     m.id = "atls";
     m.algorithm.user_key = key.public_key().der();
@@ -125,7 +126,12 @@ struct atls_agent {
     port = std::stoi(read_file(port_file));
   }
   ~atls_agent() {
-    if (proc.running()) CHECK(proc.terminate(10s) == 0);
+    if (proc.running()) {
+      auto status = proc.terminate(10s);
+      CHECK_MESSAGE(status == 0, "cove-agent wait status " << status.value_or(-1) << "\n"
+                                                           << read_file(dir.path() / "agent.stderr")
+                                                           << read_file(dir.path() / "agent.stdout"));
+    }
   }
 };
 
@@ -189,6 +195,21 @@ TEST_CASE("attested TLS: the authenticator binds the evidence to the session, th
     auto s = r->Finish();
     REQUIRE_MESSAGE(s.ok(), s.error_message());
     CHECK(static_cast<uint8_t>(payload[0]) == 0xd2);
+
+    // 3 MiB through the relay: signed, but not the manifest's algorithm.
+    grpc::ClientContext up;
+    up.set_deadline(std::chrono::system_clock::now() + 30s);
+    up.AddMetadata("signature", crypto::base64_encode(must(cove::agent::cocos::sign_role(
+                                    agent.key, cove::agent::cocos::role::algorithm_provider))));
+    ::agent::AlgoResponse resp;
+    auto w = stub->Algo(&up, &resp);
+    ::agent::AlgoRequest chunk;
+    chunk.set_algorithm(std::string(1 << 20, 'a'));
+    for (int i = 0; i < 3; ++i) w->Write(chunk);
+    w->WritesDone();
+    auto st = w->Finish();
+    CHECK(st.error_code() == grpc::StatusCode::INVALID_ARGUMENT);
+    CHECK(st.error_message().find("does not match the manifest") != std::string::npos);
   }
   uint64_t one = 1;
   (void)!write(stop, &one, sizeof one);
