@@ -40,7 +40,10 @@ TEST_CASE("cocos signature metadata must be standard base64") {
   auto bad = agent::cocos::decode_signature("AA-_");
   REQUIRE_FALSE(bad);
   CHECK(bad.error().code == errc::unauthorized);
-  CHECK_FALSE(agent::cocos::decode_signature(""));  // empty -> empty signature, refused by verify
+  auto empty = agent::cocos::decode_signature("");  // decodes to nothing; verify refuses it
+  REQUIRE(empty);
+  auto key = *crypto::private_key::generate(crypto::key_type::ed25519);
+  CHECK_FALSE(agent::cocos::verify_role_signature(key.public_key(), role::consumer, *empty));
 }
 
 TEST_CASE("EAT token: COSE_Sign1 (tag 18) with ES256 and the claims") {
