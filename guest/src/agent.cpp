@@ -941,9 +941,21 @@ class agent final : public cocos_backend {
                         spec->filename));
       std::error_code ec;
       if (decompress) {
-        if (auto x = extract_zip(part, cfg_.work_dir / "datasets"); !x)
-          return make_error(errc::invalid_request,
-                            fmt::format("dataset '{}': decompress: {}", spec->filename, x.error().message));
+        // Extract beside the upload first, so a bad archive leaves nothing in datasets/.
+        fs::path unpacked = part;
+        unpacked += ".d";
+        auto x = extract_zip(part, unpacked);
+        for (const auto& e : x ? fs::directory_iterator(unpacked, ec) : fs::directory_iterator())
+          if (fs::exists(cfg_.work_dir / "datasets" / e.path().filename()))
+            x = make_error(errc::already_exists, e.path().filename().string() + " is already in datasets/");
+        if (x)
+          for (const auto& e : fs::directory_iterator(unpacked, ec))
+            fs::rename(e.path(), cfg_.work_dir / "datasets" / e.path().filename(), ec);
+        fs::remove_all(unpacked, ec);
+        if (!x)
+          return make_error(
+              x.error().code == errc::already_exists ? errc::already_exists : errc::invalid_request,
+              fmt::format("dataset '{}': decompress: {}", spec->filename, x.error().message));
         fs::remove(part, ec);
       } else {
         fs::rename(part, cfg_.work_dir / "datasets" / spec->filename, ec);

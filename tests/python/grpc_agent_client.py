@@ -129,7 +129,7 @@ def journey(args):
                  b"scale = int(sys.argv[1])\n"
                  b"total = 0\n"
                  b"for root, _, files in os.walk('datasets'):\n"
-                 b"    for f in sorted(files):\n"
+                 b"    for f in sorted(x for x in files if x.endswith('.csv')):\n"
                  b"        for line in open(os.path.join(root, f)):\n"
                  b"            total += int(line.split(',')[1])\n"
                  b"open('results/sum.txt', 'w').write(str(total * scale) + '\\n')\n")
@@ -139,13 +139,21 @@ def journey(args):
         z.writestr("part1.csv", "a,1\nb,2\n")
         z.writestr("part2.csv", "c,3\n" * 400000)  # > 1 MiB: several messages
     dataset = buf.getvalue()
+    # cocos-cli zips directories with deflate, which cove cannot unpack: refused with -d,
+    # stored as the dataset file without it.
+    dbuf = io.BytesIO()
+    with zipfile.ZipFile(dbuf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("ignored.csv", "z,1000\n" * 100)
+    deflated = dbuf.getvalue()
     expected_sum = (1 + 2 + 3 * 400000) * 7
 
     manifest = {
         "id": "python-journey",
         "name": "python3-grpcio client",
         "datasets": [{"hash": list(sha3(dataset)), "user_key": base64.b64encode(spki(data_key)).decode(),
-                      "filename": "dataset.zip"}],
+                      "filename": "dataset.zip"},
+                     {"hash": list(sha3(deflated)), "user_key": base64.b64encode(spki(data_key)).decode(),
+                      "filename": "deflated.zip"}],
         "algorithm": {"hash": list(sha3(algorithm)), "user_key": base64.b64encode(spki(algo_key)).decode()},
         "result_consumers": [{"user_key": base64.b64encode(spki(consumer_key)).decode()}],
     }
@@ -192,6 +200,11 @@ def journey(args):
         check(code == grpc.StatusCode.OK, "algo: %s %s" % (code, msg))
         code, msg = code_of(lambda: stub.Data(data_chunks(b"x,1\n", "other.csv"), metadata=data_md))
         check(code == grpc.StatusCode.NOT_FOUND, "unknown dataset: %s %s" % (code, msg))
+        code, msg = code_of(lambda: stub.Data(data_chunks(deflated, "deflated.zip"), metadata=data_md))
+        check(code == grpc.StatusCode.INVALID_ARGUMENT and "only stored" in msg, "deflate -d: %s %s" % (code, msg))
+        code, msg = code_of(lambda: stub.Data(data_chunks(deflated, "deflated.zip"),
+                                              metadata=[("signature", sign(data_key, "data-provider"))]))
+        check(code == grpc.StatusCode.OK, "deflated zip as a file: %s %s" % (code, msg))
         code, msg = code_of(lambda: stub.Data(data_chunks(dataset, "dataset.zip"), metadata=data_md))
         check(code == grpc.StatusCode.OK, "data: %s %s" % (code, msg))
 
