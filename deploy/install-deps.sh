@@ -23,8 +23,8 @@ packages=(
   # virt-xml-validate with libvirt 9.0's RelaxNG schemas
   libxml2-utils libvirt-clients
   # cocos-compatible gRPC front doors (issue 7): grpc++, protoc + its C++/python
-  # plugins, and python3-grpcio for the python interop client test
-  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf
+  # plugins, and python3-grpcio + python3-cryptography for the python interop client test
+  libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc python3-grpcio python3-protobuf python3-cryptography
   # the libvirt backend (issue 6): the C API, and libvirtd/virtlogd that cove.sh starts
   libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-system
 )

@@ -2,14 +2,22 @@
 
 #include <sodium.h>
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <csignal>
 #include <fstream>
+#include <future>
 #include <map>
 #include <memory>
 #include <optional>
 #include <thread>
 
+#include "cove/agent/cocos_auth.hpp"
+#include "cove/agent/cocos_front.hpp"
+#include "cove/agent/eat.hpp"
 #include "cove/agent/file_writer.hpp"
 #include "cove/agent/runner.hpp"
 #include "cove/agent/work_queue.hpp"
@@ -38,9 +46,14 @@ using v1::AgentState;
 expected<void> validate(const agent_config& cfg) {
   if (!bus::valid_id(cfg.cvm_id))
     return make_error(errc::invalid_request, "cvm_id: must match [a-z0-9-]{1,64}");
-  if (cfg.nats_url.empty() == cfg.bridge_address.empty())
-    return make_error(errc::invalid_request,
-                      "exactly one of nats_url (direct) and bridge_address is required");
+  if (!cfg.nats_url.empty() && !cfg.bridge_address.empty())
+    return make_error(errc::invalid_request, "nats_url (direct) and bridge_address exclude each other");
+  if (cfg.nats_url.empty() && cfg.bridge_address.empty() && cfg.cocos.listen.empty())
+    return make_error(
+        errc::invalid_request,
+        "one of nats_url (direct), bridge_address or the cocos front door (grpc listen) is required");
+  if (!cfg.cocos.listen.empty())
+    if (auto c = validate(cfg.cocos); !c) return c.error();
   if (!cfg.bridge_address.empty() && cfg.bridge_ca.empty())
     return make_error(errc::invalid_request, "bridge_ca: the bridge certificate to pin is required");
   if (cfg.work_dir.empty()) return make_error(errc::invalid_request, "work_dir: empty");
@@ -150,7 +163,7 @@ struct result_stream {
   std::chrono::steady_clock::time_point last_activity;
 };
 
-class agent {
+class agent final : public cocos_backend {
  public:
   explicit agent(agent_config cfg) : cfg_(std::move(cfg)) {}
 
@@ -178,6 +191,48 @@ class agent {
     wipe_run_files();
 
     sender_ = "agent." + cfg_.cvm_id;
+    if (!cfg_.cocos.listen.empty()) {
+      auto k = crypto::private_key::generate(crypto::key_type::ecdsa_p256);
+      if (!k) {
+        spdlog::critical("EAT signing key: {}", k.error().to_string());
+        return 1;
+      }
+      eat_key_.emplace(std::move(*k));
+    }
+    if (!cfg_.nats_url.empty() || !cfg_.bridge_address.empty()) {
+      if (int rc = join_bus(); rc != 0) return rc;
+    }
+
+    g_queue = &queue_;
+    std::signal(SIGTERM, on_signal);
+    std::signal(SIGINT, on_signal);
+    spdlog::info("agent {} up; kx key {}", cfg_.cvm_id, crypto::to_hex(kx_.public_key).substr(0, 16));
+    transition(AgentState::Idle, "agent started");
+    transition(AgentState::ReceivingManifest, "waiting for a computation manifest");
+    if (!cfg_.manifest_file.empty()) {
+      if (auto r = load_manifest_file(); !r) {
+        spdlog::critical("--manifest {}: {}", cfg_.manifest_file.string(), r.error().to_string());
+        shutdown();
+        return 1;
+      }
+    }
+    if (!cfg_.cocos.listen.empty()) {
+      auto front = cocos_front::start(cfg_.cocos, *this);
+      if (!front) {
+        spdlog::critical("cocos front door: {}", front.error().to_string());
+        shutdown();
+        return 1;
+      }
+      front_ = std::move(*front);
+    }
+
+    queue_.run(std::chrono::milliseconds(200), [this] { on_tick(); });
+    shutdown();
+    return 0;
+  }
+
+ private:
+  int join_bus() {
     if (auto l = open_link(); !l) {
       spdlog::critical("bus: {}", l.error().to_string());
       return 1;
@@ -203,20 +258,9 @@ class agent {
       spdlog::critical("bus flush: {}", f.error().to_string());
       return 1;
     }
-
-    g_queue = &queue_;
-    std::signal(SIGTERM, on_signal);
-    std::signal(SIGINT, on_signal);
-    spdlog::info("agent {} up; kx key {}", cfg_.cvm_id, crypto::to_hex(kx_.public_key).substr(0, 16));
-    transition(AgentState::Idle, "agent started");
-    transition(AgentState::ReceivingManifest, "waiting for a computation manifest");
-
-    queue_.run(std::chrono::milliseconds(200), [this] { on_tick(); });
-    shutdown();
     return 0;
   }
 
- private:
   // ---- plumbing -----------------------------------------------------------
 
   expected<void> open_link() {
@@ -291,6 +335,10 @@ class agent {
   void reply_error(const bus::message& m, const error& e) { reply_error(m, e.code, e.message); }
 
   void publish_event(std::string_view kind, std::string_view state, std::string_view message) {
+    if (!link_) {
+      if (kind != "computation") spdlog::info("{}: {}", kind, message);
+      return;
+    }
     flatbuffers::FlatBufferBuilder b(256);
     auto ev = v1::CreateEventDirect(b, std::string(kind).c_str(), cfg_.cvm_id.c_str(),
                                     manifest_ ? manifest_->id.c_str() : "", std::string(state).c_str(),
@@ -361,14 +409,35 @@ class agent {
           fmt::format("a computation is already loaded (state {}); stop it first", state_name(state_)));
     auto man = from_fbs(*req);
     if (!man) return reply_error(m, man.error());
-    manifest_ = std::move(*man);
+    load_manifest(std::move(*man));
+    reply(m, status_payload());
+  }
+
+  /// Both front doors: the bus (Manifest) and --manifest FILE.
+  void load_manifest(manifest man) {
+    manifest_ = std::move(man);
     manifest_digest_ = manifest_digest(*manifest_);
     algorithm_received_ = false;
+    run_type_.reset();
+    run_args_.reset();
     pending_datasets_.clear();
     for (const auto& d : manifest_->datasets) pending_datasets_.push_back(d.filename);
     failure_.clear();
     transition(AgentState::ReceivingAlgorithm, fmt::format("manifest '{}' accepted", manifest_->id));
-    reply(m, status_payload());
+  }
+
+  expected<void> load_manifest_file() {
+    std::ifstream in(cfg_.manifest_file, std::ios::binary);
+    if (!in) return make_error(errc::not_found, "cannot read the file");
+    std::string text;
+    text.resize(max_manifest_json_size + 1);
+    in.read(text.data(), static_cast<std::streamsize>(text.size()));
+    text.resize(static_cast<size_t>(in.gcount()));
+    if (text.size() > max_manifest_json_size) return make_error(errc::too_large, "larger than 1 MiB");
+    auto man = parse_manifest_json(text);
+    if (!man) return man.error();
+    load_manifest(std::move(*man));
+    return ok();
   }
 
   void on_upload(const bus::message& m) {
@@ -594,9 +663,9 @@ class agent {
     fs::create_directories(cfg_.work_dir / "results", ec);
     run_request req;
     req.work_dir = cfg_.work_dir;
-    req.type = manifest_->algorithm.type;
+    req.type = run_type_.value_or(manifest_->algorithm.type);
     req.algorithm = cfg_.work_dir / "algo";
-    req.args = manifest_->algorithm.algo_args;
+    req.args = run_args_.value_or(manifest_->algorithm.algo_args);
     req.timeout = manifest_->timeout_seconds > 0
                       ? std::chrono::seconds(manifest_->timeout_seconds)
                       : std::chrono::duration_cast<std::chrono::seconds>(cfg_.default_timeout);
@@ -658,6 +727,8 @@ class agent {
     manifest_.reset();
     pending_datasets_.clear();
     algorithm_received_ = false;
+    run_type_.reset();
+    run_args_.reset();
     failure_.clear();
     wipe_run_files();
     transition(AgentState::Idle, "computation stopped; run files wiped");
@@ -756,6 +827,218 @@ class agent {
     }
   }
 
+  // ---- cocos front door (cocos_backend; called on gRPC threads) ---------------
+
+  /// Runs `f` on the agent's queue thread and waits for its result: the front door never
+  /// touches agent state itself. Gives up when the agent is shutting down.
+  template <class F>
+  auto on_queue(F f) -> decltype(f()) {
+    using result = decltype(f());
+    auto done = std::make_shared<std::promise<result>>();
+    auto fut = done->get_future();
+    queue_.post([done, f = std::move(f)]() mutable { done->set_value(f()); });
+    while (fut.wait_for(std::chrono::milliseconds(100)) != std::future_status::ready)
+      if (stopping_) return make_error(errc::unavailable, "the agent is shutting down");
+    return fut.get();
+  }
+
+  static expected<void> verify_under(const bytes& der, cocos::role r, const bytes& sig) {
+    auto key = crypto::public_key::from_der(der);
+    if (!key) return key.error();
+    return cocos::verify_role_signature(*key, r, sig);
+  }
+
+  expected<void> check_upload_allowed(cocos::role r, const bytes& sig) {
+    if (!manifest_) return make_error(errc::wrong_state, "no computation manifest loaded");
+    if (r == cocos::role::algorithm_provider) {
+      if (algorithm_received_) return make_error(errc::already_exists, "the algorithm was already received");
+      if (state_ != AgentState::ReceivingAlgorithm)
+        return make_error(errc::wrong_state,
+                          fmt::format("not accepting an algorithm in state {}", state_name(state_)));
+      if (auto v = verify_under(manifest_->algorithm.user_key, r, sig); !v)
+        return make_error(
+            errc::unauthorized,
+            "algorithm upload: the signature does not verify under the manifest's algorithm key");
+      return ok();
+    }
+    if (state_ == AgentState::ReceivingAlgorithm)
+      return make_error(errc::wrong_state,
+                        "not accepting datasets in state ReceivingAlgorithm: upload the algorithm first");
+    if (state_ != AgentState::ReceivingData)
+      return make_error(errc::wrong_state,
+                        fmt::format("not accepting datasets in state {}", state_name(state_)));
+    // Any declared data provider may start an upload; cocos_accept_dataset then requires
+    // the key of the dataset the bytes turn out to be.
+    for (const auto& d : manifest_->datasets)
+      if (verify_under(d.user_key, r, sig)) return ok();
+    return make_error(errc::unauthorized,
+                      "dataset upload: the signature does not verify under any dataset key of the manifest");
+  }
+
+  expected<void> cocos_authorize_upload(cocos::role r, const bytes& signature) override {
+    return on_queue([this, r, signature] { return check_upload_allowed(r, signature); });
+  }
+
+  expected<void> cocos_accept_algorithm(const fs::path& part, const sha3_digest& digest,
+                                        std::optional<algo_type> type,
+                                        std::optional<std::vector<std::string>> args,
+                                        const bytes& signature) override {
+    return on_queue([=, this]() -> expected<void> {
+      if (auto a = check_upload_allowed(cocos::role::algorithm_provider, signature); !a) return a;
+      if (digest != manifest_->algorithm.hash)
+        return make_error(
+            errc::hash_mismatch,
+            fmt::format("algorithm: SHA3-256 of the received bytes {} does not match the manifest's {}",
+                        crypto::to_hex(digest), crypto::to_hex(manifest_->algorithm.hash)));
+      std::error_code ec;
+      fs::path dest = cfg_.work_dir / "algo";
+      fs::rename(part, dest, ec);
+      if (ec) return make_error(errc::internal, "cannot store the algorithm: " + ec.message());
+      fs::permissions(dest, fs::perms::owner_all, ec);
+      algorithm_received_ = true;
+      run_type_ = type;
+      run_args_ = args;
+      publish_event("upload", state_name(state_), "algorithm received and verified (cocos front door)");
+      advance_after_upload();
+      return ok();
+    });
+  }
+
+  expected<void> cocos_accept_dataset(const fs::path& part, const std::string& filename,
+                                      const sha3_digest& digest, bool decompress,
+                                      const bytes& signature) override {
+    return on_queue([=, this]() -> expected<void> {
+      if (auto a = check_upload_allowed(cocos::role::data_provider, signature); !a) return a;
+      auto pending = [&](const dataset_spec& d) {
+        return std::find(pending_datasets_.begin(), pending_datasets_.end(), d.filename) !=
+               pending_datasets_.end();
+      };
+      // cocos matches by file name; a client that names the file differently (cocos-cli
+      // sends a directory under its base name) is matched by content hash instead.
+      const dataset_spec* spec = nullptr;
+      for (const auto& d : manifest_->datasets)
+        if (d.filename == filename) spec = &d;
+      if (spec != nullptr && !pending(*spec))
+        return make_error(errc::already_exists, fmt::format("dataset '{}' was already received", filename));
+      if (spec == nullptr)
+        for (const auto& d : manifest_->datasets)
+          if (pending(d) && d.hash == digest) spec = &d;
+      if (spec == nullptr)
+        return make_error(errc::not_found,
+                          fmt::format("dataset '{}' (SHA3-256 {}) is not a pending dataset of the manifest",
+                                      filename, crypto::to_hex(digest)));
+      if (digest != spec->hash)
+        return make_error(
+            errc::hash_mismatch,
+            fmt::format("dataset '{}': SHA3-256 of the received bytes {} does not match the manifest's {}",
+                        spec->filename, crypto::to_hex(digest), crypto::to_hex(spec->hash)));
+      // Stricter than cocos: the signature must come from this dataset's own key.
+      if (auto v = verify_under(spec->user_key, cocos::role::data_provider, signature); !v)
+        return make_error(
+            errc::unauthorized,
+            fmt::format("dataset '{}': signed by a data provider other than the one the manifest "
+                        "declares for it",
+                        spec->filename));
+      std::error_code ec;
+      if (decompress) {
+        // Extract beside the upload first, so a bad archive leaves nothing in datasets/.
+        fs::path unpacked = part;
+        unpacked += ".d";
+        auto x = extract_zip(part, unpacked);
+        for (const auto& e : x ? fs::directory_iterator(unpacked, ec) : fs::directory_iterator())
+          if (fs::exists(cfg_.work_dir / "datasets" / e.path().filename()))
+            x = make_error(errc::already_exists, e.path().filename().string() + " is already in datasets/");
+        if (x)
+          for (const auto& e : fs::directory_iterator(unpacked, ec))
+            fs::rename(e.path(), cfg_.work_dir / "datasets" / e.path().filename(), ec);
+        fs::remove_all(unpacked, ec);
+        if (!x)
+          return make_error(
+              x.error().code == errc::already_exists ? errc::already_exists : errc::invalid_request,
+              fmt::format("dataset '{}': decompress: {}", spec->filename, x.error().message));
+        fs::remove(part, ec);
+      } else {
+        fs::rename(part, cfg_.work_dir / "datasets" / spec->filename, ec);
+        if (ec) return make_error(errc::internal, "cannot store the dataset: " + ec.message());
+      }
+      std::string name = spec->filename;
+      std::erase(pending_datasets_, name);
+      publish_event("upload", state_name(state_),
+                    fmt::format("dataset '{}' received and verified (cocos front door)", name));
+      advance_after_upload();
+      return ok();
+    });
+  }
+
+  expected<result_file> cocos_open_result(const bytes& signature) override {
+    return on_queue([this, signature]() -> expected<result_file> {
+      if (!manifest_) return make_error(errc::wrong_state, "no computation manifest loaded");
+      bool authorized = false;
+      for (const auto& k : manifest_->result_consumers)
+        if (verify_under(k, cocos::role::consumer, signature)) authorized = true;
+      if (!authorized)
+        return make_error(errc::unauthorized,
+                          "the signature does not verify under any result consumer's key");
+      if (state_ == AgentState::Failed) return make_error(errc::algorithm_failed, failure_);
+      if (state_ != AgentState::ConsumingResults && state_ != AgentState::Complete)
+        return make_error(errc::wrong_state, fmt::format("computation results are not yet ready (state {})",
+                                                         state_name(state_)));
+      auto path = cfg_.work_dir / "result.zip";
+      int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+      if (fd < 0) return make_error(errc::internal, "result file missing");
+      struct stat st {};
+      if (::fstat(fd, &st) != 0) {
+        ::close(fd);
+        return make_error(errc::internal, "result file unreadable");
+      }
+      return result_file{fd, static_cast<uint64_t>(st.st_size)};
+    });
+  }
+
+  void cocos_result_delivered() override {
+    queue_.post([this] {
+      publish_event("result", state_name(state_), "result delivered (cocos front door)");
+      if (state_ == AgentState::ConsumingResults) transition(AgentState::Complete, "results consumed");
+    });
+  }
+
+  /// Reads only identity state that is immutable after start, so it runs on the caller's thread.
+  expected<bytes> cocos_attestation(const std::array<uint8_t, 64>& report_data,
+                                    const std::array<uint8_t, 32>& nonce, int type) override {
+    switch (type) {
+      case 0:
+        break;
+      case 1:
+      case 2:
+        return make_error(errc::wrong_state,
+                          "vTPM evidence is not available from this agent (--tee sim: SEV-SNP only); "
+                          "ask for type 0 (snp)");
+      case 3:
+        return make_error(errc::wrong_state, "this agent does not run on Azure; ask for type 0 (snp)");
+      default:
+        return make_error(errc::wrong_state, "this agent is not in a TDX guest; ask for type 0 (snp)");
+    }
+    if (!eat_key_) return make_error(errc::internal, "no EAT signing key");
+    auto report = attest::make_sim_report(chip_.chip, report_data, measurement_);
+    if (!report) return report.error();
+    auto now =
+        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch());
+    eat_claims c;
+    c.issuer = "cove-agent";
+    c.issued_at = now.count();
+    c.expires = now.count() + 300;
+    c.nonce.assign(nonce.begin(), nonce.end());
+    c.ueid.assign(chip_.chip.chip_id.begin(), chip_.chip.chip_id.end());
+    c.oem_id = 3704;  // AMD
+    std::string model = "SEV-SNP-3";
+    c.hw_model.assign(model.begin(), model.end());
+    c.measurements.assign(measurement_.begin(), measurement_.end());
+    c.platform_type = "SNP";
+    c.raw_report = std::move(*report);
+    c.text_extensions["x-cove-cert-chain"] = chip_.chip.vcek_pem + chip_.ask_pem + chip_.ark_pem;
+    return make_eat_token(c, *eat_key_);
+  }
+
   // ---- housekeeping ---------------------------------------------------------
 
   void on_tick() {
@@ -777,6 +1060,8 @@ class agent {
 
   void shutdown() {
     spdlog::info("agent {} shutting down", cfg_.cvm_id);
+    stopping_ = true;
+    front_.reset();  // its handlers waiting on the queue give up (stopping_)
     ++run_generation_;
     if (running_) running_->cancel();
     running_.reset();
@@ -813,11 +1098,21 @@ class agent {
   std::shared_ptr<running_algorithm> running_;
   std::thread waiter_;
   bytes plain_buf_, cipher_buf_;
+  // cocos front door: type and args from the Algo upload's metadata (cocos semantics).
+  std::optional<algo_type> run_type_;
+  std::optional<std::vector<std::string>> run_args_;
+  std::optional<crypto::private_key> eat_key_;
+  std::atomic<bool> stopping_{false};
+  std::unique_ptr<cocos_front> front_;  // last: destroyed (stopped) first
 };
 
 }  // namespace
 
-int run(const agent_config& cfg) {
+int run(const agent_config& config) {
+  agent_config cfg = config;
+  if (cfg.cocos.staging_dir.empty()) cfg.cocos.staging_dir = cfg.work_dir / "incoming";
+  if (cfg.cocos.socket_path.empty()) cfg.cocos.socket_path = cfg.work_dir / "cocos-grpc.sock";
+  if (cfg.cocos.max_upload_bytes > cfg.max_upload_bytes) cfg.cocos.max_upload_bytes = cfg.max_upload_bytes;
   if (auto v = validate(cfg); !v) {
     spdlog::critical("config: {}", v.error().to_string());
     return 2;

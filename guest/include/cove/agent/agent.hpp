@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <string>
 
+#include "cove/agent/cocos_front.hpp"
 #include "cove/expected.hpp"
 
 namespace cove::agent {
@@ -31,9 +32,12 @@ struct agent_config {
   uint32_t chunk_size = 512 * 1024;           // plaintext bytes per chunk
   uint32_t window = 16;                       // chunks in flight per stream
   std::string log_level = "info";
+  std::filesystem::path manifest_file;  // a manifest (cocos JSON form) to load at start
+  cocos_front_config cocos;             // cocos.listen set: serve agent.AgentService (gRPC)
 };
 
-/// Checks the config; the error names the offending field.
+/// Checks the config; the error names the offending field. The bus (nats_url or
+/// bridge_address) is optional when the cocos front door is on (standalone agent).
 expected<void> validate(const agent_config& cfg);
 
 /// Runs the agent until SIGTERM/SIGINT or a fatal bus error. Returns the exit code.
