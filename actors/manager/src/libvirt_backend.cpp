@@ -534,7 +534,7 @@ void libvirt_backend::shutdown() {
   std::lock_guard lock(mu_);
   conn_ = nullptr;
   std::error_code ec;
-  if (!cfg_.state_dir.empty()) fs::remove(cfg_.state_dir / "libvirt.uri", ec);  // none left running
+  if (!cfg_.state_dir.empty() && !keep_marker_) fs::remove(cfg_.state_dir / "libvirt.uri", ec);  // none left
 }
 
 expected<std::vector<std::string>> libvirt_backend::reconcile() {
@@ -549,7 +549,11 @@ expected<std::vector<std::string>> libvirt_backend::reconcile() {
   for (int i = 0; i < n; ++i) all.emplace_back(doms[i]);
   free(doms);  // NOLINT(cppcoreguidelines-no-malloc): libvirt allocates the array with malloc
   const std::string ns(metadata_namespace);
-  const std::string want = "<cove:state_dir>" + xml_escape(cfg_.state_dir.string()) + "</cove:state_dir>";
+  // libvirt hands the element back without the prefix it was defined with (seen with
+  // 9.0: <cvm><state_dir>…</state_dir>…); accept either form.
+  const std::string dir = xml_escape(cfg_.state_dir.string());
+  const std::string want = "<state_dir>" + dir + "</state_dir>";
+  const std::string want_prefixed = "<cove:state_dir>" + dir + "</cove:state_dir>";
   std::vector<std::string> destroyed;
   for (auto& dom : all) {
     const char* name = virDomainGetName(dom.get());
@@ -559,8 +563,7 @@ expected<std::vector<std::string>> libvirt_backend::reconcile() {
     if (meta == nullptr) continue;  // not ours, or no cove metadata
     std::string m(meta);
     free(meta);  // NOLINT(cppcoreguidelines-no-malloc)
-    // libvirt returns the element with the prefix it was defined with.
-    if (m.find(want) == std::string::npos) continue;
+    if (m.find(want) == std::string::npos && m.find(want_prefixed) == std::string::npos) continue;
     std::string cvm_id = std::string(name).substr(5);
     {
       std::lock_guard relock(mu_);
@@ -570,6 +573,8 @@ expected<std::vector<std::string>> libvirt_backend::reconcile() {
                  cfg_.state_dir.string());
     if (virDomainDestroy(dom.get()) < 0) {
       spdlog::warn("libvirt: destroy {}: {}", name, last_error());
+      std::lock_guard relock(mu_);
+      keep_marker_ = true;  // the next coved tries again
       continue;
     }
     std::error_code ec;

@@ -125,6 +125,7 @@ class libvirt_backend final : public cvm_backend {
   std::thread loop_;
   std::atomic<bool> stop_loop_{false};
   bool shut_down_ = false;
+  bool keep_marker_ = false;  // a leftover domain could not be destroyed: keep <state>/libvirt.uri
 };
 
 }  // namespace cove::manager
