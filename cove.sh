@@ -93,7 +93,7 @@ case "$cmd" in
     git ls-files '*.cpp' | grep -v '^tests/fuzz/' | xargs clang-tidy -p build --quiet
     ;;
   *)
-    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
     [ "$cmd" = help ] || exit 2
     ;;
 esac
