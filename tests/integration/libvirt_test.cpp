@@ -2,7 +2,8 @@
 // (libvirt, TCG, tee=none, swtpm), EOS's init starts the agent, the agent joins
 // through the attested bridge (10.0.2.2 → host loopback) and a computation runs
 // with sealed uploads and a sealed result; a VM whose QEMU is killed mid-run is
-// reported crashed with its console tail. Needs libvirtd (ctest fixture
+// reported crashed with its console tail; a coved restarted after a SIGKILL
+// destroys the VM the dead one left. Needs libvirtd (ctest fixture
 // `libvirtd`: deploy/libvirtd.sh) and the EOS image (fixture `eos_image`);
 // COVE_EOS_IMAGE names it. Labels slow, no-sanitize (the image's agent is the
 // normal build's).
@@ -233,6 +234,25 @@ TEST_CASE("libvirt: killing QEMU mid-run gives a crashed event and a clean failu
   REQUIRE(removed);
   CHECK(removed->body->state() == v1::CvmState::removed);
   CHECK_FALSE(fs::exists(c.state_dir() / "cvms" / cvm));
+}
+
+TEST_CASE("libvirt: a coved restarted after a SIGKILL destroys the VMs the dead one left") {
+  vm_cluster v;
+  auto& c = *v.c;
+  auto created = create_vm(c);
+  REQUIRE_MESSAGE(created, (created ? "" : created.error().to_string()) << "; coved log in " << c.dir());
+  const std::string cvm = created->body->id()->str();
+  domain_guard guard{cvm};
+  CHECK(fs::exists(c.state_dir() / "libvirt.uri"));
+  c.coved().kill();
+  CHECK(domain_exists(cvm));  // a dead coved cannot take its VMs along
+  // Reconciliation runs before the manager answers, so it is done once coved is ready.
+  c.start_coved({"--eos-dir", eos_image().string()});
+  CHECK(test::wait_until([&] { return !domain_exists(cvm); }, test::deadline_in(30s)));
+  CHECK_FALSE(fs::exists(c.state_dir() / "cvms" / cvm));
+  auto info = c.cvm_info(cvm);
+  REQUIRE_FALSE(info);
+  CHECK(info.error().code == errc::not_found);
 }
 
 TEST_CASE("libvirt: tee values this host cannot run are refused") {
