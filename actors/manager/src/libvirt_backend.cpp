@@ -56,6 +56,56 @@ void init_libvirt_once() {
   });
 }
 
+}  // namespace
+
+/// libvirt's default event loop is process-wide and only one thread may run it:
+/// every backend of the process shares this one thread, which stops when the last
+/// backend lets go.
+class libvirt_event_loop {
+ public:
+  static std::shared_ptr<libvirt_event_loop> acquire() {
+    std::lock_guard lock(mu());
+    if (auto p = current().lock()) return p;
+    std::shared_ptr<libvirt_event_loop> p(new libvirt_event_loop, [](libvirt_event_loop* l) {
+      std::lock_guard lock(mu());  // no second loop starts while this one stops
+      delete l;
+    });
+    current() = p;
+    return p;
+  }
+  libvirt_event_loop(const libvirt_event_loop&) = delete;
+  libvirt_event_loop& operator=(const libvirt_event_loop&) = delete;
+  ~libvirt_event_loop() {
+    stop_ = true;
+    // Wake the loop: a timer that fires at once.
+    if (virEventAddTimeout(
+            0, [](int t, void*) { virEventRemoveTimeout(t); }, nullptr, nullptr) < 0)
+      spdlog::warn("libvirt: cannot wake the event loop");
+    thread_.join();
+  }
+
+ private:
+  libvirt_event_loop() {
+    init_libvirt_once();
+    thread_ = std::thread([this] {
+      while (!stop_.load())
+        if (virEventRunDefaultImpl() < 0) spdlog::warn("libvirt event loop: {}", last_error());
+    });
+  }
+  static std::mutex& mu() {
+    static std::mutex m;
+    return m;
+  }
+  static std::weak_ptr<libvirt_event_loop>& current() {
+    static std::weak_ptr<libvirt_event_loop> w;
+    return w;
+  }
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+namespace {
+
 std::string read_text(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);
   std::stringstream ss;
@@ -300,16 +350,10 @@ libvirt_backend::~libvirt_backend() {
   shutdown();
 }
 
-void libvirt_backend::run_event_loop() {
-  while (!stop_loop_.load()) {
-    if (virEventRunDefaultImpl() < 0) spdlog::warn("libvirt event loop: {}", last_error());
-  }
-}
-
 expected<void> libvirt_backend::connect_locked() {
   if (conn_ != nullptr) return ok();
   if (shut_down_) return make_error(errc::unavailable, "libvirt backend: shutting down");
-  init_libvirt_once();
+  auto loop = libvirt_event_loop::acquire();  // before the connection: it delivers its events
   conn_handle conn(virConnectOpen(cfg_.uri.c_str()));
   if (!conn)
     return make_error(
@@ -328,8 +372,7 @@ expected<void> libvirt_backend::connect_locked() {
   if (id < 0)
     return make_error(errc::internal, "libvirt: cannot subscribe to lifecycle events: " + last_error());
   callback_id_ = id;
-  stop_loop_ = false;
-  loop_ = std::thread([this] { run_event_loop(); });
+  loop_ = std::move(loop);
   // Dead-peer detection (needs the event loop): 5 s interval, 3 missed → closed.
   if (virConnectSetKeepAlive(conn.get(), 5, 3) < 0) spdlog::debug("libvirt keepalive: {}", last_error());
   conn_ = conn.release();
@@ -450,12 +493,10 @@ void libvirt_backend::on_stopped(const std::string& domain_name, int detail) {
   int code = detail == VIR_DOMAIN_EVENT_STOPPED_SHUTDOWN ? agent_exit_code(d.console_log) : -1;
   if (code >= 0) {
     status = code << 8;  // W_EXITCODE(code, 0)
-    text = fmt::format("agent exit status {} ({}); console: {}", code, stop_reason(detail),
-                       d.console_log.string());
+    text = fmt::format("agent exit status {} ({})", code, stop_reason(detail));
     if (code != 0) text += "; last lines: " + console_tail(d.console_log, 6);
   } else {
-    text = fmt::format("{}; console: {}; last lines: {}", stop_reason(detail), d.console_log.string(),
-                       console_tail(d.console_log, 6));
+    text = stop_reason(detail) + "; last lines: " + console_tail(d.console_log, 6);
   }
   spdlog::info("libvirt: {} stopped: {}", domain_name, text);
   {
@@ -523,16 +564,9 @@ void libvirt_backend::shutdown() {
   }
   for (const auto& [name, d] : left) on_stopped(name, VIR_DOMAIN_EVENT_STOPPED_DESTROYED);
   virConnectClose(conn);
-  stop_loop_ = true;
-  // Wake the loop: a timer that fires at once.
-  int timer = virEventAddTimeout(
-      0, [](int t, void*) { virEventRemoveTimeout(t); }, nullptr, nullptr);
-  if (loop_.joinable()) {
-    if (timer < 0) spdlog::warn("libvirt: cannot wake the event loop");
-    loop_.join();
-  }
   std::lock_guard lock(mu_);
   conn_ = nullptr;
+  loop_.reset();
   std::error_code ec;
   if (!cfg_.state_dir.empty() && !keep_marker_) fs::remove(cfg_.state_dir / "libvirt.uri", ec);  // none left
 }

@@ -26,6 +26,7 @@
 #include <chrono>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -79,6 +80,8 @@ bool searchable_by(const std::filesystem::path& dir, uid_t uid, gid_t gid);
 /// become 10.0.2.2 (QEMU user networking's alias of the host's 127.0.0.1).
 std::string guest_view_of(const std::string& host_port);
 
+class libvirt_event_loop;  // libvirt_backend.cpp: the process-wide event-loop thread
+
 class libvirt_backend final : public cvm_backend {
  public:
   /// Does not connect: the connection opens on first use.
@@ -112,7 +115,6 @@ class libvirt_backend final : public cvm_backend {
   };
   expected<void> connect_locked();
   void on_stopped(const std::string& domain_name, int detail);
-  void run_event_loop();
 
   libvirt_config cfg_;
   exit_callback on_exit_;
@@ -122,8 +124,7 @@ class libvirt_backend final : public cvm_backend {
   std::map<std::string, live_domain> live_;     // by domain name
   std::map<std::string, std::string> endings_;  // cvm id -> describe_exit text
   std::vector<std::thread> workers_;            // destroy calls
-  std::thread loop_;
-  std::atomic<bool> stop_loop_{false};
+  std::shared_ptr<libvirt_event_loop> loop_;    // shared by the process's backends
   bool shut_down_ = false;
   bool keep_marker_ = false;  // a leftover domain could not be destroyed: keep <state>/libvirt.uri
 };
