@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # cove's one entry point. Usage: ./cove.sh <command>
 #   demo    install deps, build, run the sample computation end to end
+#           [--backend libvirt: in a real QEMU VM booting the EOS image]
 #   test    install deps, build, run the whole suite (normal build, then ASan+UBSan),
 #           then compile the Release/benchmark build
 #   build   install deps and build (build/)
@@ -14,6 +15,17 @@ root=$(pwd)
 jobs=$(nproc)
 
 install_deps() { bash "$root/deploy/install-deps.sh"; }
+
+# libvirt's daemons: no systemd on this machine kind, so start virtlogd and
+# libvirtd by hand when they are not running (the libvirt backend, its test and
+# its benchmark row need them). They stay up afterwards.
+ensure_libvirtd() { bash "$root/deploy/libvirtd.sh"; }
+
+# The EOS guest image (build/eos) the libvirt backend boots, unless it is there.
+ensure_eos_image() {
+  [ -f "$root/build/eos/vmlinuz" ] && [ -f "$root/build/eos/agent.sha384" ] && return 0
+  bash "$root/eos/build.sh" --agent "$root/build/bin/cove-agent" --cove "$root/build/bin/cove" --out "$root/build/eos"
+}
 
 configure_build() {  # dir, extra cmake args...
   local dir=$1; shift
@@ -31,6 +43,7 @@ case "$cmd" in
   test)
     install_deps
     configure_build build
+    ensure_libvirtd
     (cd build && ctest --output-on-failure -j "$jobs" "$@")
     echo "== ASan+UBSan build =="
     configure_build build-asan -DCOVE_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
@@ -42,11 +55,18 @@ case "$cmd" in
   demo)
     install_deps
     configure_build build
-    exec bash "$root/deploy/demo.sh" "$root/build"
+    if [[ " $* " == *" --backend libvirt "* || " $* " == *" --backend=libvirt "* ]]; then
+      ensure_libvirtd
+      ensure_eos_image
+    fi
+    exec bash "$root/deploy/demo.sh" "$root/build" "$@"
     ;;
   bench)
     install_deps
     configure_build build-release -DCMAKE_BUILD_TYPE=Release -DCOVE_BENCH=ON -DCOVE_TESTS=OFF
+    ensure_libvirtd
+    # The `vm` section boots the EOS image (./cove.sh eos builds build/eos).
+    if [ -z "${COVE_BENCH_EOS:-}" ] && [ -f "$root/build/eos/vmlinuz" ]; then export COVE_BENCH_EOS="$root/build/eos"; fi
     exec bash "$root/tests/bench/run.sh" "$root/build-release"
     ;;
   fuzz)
@@ -73,7 +93,7 @@ case "$cmd" in
     git ls-files '*.cpp' | grep -v '^tests/fuzz/' | xargs clang-tidy -p build --quiet
     ;;
   *)
-    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'
     [ "$cmd" = help ] || exit 2
     ;;
 esac

@@ -11,6 +11,8 @@ find_package(nlohmann_json REQUIRED CONFIG)
 pkg_check_modules(NATS REQUIRED IMPORTED_TARGET libnats)
 pkg_check_modules(SODIUM REQUIRED IMPORTED_TARGET libsodium)
 pkg_check_modules(TSS2 REQUIRED IMPORTED_TARGET tss2-esys tss2-tctildr tss2-mu tss2-rc)
+# libvirt 9.0 C API: the manager's libvirt backend (issue 6).
+pkg_check_modules(LIBVIRT REQUIRED IMPORTED_TARGET libvirt)
 
 # CAF 0.17.6: libcaf-dev ships neither a CMake package nor a .pc file.
 find_path(CAF_INCLUDE_DIR caf/all.hpp REQUIRED)

@@ -45,7 +45,7 @@ py=/usr/bin/python3.11  # Debian's interpreter; never a pyenv/venv python3 from 
 [ -x "$busybox" ] || die "$busybox missing (apt-get install busybox-static)"
 if ldd "$busybox" >/dev/null 2>&1; then die "$busybox is dynamically linked: install busybox-static, not busybox"; fi
 { [ -x "$depmod" ] && [ -x "$modprobe" ]; } || die "depmod/modprobe missing (apt-get install kmod)"
-for t in cpio dpkg-deb gzip ldd sha256sum strip; do command -v "$t" >/dev/null || die "'$t' not found"; done
+for t in cpio dpkg-deb gzip ldd sha256sum sha384sum strip; do command -v "$t" >/dev/null || die "'$t' not found"; done
 if [ "$python_mode" != none ]; then [ -x "$py" ] || die "$py missing (apt-get install python3.11)"; fi
 
 # --- SOURCE_DATE_EPOCH: every timestamp in the image --------------------------
@@ -125,6 +125,9 @@ fi
 # Without debug info (22 MB -> 1 MB for a RelWithDebInfo build); strip is deterministic.
 strip --strip-unneeded -o "$r/usr/bin/cove-agent" "$agent" 2>/dev/null || cp "$agent" "$r/usr/bin/cove-agent"
 chmod 0755 "$r/usr/bin/cove-agent"
+# The simulated evidence measures the agent binary (SHA-384 of /proc/self/exe): coved
+# adds this digest of the image's (stripped) agent to its default sim policy.
+sha384sum "$r/usr/bin/cove-agent" | cut -d' ' -f1 > "$work/agent.sha384"
 copy_libs "$agent"
 # tss2-tctildr dlopen()s its TCTI by name, which ldd cannot see: the guest's
 # TPM is a device (/dev/tpmrm0, tpm_crb built into the kernel).
@@ -264,7 +267,7 @@ cp "$k/boot/vmlinuz-$kver" "$work/vmlinuz"
 cmdline="console=ttyS0 panic=-1 loglevel=4"
 echo "$cmdline" > "$work/cmdline"
 sed 's|^\./|/|' "$work/files" > "$work/initrd.files"
-for f in vmlinuz initrd.img cmdline initrd.files; do cp "$work/$f" "$out/$f"; done
+for f in vmlinuz initrd.img cmdline initrd.files agent.sha384; do cp "$work/$f" "$out/$f"; done
 (cd "$out" && sha256sum vmlinuz initrd.img cmdline initrd.files > SHA256SUMS)
 
 echo "eos: image in $out (SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH, python: $python_mode, $(wc -l < "$work/files") initramfs entries)"

@@ -205,7 +205,9 @@ int run(int argc, char** argv) {
   cvm->require_subcommand(1);
   std::string backend = "process", tee = "sim", ttl, cvm_id;
   auto* create = cvm->add_subcommand("create", "Create a CVM; prints its id");
-  create->add_option("--backend", backend, "process|libvirt")
+  create
+      ->add_option("--backend", backend,
+                   "process (agent as a local process) | libvirt (a QEMU VM booting EOS)")
       ->capture_default_str()
       ->check(CLI::IsMember({"process", "libvirt"}));
   create->add_option("--tee", tee, "sim|none|sev-snp|tdx|sev")
@@ -334,7 +336,10 @@ int run(int argc, char** argv) {
           v1::CreateCvmCreate(b, be, t, parse_duration(ttl),
                               b.CreateString(cvm_policy_path.empty() ? "" : read_text_file(cvm_policy_path)));
       auto options = g.options();
-      options.request_timeout = std::max(options.request_timeout, std::chrono::milliseconds(20000));
+      // A VM boots first (libvirt: about 10 s under TCG, more on a loaded host; coved
+      // gives up after 120 s): wait for coved's answer rather than guess.
+      options.request_timeout = std::max(
+          options.request_timeout, std::chrono::milliseconds(be == v1::Backend::libvirt ? 180000 : 20000));
       auto r =
           take(bus::request_typed<v1::CvmInfo>(connect(g), bus::subjects::manager_create,
                                                bus::finish(b, req, {}, sender), options.request_timeout));

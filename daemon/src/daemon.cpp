@@ -27,7 +27,9 @@
 #include "cove/bus/subjects.hpp"
 #include "cove/computation/computation.hpp"
 #include "cove/log.hpp"
+#include "cove/manager/libvirt_backend.hpp"
 #include "cove/manager/manager.hpp"
+#include "cove/manager/process_backend.hpp"
 #include "cove/paths.hpp"
 #include "cove/schemas/envelope_generated.h"
 
@@ -182,8 +184,10 @@ struct sim_tee {
 };
 
 /// Loads the simulated SEV-SNP root of this host (generated once), and writes the
-/// policy a CLI on this host uses by default to accept its simulated CVMs.
-expected<sim_tee> prepare_sim_tee(const fs::path& state_dir, const fs::path& agent) {
+/// policy a CLI on this host uses by default to accept its simulated CVMs: the
+/// agent's measurement, plus that of the EOS image's agent (stripped, so another
+/// digest: eos/build.sh writes it to agent.sha384) when the image is there.
+expected<sim_tee> prepare_sim_tee(const fs::path& state_dir, const fs::path& agent, const fs::path& eos_dir) {
   auto dir = state_dir / "sim";
   auto root = attest::load_sim_root(dir);
   if (!root) {
@@ -196,6 +200,14 @@ expected<sim_tee> prepare_sim_tee(const fs::path& state_dir, const fs::path& age
   auto measurement = attest::sha384_file(agent);
   if (!measurement) return measurement.error();
   auto policy = attest::sim_policy_json(*root, *measurement);
+  std::ifstream eos_agent(eos_dir / "agent.sha384");
+  std::string eos_hex;
+  if (eos_agent >> eos_hex && eos_hex.size() == 96 &&
+      eos_hex.find_first_not_of("0123456789abcdef") == std::string::npos) {
+    auto j = nlohmann::json::parse(policy);
+    if (j["measurements"][0] != eos_hex) j["measurements"].push_back(eos_hex);
+    policy = j.dump(2);
+  }
   std::ofstream(dir / "policy.json", std::ios::trunc) << policy << '\n';
   return sim_tee{std::make_shared<const attest::sim_root>(std::move(*root)), policy};
 }
@@ -369,6 +381,20 @@ expected<daemon_config> load_config(int argc, char** argv) {
   app.add_option("--agent-max-upload", cfg.agent_max_upload,
                  "Largest file in bytes that agents accept (cove-agent --max-upload; default: the agent's)");
   app.add_option("--log-level", cfg.log_level, "trace|debug|info|warn|error")->capture_default_str();
+  app.add_option("--libvirt-uri", cfg.libvirt_uri, "libvirt connection of the libvirt backend")
+      ->capture_default_str();
+  app.add_option("--eos-dir", cfg.eos_dir,
+                 "EOS guest image the libvirt backend boots (vmlinuz, initrd.img, cmdline; ./cove.sh eos "
+                 "builds it; default: ../eos beside coved)");
+  app.add_option("--vm-vcpus", cfg.vm_vcpus, "vCPUs of each libvirt CVM")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 64u));
+  app.add_option("--vm-memory", cfg.vm_memory_mib, "Memory in MiB of each libvirt CVM")
+      ->capture_default_str()
+      ->check(CLI::Range(uint64_t{256}, uint64_t{1048576}));
+  app.add_option(
+      "--guest-vtpm-tcti", cfg.guest_vtpm_tcti,
+      "Guest agents add vTPM evidence from this TCTI (cove-agent --vtpm; e.g. device:/dev/tpmrm0)");
   app.add_flag("--insecure-bus", cfg.insecure_bus,
                "Embedded nats-server without TLS and users: anyone on the host can do anything "
                "(development only)");
@@ -392,6 +418,7 @@ expected<daemon_config> load_config(int argc, char** argv) {
   if (cfg.agent_binary.empty()) {
     cfg.agent_binary = self_dir() / "cove-agent";
   }
+  if (cfg.eos_dir.empty()) cfg.eos_dir = self_dir().parent_path() / "eos";
   if (auto v = validate(cfg); !v) return v.error();
   return cfg;
 }
@@ -528,6 +555,7 @@ int run(const daemon_config& cfg) {
     caf::actor_system sys{sys_cfg};
     std::vector<bus::subscription> subs;
     std::shared_ptr<manager::process_backend> backend;
+    std::shared_ptr<manager::libvirt_backend> vms;
     std::shared_ptr<caf::actor> reaper_target;
     caf::actor manager_handle, computation_handle, attestation_handle, bridge_handle;
     auto subscribe = [&](bus::connection& bus, const caf::actor& target,
@@ -545,7 +573,7 @@ int run(const daemon_config& cfg) {
 
     bool ok_start = true;
     if (cfg.services.count("manager")) {
-      auto sim = prepare_sim_tee(cfg.state_dir, cfg.agent_binary);
+      auto sim = prepare_sim_tee(cfg.state_dir, cfg.agent_binary, cfg.eos_dir);
       auto conn = connect(bus::authz::role::manager);
       if (!conn) {
         ok_start = false;
@@ -555,9 +583,26 @@ int run(const daemon_config& cfg) {
       } else {
         // The reaper threads report through a handle set once the actor exists.
         auto target = reaper_target = std::make_shared<caf::actor>();
-        backend = std::make_shared<manager::process_backend>([target](const std::string& id, int status) {
+        auto on_exit = [target](const std::string& id, int status) {
           caf::anon_send(*target, atom::exited::value, id, status);
-        });
+        };
+        backend = std::make_shared<manager::process_backend>(on_exit);
+        manager::libvirt_config lc;
+        lc.uri = cfg.libvirt_uri;
+        lc.state_dir = cfg.state_dir;
+        lc.image_dir = cfg.eos_dir;
+        lc.vcpus = cfg.vm_vcpus;
+        lc.memory_mib = cfg.vm_memory_mib;
+        lc.guest_vtpm_tcti = cfg.guest_vtpm_tcti;
+        vms = std::make_shared<manager::libvirt_backend>(lc, on_exit);
+        // A coved that died left its VMs running: destroy them (libvirt_backend.hpp says why).
+        if (fs::exists(cfg.state_dir / "libvirt.uri")) {
+          if (auto gone = vms->reconcile(); !gone)
+            spdlog::warn("libvirt: cannot reconcile leftover domains: {}", gone.error().to_string());
+          else if (!gone->empty())
+            spdlog::warn("libvirt: destroyed {} domain(s) of a previous coved: {}", gone->size(),
+                         fmt::join(*gone, ", "));
+        }
         manager::manager_config mc;
         mc.state_dir = cfg.state_dir;
         mc.agent_binary = cfg.agent_binary;
@@ -572,6 +617,7 @@ int run(const daemon_config& cfg) {
         mc.agent_max_upload = cfg.agent_max_upload;
         mc.bus = conn;
         mc.backend = backend;
+        mc.libvirt = vms;
         mc.sim_root = sim->root;
         auto h = sys.spawn(manager::manager, std::move(mc));
         manager_handle = caf::actor_cast<caf::actor>(h);
@@ -641,6 +687,7 @@ int run(const daemon_config& cfg) {
     watcher.reset();
     subs.clear();                      // no more bus traffic into the actors
     if (backend) backend->shutdown();  // joins the reapers while the manager can still receive
+    if (vms) vms->shutdown();          // destroys the VMs, joins the libvirt threads
     if (reaper_target) *reaper_target = caf::actor{};
     if (manager_handle) caf::anon_send_exit(manager_handle, caf::exit_reason::user_shutdown);
     if (computation_handle) caf::anon_send_exit(computation_handle, caf::exit_reason::user_shutdown);

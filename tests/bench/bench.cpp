@@ -12,7 +12,8 @@
 //   COVE_BENCH_RESULT_MIB  result size (default 256)
 //   COVE_BENCH_CVMS        concurrent CVMs (default 200)
 //   COVE_BENCH_RTT         status round trips (default 2000)
-//   COVE_BENCH_ONLY        comma-separated sections: crypto,nats,upload,rtt,launch,concurrent,snp,measure
+//   COVE_BENCH_ONLY        comma-separated sections: crypto,nats,upload,rtt,launch,vm,concurrent,snp,measure
+//   COVE_BENCH_EOS         EOS image for the `vm` section (default: <build>/eos, ./cove.sh eos builds it)
 #include <fcntl.h>
 #include <signal.h>
 #include <sodium.h>
@@ -348,12 +349,13 @@ class cluster {
  public:
   /// `direct_agents`: agents dial NATS themselves instead of the attested bridge
   /// (coved --agent-nats), the comparison for the bridge's cost.
-  explicit cluster(std::string_view name, bool direct_agents = false)
+  explicit cluster(std::string_view name, bool direct_agents = false, std::vector<std::string> extra = {})
       : dir_(fmt::format("cove-bench-{}", name)) {
     nats_ = must(test::nats_server::start(), "nats-server");
     std::vector<std::string> argv = {(bin_dir() / "coved").string(), "--nats", nats_->url(), "--state-dir",
                                      state_dir().string()};
     if (direct_agents) argv.insert(argv.end(), {"--agent-nats", nats_->url()});
+    argv.insert(argv.end(), extra.begin(), extra.end());
     coved_ = must(test::child_process::spawn(argv, {}, dir_.path(), "coved"), "coved");
     bus_ = must(bus::connection::connect({.url = nats_->url(), .name = "bench"}), "connect");
     flatbuffers::FlatBufferBuilder b(64);
@@ -394,9 +396,11 @@ class cluster {
     pid_t pid = 0;
   };
 
-  expected<cvm> create_cvm(bus::connection& conn, std::chrono::milliseconds timeout = 60s) {
+  expected<cvm> create_cvm(bus::connection& conn, std::chrono::milliseconds timeout = 60s,
+                           v1::Backend backend = v1::Backend::process) {
     flatbuffers::FlatBufferBuilder b(64);
-    auto req = v1::CreateCvmCreate(b, v1::Backend::process, v1::Tee::sim, 0);
+    auto req =
+        v1::CreateCvmCreate(b, backend, backend == v1::Backend::libvirt ? v1::Tee::none : v1::Tee::sim, 0);
     auto r = bus::request_typed<v1::CvmInfo>(conn, bus::subjects::manager_create,
                                              bus::finish(b, req, {}, "bench"), timeout);
     if (!r) return r.error();
@@ -732,6 +736,34 @@ void section_upload_result_rtt_launch(results& res, const config& cfg) {
   }
 }
 
+/// The libvirt backend: create → agent ready (EOS boots under QEMU TCG here, the agent
+/// joins through the bridge) and remove (the domain destroyed), median of 3. Targets
+/// (issue 6): ready under 10 s, remove under 2 s.
+void section_vm(results& res) {
+  fs::path image = bin_dir().parent_path() / "eos";
+  if (const char* e = std::getenv("COVE_BENCH_EOS"); e && *e) image = e;
+  if (!fs::exists(image / "vmlinuz"))
+    throw bench_failure("no EOS image in " + image.string() + " (./cove.sh eos, or set COVE_BENCH_EOS)");
+  cluster c("vm", false, {"--eos-dir", image.string()});
+  // QEMU runs as libvirt-qemu: it must be able to search down to the CVM's share.
+  fs::permissions(c.dir(), fs::perms::owner_all | fs::perms::others_exec | fs::perms::group_exec);
+  std::vector<double> ready, removed;
+  for (int i = 0; i < 3; ++i) {
+    auto t0 = sclock::now();
+    auto cvm = must(c.create_cvm(c.bus(), 240s, v1::Backend::libvirt), "libvirt cvm create");
+    ready.push_back(std::chrono::duration<double, std::milli>(sclock::now() - t0).count());
+    auto t1 = sclock::now();
+    must(c.remove_cvm(cvm.id), "remove");
+    removed.push_back(std::chrono::duration<double, std::milli>(sclock::now() - t1).count());
+  }
+  res.below("launch_ready_ms_libvirt", percentile(ready, 0.5), "ms", 10000);
+  res.below("remove_ms_libvirt", percentile(removed, 0.5), "ms", 2000);
+  res.note(
+      fmt::format("libvirt (TCG, tee=none, EOS from {}): ready max {:.0f} ms, remove max {:.0f} ms; "
+                  "load average {}",
+                  image.string(), percentile(ready, 1.0), percentile(removed, 1.0), loadavg()));
+}
+
 /// The same sealed upload to an agent behind the attested bridge and to one connected to
 /// NATS directly, alternating, best of three each: what the bridge costs.
 void section_bridge(results& res, const config& cfg) {
@@ -1064,6 +1096,7 @@ int main(int argc, char** argv) {
   run("raw NATS", cfg.enabled("nats") || cfg.enabled("upload"), [&] { section_raw_nats(res); });
   run("upload / result / rtt / launch", cfg.enabled("upload") || cfg.enabled("rtt") || cfg.enabled("launch"),
       [&] { section_upload_result_rtt_launch(res, cfg); });
+  run("libvirt VMs (launch, remove)", cfg.enabled("vm"), [&] { section_vm(res); });
   run("attested bridge vs direct NATS", cfg.enabled("bridge"), [&] { section_bridge(res, cfg); });
   run("concurrent CVMs and events", cfg.enabled("concurrent"), [&] { section_concurrent(res, cfg); });
   run("SEV-SNP verification", cfg.enabled("snp"), [&] { section_snp(res); });

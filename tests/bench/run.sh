@@ -3,8 +3,9 @@
 # (./cove.sh bench does that in build-release). Usage: run.sh <build-dir>
 # Sizes: COVE_BENCH_UPLOAD_MIB (1024), COVE_BENCH_RESULT_MIB (256),
 # COVE_BENCH_CVMS (200), COVE_BENCH_RTT (2000), COVE_BENCH_BRIDGE_MIB (256);
-# COVE_BENCH_ONLY=crypto,nats,upload,rtt,launch,bridge,concurrent,snp,measure runs a
-# subset. See docs/performance.md.
+# COVE_BENCH_ONLY=crypto,nats,upload,rtt,launch,vm,bridge,concurrent,snp,measure runs a
+# subset; `vm` (libvirt launch/remove) needs libvirtd and an EOS image
+# (COVE_BENCH_EOS, default <build-dir>/eos). See docs/performance.md.
 set -uo pipefail
 build=$(cd "${1:?usage: run.sh <build-dir>}" && pwd)
 bench="$build/bin/cove-bench"

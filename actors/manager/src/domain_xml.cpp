@@ -1,5 +1,6 @@
 #include "cove/manager/domain_xml.hpp"
 
+#include <algorithm>
 #include <set>
 
 #include "cove/crypto/encoding.hpp"
@@ -249,6 +250,13 @@ expected<void> validate(const domain_spec& s) {
   if (auto r = check_path("config_dir", s.config_dir, true); !r) return r;
   if (auto r = check_path("console_log", s.console_log, true); !r) return r;
   if (!s.forwards.empty() && !s.network) return invalid("forwards", "need network = true");
+  for (const auto& [key, value] : s.metadata) {
+    bool ok_key = !key.empty() && key.size() <= 32 && std::all_of(key.begin(), key.end(), [](char c) {
+      return (c >= 'a' && c <= 'z') || c == '_';
+    });
+    if (!ok_key) return invalid("metadata", "key '" + xml_escape(key) + "' is not [a-z_]{1,32}");
+    if (auto r = check_text("metadata." + key, value); !r) return r;
+  }
   std::set<uint16_t> host_ports;
   for (size_t i = 0; i < s.forwards.size(); ++i) {
     const auto& f = s.forwards[i];
@@ -323,6 +331,14 @@ expected<std::string> to_domain_xml(const domain_spec& s) {
               (args->empty() ? "" : " xmlns:qemu='http://libvirt.org/schemas/domain/qemu/1.0'") + ">");
   line(1, "<name>" + xml_escape(s.domain_name()) + "</name>");
   if (!s.uuid.empty()) line(1, "<uuid>" + xml_escape(s.uuid) + "</uuid>");
+  if (!s.metadata.empty()) {
+    line(1, "<metadata>");
+    line(2, "<cove:cvm xmlns:cove='" + std::string(metadata_namespace) + "'>");
+    for (const auto& [key, value] : s.metadata)
+      line(3, "<cove:" + key + ">" + xml_escape(value) + "</cove:" + key + ">");
+    line(2, "</cove:cvm>");
+    line(1, "</metadata>");
+  }
   line(1, "<memory unit='MiB'>" + std::to_string(s.memory_mib) + "</memory>");
   line(1, "<vcpu placement='static'>" + std::to_string(s.vcpus) + "</vcpu>");
   if (s.tee == domain_tee::sev) {

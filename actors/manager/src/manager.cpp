@@ -11,6 +11,7 @@
 #include "cove/bus/envelope.hpp"
 #include "cove/bus/subjects.hpp"
 #include "cove/crypto/encoding.hpp"
+#include "cove/manager/process_backend.hpp"
 
 namespace cove::manager {
 
@@ -68,6 +69,14 @@ void publish_event(self_ptr self, const cvm_record& r, const std::string& messag
   send(self, *bus::events_subject("cvm"), bus::finish(b, ev, {}, sender));
 }
 
+cvm_backend& backend_of(self_ptr self, const cvm_record& r) {
+  return r.backend == v1::Backend::libvirt ? *self->state.cfg.libvirt : *self->state.cfg.backend;
+}
+
+std::string log_of(self_ptr self, const cvm_record& r) {
+  return (r.dir / backend_of(self, r).log_name()).string();
+}
+
 std::string new_cvm_id(const manager_state& st) {
   for (;;) {
     std::array<uint8_t, 5> rnd{};
@@ -81,15 +90,30 @@ void on_create(self_ptr self, const bus::bus_msg& m) {
   auto req = bus::request_as<v1::CvmCreate>(m.data);
   if (!req) return send(self, m.reply, bus::make_error(req.error().code, req.error().message, {}, sender));
   auto& st = self->state;
-  if ((*req)->backend() != v1::Backend::process)
+  const auto kind = (*req)->backend();
+  const auto tee = (*req)->tee();
+  if (kind == v1::Backend::libvirt) {
+    if (!st.cfg.libvirt)
+      return send_error(self, m.reply, errc::unavailable, "the libvirt backend is not enabled on this host");
+    // tee=none VMs (this machine kind has no SEV-SNP/TDX): the agent's evidence is
+    // the simulated SEV-SNP one, from the identity on its config share.
+    if (tee != v1::Tee::sim && tee != v1::Tee::none)
+      return send_error(
+          self, m.reply, errc::unavailable,
+          fmt::format("tee '{}' needs SEV-SNP/TDX hardware, which this host does not offer; the "
+                      "libvirt backend runs tee 'none' (simulated evidence), see "
+                      "docs/operations.md §8",
+                      v1::EnumNameTee(tee)));
+  } else if (kind != v1::Backend::process) {
     return send_error(self, m.reply, errc::unavailable,
-                      fmt::format("backend '{}' is not available in this build; use 'process'",
-                                  v1::EnumNameBackend((*req)->backend())));
-  if ((*req)->tee() != v1::Tee::sim)
+                      fmt::format("backend '{}' is not available in this build; use 'process' or 'libvirt'",
+                                  v1::EnumNameBackend(kind)));
+  } else if (tee != v1::Tee::sim) {
     return send_error(
         self, m.reply, errc::unavailable,
         fmt::format("tee '{}' needs the libvirt backend; the process backend simulates SEV-SNP (tee 'sim')",
-                    v1::EnumNameTee((*req)->tee())));
+                    v1::EnumNameTee(tee)));
+  }
   if (st.cvms.size() >= st.cfg.max_cvms)
     return send_error(self, m.reply, errc::too_large,
                       fmt::format("this host already runs {} CVMs", st.cvms.size()));
@@ -101,6 +125,8 @@ void on_create(self_ptr self, const bus::bus_msg& m) {
 
   cvm_record r;
   r.id = new_cvm_id(st);
+  r.backend = kind;
+  r.tee = tee;
   r.policy_json = std::move(policy);
   r.created_at_ns = now_ns();
   r.ttl_seconds = (*req)->ttl_seconds();
@@ -118,25 +144,30 @@ void on_create(self_ptr self, const bus::bus_msg& m) {
   if (auto saved = attest::save_sim_identity(*chip, *st.cfg.sim_root, r.dir / "tee"); !saved)
     return send_error(self, m.reply, errc::internal, "simulated TEE: " + saved.error().message);
 
+  auto& backend = backend_of(self, r);
   agent_launch l{.cvm_id = r.id,
                  .agent_binary = st.cfg.agent_binary,
                  .bridge_address = st.cfg.agent_bridge_address,
                  .bridge_ca = st.cfg.agent_bridge_ca,
                  .nats_url = st.cfg.agent_nats_url,
+                 .dir = r.dir,
                  .work_dir = r.dir / "work",
                  .tee_dir = r.dir / "tee",
-                 .log_file = r.dir / "agent.log",
+                 .log_file = r.dir / backend.log_name(),
                  .log_level = st.cfg.agent_log_level,
                  .max_upload_bytes = st.cfg.agent_max_upload};
-  auto pid = st.cfg.backend->launch(l);
+  auto pid = backend.launch(l);
   if (!pid) {
     fs::remove_all(r.dir, ec);
     return send_error(self, m.reply, pid.error().code, pid.error().message);
   }
   r.pid = *pid;
-  spdlog::info("manager: {} starting (pid {})", r.id, r.pid);
-  self->delayed_send(self, st.cfg.create_timeout, atom::deadline::value, r.id, r.generation);
-  publish_event(self, r, "agent starting");
+  spdlog::info("manager: {} starting ({} backend, pid {})", r.id, backend.name(), r.pid);
+  self->delayed_send(self, kind == v1::Backend::libvirt ? st.cfg.vm_create_timeout : st.cfg.create_timeout,
+                     atom::deadline::value, r.id, r.generation);
+  publish_event(
+      self, r,
+      kind == v1::Backend::libvirt ? fmt::format("VM booting (QEMU pid {})", r.pid) : "agent starting");
   st.cvms.emplace(r.id, std::move(r));
 }
 
@@ -161,6 +192,7 @@ void start_remove(self_ptr self, cvm_record& r, const std::string& reply, v1::Cv
     auto payload = info_payload(r);
     for (const auto& s : r.remove_replies) send(self, s, payload);
     publish_event(self, r, "removed");
+    backend_of(self, r).forget(r.id);
     self->state.cvms.erase(r.id);
     return;
   }
@@ -171,7 +203,7 @@ void start_remove(self_ptr self, cvm_record& r, const std::string& reply, v1::Cv
   }
   r.state = final_state;
   r.generation = ++self->state.generation;
-  self->state.cfg.backend->signal(r.pid, SIGTERM);
+  backend_of(self, r).stop(r.id, r.pid, /*force=*/false);
   self->delayed_send(self, self->state.cfg.remove_timeout, atom::deadline::value, r.id, r.generation);
 }
 
@@ -282,7 +314,7 @@ manager_actor::behavior_type manager(manager_actor::stateful_pointer<manager_sta
         auto it = self->state.cvms.find(id);
         if (it == self->state.cvms.end()) return;
         auto& r = it->second;
-        auto how = describe_wait_status(status);
+        auto how = backend_of(self, r).describe_exit(r.id, status);
         std::error_code ec;
         if (r.state == v1::CvmState::removed || r.state == v1::CvmState::expired) {
           spdlog::info("manager: {} {} ({})", r.id, v1::EnumNameCvmState(r.state), how);
@@ -290,12 +322,13 @@ manager_actor::behavior_type manager(manager_actor::stateful_pointer<manager_sta
           auto payload = info_payload(r);
           for (const auto& s : r.remove_replies) send(self, s, payload);
           publish_event(self, r, r.state == v1::CvmState::expired ? "TTL expired; removed" : "removed");
+          backend_of(self, r).forget(r.id);
           self->state.cvms.erase(it);
           return;
         }
         bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
         r.state = clean ? v1::CvmState::stopped : v1::CvmState::crashed;
-        r.detail = "agent " + how + "; log: " + (r.dir / "agent.log").string();
+        r.detail = how + "; log: " + log_of(self, r);
         r.generation = ++self->state.generation;
         spdlog::warn("manager: {} {}: {}", r.id, v1::EnumNameCvmState(r.state), r.detail);
         fs::remove_all(r.dir / "work", ec);  // never leave a run's plaintext behind
@@ -310,13 +343,13 @@ manager_actor::behavior_type manager(manager_actor::stateful_pointer<manager_sta
         if (it == self->state.cvms.end() || it->second.generation != generation) return;
         auto& r = it->second;
         if (r.state == v1::CvmState::starting) {
-          r.detail = "the agent did not become ready in time; log: " + (r.dir / "agent.log").string();
+          r.detail = "the agent did not become ready in time; log: " + log_of(self, r);
           send_error(self, r.create_reply, errc::timeout, r.detail);
           r.create_reply.clear();
           start_remove(self, r, {}, v1::CvmState::removed);
         } else if (r.state == v1::CvmState::removed || r.state == v1::CvmState::expired) {
-          spdlog::warn("manager: {} ignored SIGTERM; killing", r.id);
-          self->state.cfg.backend->signal(r.pid, SIGKILL);
+          spdlog::warn("manager: {} did not stop in time; forcing", r.id);
+          backend_of(self, r).stop(r.id, r.pid, /*force=*/true);
         }
       },
       [self](atom::expire, std::string& id) {

@@ -100,6 +100,14 @@ void process_backend::signal(pid_t pid, int sig) const {
   if (live_.count(pid) != 0) ::kill(-pid, sig);
 }
 
+void process_backend::stop(const std::string& /*cvm_id*/, pid_t pid, bool force) {
+  signal(pid, force ? SIGKILL : SIGTERM);
+}
+
+std::string process_backend::describe_exit(const std::string& /*cvm_id*/, int status) const {
+  return "agent " + describe_wait_status(status);
+}
+
 void process_backend::kill_all() {
   std::lock_guard lock(mu_);
   for (const auto& [pid, id] : live_) ::kill(-pid, SIGKILL);

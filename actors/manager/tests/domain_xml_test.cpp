@@ -69,6 +69,8 @@ std::vector<golden_case> golden_cases() {
          s.uuid.clear();
          s.tpm = false;
          s.forwards = {{"127.0.0.1", 18080, 8080}, {"127.0.0.1", 18443, 443}};
+         // What libvirt_backend records to recognize its domains after a restart.
+         s.metadata = {{"state_dir", "/var/lib/cove"}, {"cvm_id", s.cvm_id}};
          return s;
        }},
       {"sev",
@@ -356,6 +358,18 @@ TEST_CASE("validate names the offending field") {
       {"forwards[1].host_port: 1 is used twice",
        [](domain_spec& s) {
          s.forwards = {{"127.0.0.1", 1, 2}, {"127.0.0.1", 1, 3}};
+       }},
+      {"metadata: key 'State' is not",
+       [](domain_spec& s) {
+         s.metadata = {{"State", "x"}};
+       }},
+      {"metadata: key '' is not",
+       [](domain_spec& s) {
+         s.metadata = {{"", "x"}};
+       }},
+      {"metadata.state_dir: contains control",
+       [](domain_spec& s) {
+         s.metadata = {{"state_dir", "a\nb"}};
        }},
       {"firmware.path: empty", [](domain_spec& s) { s.firmware.kind = firmware_kind::ovmf; }},
       {"firmware.path: seabios takes no files", [](domain_spec& s) { s.firmware.path = "/x"; }},

@@ -24,6 +24,12 @@ struct daemon_config {
   uint32_t bridge_evidence_ttl = 3600;        // seconds an agent's admission lasts before re-attestation
   uint64_t agent_max_upload = 0;  // per-file upload limit handed to agents; 0: the agent's default
   std::string log_level = "info";
+  // The libvirt backend (CvmCreate.backend = libvirt; connects on first use).
+  std::string libvirt_uri = "qemu:///system";
+  std::filesystem::path eos_dir;  // EOS image (eos/build.sh output); default: <coved's dir>/../eos
+  uint32_t vm_vcpus = 1;
+  uint64_t vm_memory_mib = 512;
+  std::string guest_vtpm_tcti;  // non-empty: guest agents get --vtpm VALUE (e.g. device:/dev/tpmrm0)
   /// Embedded mode: start nats-server without TLS and users (development only).
   bool insecure_bus = false;
   /// External mode (--nats): directory holding <role>.seed nkeys, and the CA

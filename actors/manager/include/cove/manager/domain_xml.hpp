@@ -20,6 +20,7 @@
 // the hardware and QEMU named above. docs/operations.md §8 has the details.
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -43,6 +44,10 @@ expected<domain_tee> parse_domain_tee(std::string_view s);
 
 /// The mount tag of the config share; eos/init mounts exactly this tag at /config.
 inline constexpr std::string_view config_mount_tag = "coveconfig";
+
+/// The XML namespace of cove's <metadata> element (<cove:cvm>): how a restarted coved
+/// recognizes its own domains (libvirt_backend::reconcile).
+inline constexpr std::string_view metadata_namespace = "https://cove.invalid/xmlns/libvirt/cvm/1";
 
 struct firmware_spec {
   firmware_kind kind = firmware_kind::seabios;
@@ -103,6 +108,9 @@ struct domain_spec {
   sev_params sev;
   sev_snp_params sev_snp;
   tdx_params tdx;
+  // Emitted as <metadata><cove:cvm><cove:KEY>VALUE</cove:KEY>...</cove:cvm></metadata>;
+  // keys are [a-z_], 1..32 characters; values are printable text.
+  std::map<std::string, std::string> metadata;
 
   [[nodiscard]] std::string domain_name() const { return "cove-" + cvm_id; }
 };

@@ -12,7 +12,7 @@
 #include "cove/actors.hpp"
 #include "cove/attest/sim_store.hpp"
 #include "cove/bus/connection.hpp"
-#include "cove/manager/process_backend.hpp"
+#include "cove/manager/backend.hpp"
 #include "cove/schemas/envelope_generated.h"
 
 namespace cove::manager {
@@ -27,9 +27,11 @@ struct manager_config {
   std::string agent_log_level = "info";
   uint64_t agent_max_upload = 0;  // cove-agent --max-upload; 0: the agent's default
   std::shared_ptr<bus::connection> bus;
-  std::shared_ptr<process_backend> backend;
+  std::shared_ptr<cvm_backend> backend;              // CvmCreate.backend = process
+  std::shared_ptr<cvm_backend> libvirt;              // CvmCreate.backend = libvirt; null: not offered
   std::shared_ptr<const attest::sim_root> sim_root;  // issues each CVM's simulated VCEK
   std::chrono::milliseconds create_timeout{15000};
+  std::chrono::milliseconds vm_create_timeout{120000};  // libvirt: a TCG boot under load is slow
   std::chrono::milliseconds remove_timeout{5000};
   size_t max_cvms = 1024;
 };
@@ -41,7 +43,7 @@ struct cvm_record {
   v1::Backend backend = v1::Backend::process;
   v1::Tee tee = v1::Tee::sim;
   v1::CvmState state = v1::CvmState::starting;
-  pid_t pid = 0;
+  pid_t pid = 0;  // the agent's (process) or QEMU's (libvirt)
   int64_t created_at_ns = 0;
   uint32_t ttl_seconds = 0;
   std::string detail;

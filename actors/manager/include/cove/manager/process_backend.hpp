@@ -14,33 +14,24 @@
 #include <vector>
 
 #include "cove/expected.hpp"
+#include "cove/manager/backend.hpp"
 
 namespace cove::manager {
 
-struct agent_launch {
-  std::string cvm_id;
-  std::filesystem::path agent_binary;
-  std::string bridge_address;  // the attested bridge (with bridge_ca), or
-  std::filesystem::path bridge_ca;
-  std::string nats_url;            // the bus directly (development only)
-  std::filesystem::path work_dir;  // the agent's scratch space
-  std::filesystem::path tee_dir;   // simulated TEE identity (VCEK etc.)
-  std::filesystem::path log_file;  // agent stdout+stderr
-  std::string log_level = "info";
-  uint64_t max_upload_bytes = 0;  // cove-agent --max-upload; 0: the agent's default
-};
-
-class process_backend {
+class process_backend final : public cvm_backend {
  public:
   /// `on_exit(cvm_id, wait_status)` runs on a reaper thread: hand off only.
   explicit process_backend(std::function<void(const std::string&, int)> on_exit);
-  process_backend(const process_backend&) = delete;
-  process_backend& operator=(const process_backend&) = delete;
   /// Kills every remaining agent (SIGKILL) and joins the reapers.
-  ~process_backend();
+  ~process_backend() override;
 
+  [[nodiscard]] std::string_view name() const override { return "process"; }
+  [[nodiscard]] std::string_view log_name() const override { return "agent.log"; }
   /// Starts the agent in its own process group; returns its pid.
-  expected<pid_t> launch(const agent_launch& l);
+  expected<pid_t> launch(const agent_launch& l) override;
+  /// SIGTERM (SIGKILL with `force`) to the agent's process group.
+  void stop(const std::string& cvm_id, pid_t pid, bool force) override;
+  [[nodiscard]] std::string describe_exit(const std::string& cvm_id, int status) const override;
 
   /// Sends `sig` to the agent's whole process group (the agent and its algorithm).
   void signal(pid_t pid, int sig) const;
@@ -49,7 +40,7 @@ class process_backend {
   void kill_all();
 
   /// kill_all(), then waits for every reaper: after it, on_exit is never called again.
-  void shutdown();
+  void shutdown() override;
 
  private:
   std::function<void(const std::string&, int)> on_exit_;

@@ -1,0 +1,265 @@
+// The libvirt backend end to end: coved boots the EOS image in a real QEMU VM
+// (libvirt, TCG, tee=none, swtpm), EOS's init starts the agent, the agent joins
+// through the attested bridge (10.0.2.2 → host loopback) and a computation runs
+// with sealed uploads and a sealed result; a VM whose QEMU is killed mid-run is
+// reported crashed with its console tail; a coved restarted after a SIGKILL
+// destroys the VM the dead one left. Needs libvirtd (ctest fixture
+// `libvirtd`: deploy/libvirtd.sh) and the EOS image (fixture `eos_image`);
+// COVE_EOS_IMAGE names it. Labels slow, no-sanitize (the image's agent is the
+// normal build's).
+#include <sys/stat.h>
+
+#include <csignal>
+#include <cstdio>
+#include <cstdlib>
+#include <mutex>
+
+#include "fixture.hpp"
+
+#include "cove/zip.hpp"
+
+using namespace cove;
+using namespace cove::itest;
+
+namespace {
+
+struct seen_event {
+  std::string cvm_id, state, message;
+};
+
+/// Collects every cove.v1.events.* event.
+class event_log {
+ public:
+  explicit event_log(cluster& c) {
+    sub_ = must(c.bus().subscribe(
+                    bus::subjects::all_events,
+                    [this](bus::message&& m) {
+                      auto ev = bus::body_as<v1::Event>(m.data);
+                      if (!ev) return;
+                      auto str = [](const flatbuffers::String* s) { return s ? s->str() : std::string(); };
+                      std::lock_guard lock(mu_);
+                      events_.push_back({str((*ev)->cvm_id()), str((*ev)->state()), str((*ev)->message())});
+                    }),
+                "subscribe events");
+    must(c.bus().flush(5s), "flush");
+  }
+  std::string wait(const std::string& cvm, const std::string& state, std::chrono::seconds limit) {
+    std::string found;
+    bool ok = test::wait_until(
+        [&] {
+          std::lock_guard lock(mu_);
+          for (const auto& e : events_)
+            if (e.cvm_id == cvm && e.state == state) {
+              found = e.message;
+              return true;
+            }
+          return false;
+        },
+        test::deadline_in(limit));
+    if (!ok) {
+      std::lock_guard lock(mu_);
+      std::string all;
+      for (const auto& e : events_) all += e.cvm_id + "/" + e.state + ": " + e.message + "\n";
+      FAIL("no '" << state << "' event for " << cvm << "; saw:\n" << all);
+    }
+    return found;
+  }
+
+ private:
+  std::mutex mu_;
+  std::vector<seen_event> events_;
+  bus::subscription sub_;
+};
+
+fs::path eos_image() {
+  const char* dir = std::getenv("COVE_EOS_IMAGE");
+  REQUIRE_MESSAGE(dir != nullptr, "COVE_EOS_IMAGE is not set (ctest sets it to the eos_image fixture)");
+  REQUIRE_MESSAGE(fs::exists(fs::path(dir) / "vmlinuz"), dir << "/vmlinuz missing: run ctest -R eos.image");
+  return dir;
+}
+
+/// `cmd`'s exit status and output.
+std::pair<int, std::string> run(const std::string& cmd) {
+  std::string out;
+  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+  if (p == nullptr) return {-1, out};
+  char buf[512];
+  while (::fgets(buf, sizeof buf, p) != nullptr) out += buf;
+  return {::pclose(p), out};
+}
+
+bool domain_exists(const std::string& cvm) {
+  return run("virsh -c qemu:///system domstate cove-" + cvm).first == 0;
+}
+
+/// Destroys the CVM's domain whatever happens to the test (coved's own shutdown
+/// destroys it too; this covers a coved that died).
+struct domain_guard {
+  std::string cvm;
+  ~domain_guard() {
+    if (!cvm.empty() && domain_exists(cvm)) run("virsh -c qemu:///system destroy cove-" + cvm);
+  }
+};
+
+/// A cluster whose coved boots the EOS image; its directory is searchable by QEMU's
+/// user (test::temp_dir makes it 0700; coved grants the rest below its state dir).
+struct vm_cluster {
+  std::unique_ptr<cluster> c;
+  vm_cluster() {
+    auto image = eos_image();
+    c = std::make_unique<cluster>(std::vector<std::string>{"--eos-dir", image.string()});
+    ::chmod(c->dir().c_str(), 0711);
+  }
+};
+
+expected<bus::reply<v1::CvmInfo>> create_vm(cluster& c) {
+  flatbuffers::FlatBufferBuilder b(64);
+  auto req = v1::CreateCvmCreate(b, v1::Backend::libvirt, v1::Tee::none, 0);
+  return bus::request_typed<v1::CvmInfo>(c.bus(), bus::subjects::manager_create,
+                                         bus::finish(b, req, {}, "itest"), 240s);
+}
+
+expected<bus::reply<v1::CvmInfo>> remove_vm(cluster& c, const std::string& id) {
+  flatbuffers::FlatBufferBuilder b(64);
+  return bus::request_typed<v1::CvmInfo>(c.bus(), bus::subjects::manager_remove,
+                                         bus::finish(b, v1::CreateCvmRef(b, b.CreateString(id)), {}, "itest"),
+                                         30s);
+}
+
+const cli::client_options slow_guest{.request_timeout = 60s, .chunk_timeout = 60s};
+
+}  // namespace
+
+TEST_CASE("libvirt: a CVM boots EOS, its agent joins through the bridge and runs a computation") {
+  vm_cluster v;
+  auto& c = *v.c;
+  event_log events(c);
+  auto t0 = std::chrono::steady_clock::now();
+  auto created = create_vm(c);
+  REQUIRE_MESSAGE(created, (created ? "" : created.error().to_string()) << "; coved log in " << c.dir());
+  auto ready_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+  const std::string cvm = created->body->id()->str();
+  domain_guard guard{cvm};
+  MESSAGE("libvirt create -> agent ready: " << ready_ms << " ms");
+  CHECK(created->body->state() == v1::CvmState::running);
+  CHECK(created->body->backend() == v1::Backend::libvirt);
+  CHECK(created->body->pid() > 0);  // QEMU's
+  CHECK(domain_exists(cvm));
+  CHECK(events.wait(cvm, "admitted", 30s).find("evidence verified") != std::string::npos);
+
+  // The share QEMU exports: agent.conf, the bridge certificate (not its key), the sim identity.
+  auto share = c.state_dir() / "cvms" / cvm / "config";
+  auto conf = read_file(share / "agent.conf");
+  CHECK(conf.find("CVM_ID=" + cvm) != std::string::npos);
+  CHECK(conf.find("BRIDGE=10.0.2.2:") != std::string::npos);
+  CHECK(fs::exists(share / "bridge-ca.pem"));
+  CHECK_FALSE(fs::exists(share / "bridge-key.pem"));
+  CHECK_FALSE(fs::exists(share / "key.pem"));
+  auto console = read_file(c.state_dir() / "cvms" / cvm / "console.log");
+  CHECK(console.find("EOS: starting cove-agent --cvm-id " + cvm) != std::string::npos);
+
+  auto owner = c.make_participant("owner");
+  auto consumer = c.make_participant("consumer");
+  auto algo = c.make_file("algo.sh", "#!/bin/sh\ncat datasets/* | wc -l > results/lines\n", true);
+  auto data = c.make_file("rows.csv", "1\n2\n3\n");
+  auto m = make_manifest("libvirt-1", algo, algo_type::bin, owner, {{data, &owner}}, {&consumer});
+  CHECK(must(c.start_computation(cvm, m), "start") == "ReceivingAlgorithm");
+  must(cli::upload(c.bus(), cvm, cli::file_role::algorithm, algo, owner.key, c.policy(), nullptr, slow_guest),
+       "algo");
+  must(cli::upload(c.bus(), cvm, cli::file_role::dataset, data, owner.key, c.policy(), nullptr, slow_guest),
+       "data");
+  auto st = c.wait_for_state(cvm, "ConsumingResults", 120s);
+  REQUIRE_MESSAGE(st.state == "ConsumingResults", st.message);
+  auto out = c.dir() / "result.zip";
+  must(cli::fetch_result(c.bus(), cvm, consumer.key, c.policy(), out, nullptr, slow_guest), "result");
+  auto extracted = c.dir() / "result";
+  must(extract_zip(out, extracted), "unzip");
+  CHECK(read_file(extracted / "lines") == "3\n");
+
+  // Remove: the domain is destroyed and the CVM's files (share, console) are gone.
+  auto r0 = std::chrono::steady_clock::now();
+  auto removed = remove_vm(c, cvm);
+  REQUIRE_MESSAGE(removed, (removed ? "" : removed.error().to_string()));
+  auto remove_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - r0).count();
+  MESSAGE("libvirt remove: " << remove_ms << " ms");
+  CHECK(removed->body->state() == v1::CvmState::removed);
+  CHECK_FALSE(domain_exists(cvm));
+  CHECK_FALSE(fs::exists(c.state_dir() / "cvms" / cvm));
+}
+
+TEST_CASE("libvirt: killing QEMU mid-run gives a crashed event and a clean failure") {
+  vm_cluster v;
+  auto& c = *v.c;
+  event_log events(c);
+  auto created = create_vm(c);
+  REQUIRE_MESSAGE(created, (created ? "" : created.error().to_string()) << "; coved log in " << c.dir());
+  const std::string cvm = created->body->id()->str();
+  domain_guard guard{cvm};
+  auto qemu = static_cast<pid_t>(created->body->pid());
+  REQUIRE(qemu > 0);
+  // It is this CVM's QEMU (libvirt names the guest on QEMU's command line).
+  auto cmdline = read_file("/proc/" + std::to_string(qemu) + "/cmdline");
+  REQUIRE(cmdline.find("guest=cove-" + cvm) != std::string::npos);
+
+  auto owner = c.make_participant("owner");
+  auto algo = c.make_file("slow.sh", "#!/bin/sh\nsleep 600\n", true);
+  auto data = c.make_file("rows.csv", "1\n");
+  auto m = make_manifest("libvirt-crash", algo, algo_type::bin, owner, {{data, &owner}}, {&owner});
+  must(c.start_computation(cvm, m), "start");
+  must(cli::upload(c.bus(), cvm, cli::file_role::algorithm, algo, owner.key, c.policy(), nullptr, slow_guest),
+       "algo");
+  must(cli::upload(c.bus(), cvm, cli::file_role::dataset, data, owner.key, c.policy(), nullptr, slow_guest),
+       "data");
+  c.wait_for_state(cvm, "Running", 60s);
+
+  REQUIRE(::kill(qemu, SIGKILL) == 0);
+  auto crashed = events.wait(cvm, "crashed", 60s);
+  CHECK(crashed.find("QEMU failed or was killed") != std::string::npos);
+  CHECK(crashed.find("last lines:") != std::string::npos);
+  CHECK(crashed.find("console.log") != std::string::npos);
+  auto info = must(c.cvm_info(cvm), "info");
+  CHECK(info.body->state() == v1::CvmState::crashed);
+  REQUIRE(info.body->detail() != nullptr);
+  CHECK(info.body->detail()->str().find("QEMU failed or was killed") != std::string::npos);
+  CHECK_FALSE(domain_exists(cvm));
+
+  // The user asking for the run gets an error, not a hang.
+  auto status = cli::computation_status(c.bus(), cvm, {.request_timeout = 5s});
+  REQUIRE_FALSE(status);
+  CHECK((status.error().code == errc::unavailable || status.error().code == errc::timeout));
+  // A crashed CVM is forgotten at once on remove, its files with it.
+  auto removed = remove_vm(c, cvm);
+  REQUIRE(removed);
+  CHECK(removed->body->state() == v1::CvmState::removed);
+  CHECK_FALSE(fs::exists(c.state_dir() / "cvms" / cvm));
+}
+
+TEST_CASE("libvirt: a coved restarted after a SIGKILL destroys the VMs the dead one left") {
+  vm_cluster v;
+  auto& c = *v.c;
+  auto created = create_vm(c);
+  REQUIRE_MESSAGE(created, (created ? "" : created.error().to_string()) << "; coved log in " << c.dir());
+  const std::string cvm = created->body->id()->str();
+  domain_guard guard{cvm};
+  CHECK(fs::exists(c.state_dir() / "libvirt.uri"));
+  c.coved().kill();
+  CHECK(domain_exists(cvm));  // a dead coved cannot take its VMs along
+  // Reconciliation runs before the manager answers, so it is done once coved is ready.
+  c.start_coved({"--eos-dir", eos_image().string()});
+  CHECK(test::wait_until([&] { return !domain_exists(cvm); }, test::deadline_in(30s)));
+  CHECK_FALSE(fs::exists(c.state_dir() / "cvms" / cvm));
+  auto info = c.cvm_info(cvm);
+  REQUIRE_FALSE(info);
+  CHECK(info.error().code == errc::not_found);
+}
+
+TEST_CASE("libvirt: tee values this host cannot run are refused") {
+  vm_cluster v;
+  flatbuffers::FlatBufferBuilder b(64);
+  auto req = v1::CreateCvmCreate(b, v1::Backend::libvirt, v1::Tee::sev_snp, 0);
+  auto r = bus::request_typed<v1::CvmInfo>(v.c->bus(), bus::subjects::manager_create,
+                                           bus::finish(b, req, {}, "itest"), 10s);
+  check_error(r, errc::unavailable, "needs SEV-SNP/TDX hardware");
+}
