@@ -4,7 +4,9 @@
 // stream resume; and cocos's manager.ManagerService gateway answers each rpc.
 #include <grpcpp/grpcpp.h>
 
+#include <sys/wait.h>
 #include <condition_variable>
+
 #include <csignal>
 #include <cstdlib>
 #include <mutex>
@@ -492,4 +494,40 @@ TEST_CASE("cvms: on coved's locked embedded bus the orchestrator role is all the
   CHECK_MESSAGE(log.find("Violation") == std::string::npos, log);
   auto status = coved.terminate(15s);
   CHECK(status == 0);
+}
+
+TEST_CASE("cvms: coved keeps dialing until the server comes up") {
+  int port = 0;
+  {
+    test_cvms_server probe;  // a free port, closed again
+    port = probe.port();
+  }
+  cluster c({"--cvms-url", "127.0.0.1:" + std::to_string(port), "--cvms-reconnect-max", "400"});
+  // coved is up and failing to connect; the server appears later.
+  test_cvms_server srv(port);
+  REQUIRE_MESSAGE(srv.wait_streams(1), "coved did not connect; log in " << c.dir());
+  cvms::ServerStreamMessage q;
+  q.mutable_agentstatereq()->set_id("x");
+  srv.send(q);
+  CHECK(srv.wait_for([](const auto& x) { return x.has_agentstateres(); }).has_value());
+}
+
+TEST_CASE("cvms: bad orchestrator flags are refused with a clear message") {
+  test::temp_dir dir("cove-cvms-flags");
+  auto refused = [&](std::vector<std::string> extra, std::string_view text) {
+    std::vector<std::string> argv = {(bin_dir() / "coved").string(), "--nats", "nats://127.0.0.1:1",
+                                     "--state-dir", (dir.path() / "state").string()};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    auto p = must(test::child_process::spawn(argv, {}, dir.path(), "coved"), "coved");
+    auto status = p.wait_for_exit(test::deadline_in(10s));
+    REQUIRE(status.has_value());
+    CHECK(WIFEXITED(*status));
+    CHECK(WEXITSTATUS(*status) == 2);
+    auto err = read_file(dir.path() / "coved.stderr");
+    CHECK_MESSAGE(err.find(text) != std::string::npos, err);
+  };
+  refused({"--cvms-url", "127.0.0.1:1", "--cvms-tee", "bogus"}, "--cvms-tee: unknown TEE 'bogus'");
+  refused({"--cvms-ca", "ca.pem"}, "need --cvms-url");
+  refused({"--cvms-url", "127.0.0.1:1", "--cvms-cert", "c.pem"}, "--cvms-cert and --cvms-key go together");
+  refused({"--manager-grpc-cert", "c.pem", "--manager-grpc-key", "k.pem"}, "needs --manager-grpc-listen");
 }
