@@ -14,6 +14,7 @@
 #include <sstream>
 #include <thread>
 
+#include "cove/bus/authz.hpp"
 #include "cove/gateway/cvms_rpc.hpp"
 #include "fixture.hpp"
 #include "manager.grpc.pb.h"
@@ -27,10 +28,11 @@ namespace {
 /// Shut down by destroying it (in-flight streams are cancelled).
 class test_cvms_server final : public gateway::cvms_service {
  public:
-  /// Listens on 127.0.0.1:`port` (0: any free port).
-  explicit test_cvms_server(int port = 0) {
+  /// Listens on 127.0.0.1:`port` (0: any free port), plaintext or with `creds`.
+  explicit test_cvms_server(int port = 0, std::shared_ptr<grpc::ServerCredentials> creds = nullptr) {
     grpc::ServerBuilder b;
-    b.AddListeningPort("127.0.0.1:" + std::to_string(port), grpc::InsecureServerCredentials(), &port_);
+    b.AddListeningPort("127.0.0.1:" + std::to_string(port), creds ? creds : grpc::InsecureServerCredentials(),
+                       &port_);
     b.RegisterService(this);
     server_ = b.BuildAndStart();
     REQUIRE(server_ != nullptr);
@@ -530,4 +532,48 @@ TEST_CASE("cvms: bad orchestrator flags are refused with a clear message") {
   refused({"--cvms-ca", "ca.pem"}, "need --cvms-url");
   refused({"--cvms-url", "127.0.0.1:1", "--cvms-cert", "c.pem"}, "--cvms-cert and --cvms-key go together");
   refused({"--manager-grpc-cert", "c.pem", "--manager-grpc-key", "k.pem"}, "needs --manager-grpc-listen");
+}
+
+TEST_CASE("cvms: over TLS, coved verifies the server against --cvms-ca") {
+  test::temp_dir tls("cove-cvms-tls");
+  auto p = tls.path();
+  must(
+      bus::authz::generate_tls(p / "ca.pem", p / "ca.key", p / "server.pem", p / "server.key", {"127.0.0.1"}),
+      "tls");
+  grpc::SslServerCredentialsOptions o;
+  o.pem_key_cert_pairs.push_back({read_file(p / "server.key"), read_file(p / "server.pem")});
+  test_cvms_server srv(0, grpc::SslServerCredentials(o));
+  cluster c({"--cvms-url", "127.0.0.1:" + std::to_string(srv.port()), "--cvms-ca", (p / "ca.pem").string()});
+  REQUIRE_MESSAGE(srv.wait_streams(1), "no TLS stream; log in " << c.dir());
+  cvms::ServerStreamMessage q;
+  q.mutable_agentstatereq()->set_id("tls");
+  srv.send(q);
+  auto res = srv.wait_for([](const auto& x) { return x.has_agentstateres(); });
+  REQUIRE(res.has_value());
+  CHECK(res->agentstateres().id() == "tls");
+}
+
+TEST_CASE("cvms: a server whose certificate another CA signed gets no stream") {
+  test::temp_dir tls("cove-cvms-tls");
+  auto p = tls.path();
+  must(bus::authz::generate_tls(p / "ca.pem", p / "ca.key", p / "a.pem", p / "a.key", {"127.0.0.1"}), "tls");
+  must(bus::authz::generate_tls(p / "other-ca.pem", p / "other-ca.key", p / "b.pem", p / "b.key",
+                                {"127.0.0.1"}),
+       "tls");
+  grpc::SslServerCredentialsOptions o;
+  o.pem_key_cert_pairs.push_back({read_file(p / "b.key"), read_file(p / "b.pem")});
+  test_cvms_server srv(0, grpc::SslServerCredentials(o));
+  cluster c({"--cvms-url", "127.0.0.1:" + std::to_string(srv.port()), "--cvms-ca", (p / "ca.pem").string(),
+             "--cvms-reconnect-max", "300"});
+  // coved tries (and logs each failed attempt at debug level) but never opens a stream.
+  auto failed_attempts = [&] {
+    size_t n = 0;
+    for (const char* f : {"coved.stdout", "coved.stderr"}) {
+      std::istringstream in(read_file(c.dir() / f));
+      for (std::string line; std::getline(in, line);) n += line.find("cvms: connect to") != std::string::npos;
+    }
+    return n;
+  };
+  REQUIRE(test::wait_until([&] { return failed_attempts() >= 3; }, test::deadline_in(20s)));
+  CHECK_FALSE(srv.wait_streams(1, 0s));
 }
