@@ -308,6 +308,50 @@ bool parse_tee(const std::string& name, v1::Tee& out) {
   return false;
 }
 
+/// The orchestrator front doors coved runs (docs/operations.md §9).
+struct orchestrator_doors {
+  std::unique_ptr<gateway::manager_gateway> manager_grpc;
+  std::unique_ptr<gateway::cvms_client> cvms;
+};
+
+/// Starts what `cfg` asks for (--manager-grpc-listen, --cvms-url) on `conn`;
+/// writes <state>/manager-grpc.address.
+expected<orchestrator_doors> start_orchestrator_doors(const daemon_config& cfg,
+                                                      const std::shared_ptr<bus::connection>& conn) {
+  orchestrator_doors d;
+  v1::Backend backend{};
+  v1::Tee tee{};
+  parse_backend(cfg.cvms_backend, backend);  // checked by validate()
+  parse_tee(cfg.cvms_tee, tee);
+  if (!cfg.manager_grpc_listen.empty()) {
+    auto g = gateway::manager_gateway::start({.listen = cfg.manager_grpc_listen,
+                                              .cert_file = cfg.manager_grpc_cert.string(),
+                                              .key_file = cfg.manager_grpc_key.string(),
+                                              .bus = conn,
+                                              .backend = backend,
+                                              .tee = tee});
+    if (!g) return g.error();
+    d.manager_grpc = std::move(*g);
+    std::ofstream(cfg.state_dir / "manager-grpc.address", std::ios::trunc)
+        << d.manager_grpc->address() << '\n';
+  }
+  if (!cfg.cvms_url.empty()) {
+    auto c =
+        gateway::cvms_client::start({.url = cfg.cvms_url,
+                                     .ca_file = cfg.cvms_ca.string(),
+                                     .cert_file = cfg.cvms_cert.string(),
+                                     .key_file = cfg.cvms_key.string(),
+                                     .bus = conn,
+                                     .backend = backend,
+                                     .tee = tee,
+                                     .cvm_ttl_seconds = cfg.cvms_cvm_ttl,
+                                     .backoff_max = std::chrono::milliseconds(cfg.cvms_reconnect_max_ms)});
+    if (!c) return c.error();
+    d.cvms = std::move(*c);
+  }
+  return d;
+}
+
 /// Prepares <state>/bus (first start: CA, server certificate, role seeds) and
 /// writes nats-server.conf for the current grants.
 expected<bus::authz::bus_dir> prepare_secure_bus(const fs::path& state_dir, const std::string& listen) {
@@ -639,50 +683,17 @@ int run(const daemon_config& cfg) {
         ok_start = false;
       }
     }
-    // The orchestrator front doors: bus clients (role orchestrator), started
-    // once the services they call are subscribed.
-    std::unique_ptr<gateway::manager_gateway> manager_grpc;
-    std::unique_ptr<gateway::cvms_client> cvms;
+    // The orchestrator front doors (gateway/): bus clients with the
+    // orchestrator role, started once the services they call are subscribed.
+    orchestrator_doors doors;
     if (ok_start && (!cfg.cvms_url.empty() || !cfg.manager_grpc_listen.empty())) {
       auto conn = connect(bus::authz::role::orchestrator);
-      v1::Backend backend{};
-      v1::Tee tee{};
-      parse_backend(cfg.cvms_backend, backend);
-      parse_tee(cfg.cvms_tee, tee);
-      if (!conn) ok_start = false;
-      if (ok_start && !cfg.manager_grpc_listen.empty()) {
-        auto g = gateway::manager_gateway::start({.listen = cfg.manager_grpc_listen,
-                                                  .cert_file = cfg.manager_grpc_cert.string(),
-                                                  .key_file = cfg.manager_grpc_key.string(),
-                                                  .bus = conn,
-                                                  .backend = backend,
-                                                  .tee = tee});
-        if (!g) {
-          spdlog::critical("manager gRPC gateway: {}", g.error().to_string());
-          ok_start = false;
-        } else {
-          manager_grpc = std::move(*g);
-          std::ofstream(cfg.state_dir / "manager-grpc.address", std::ios::trunc)
-              << manager_grpc->address() << '\n';
-        }
-      }
-      if (ok_start && !cfg.cvms_url.empty()) {
-        auto c = gateway::cvms_client::start(
-            {.url = cfg.cvms_url,
-             .ca_file = cfg.cvms_ca.string(),
-             .cert_file = cfg.cvms_cert.string(),
-             .key_file = cfg.cvms_key.string(),
-             .bus = conn,
-             .backend = backend,
-             .tee = tee,
-             .cvm_ttl_seconds = cfg.cvms_cvm_ttl,
-             .backoff_max = std::chrono::milliseconds(cfg.cvms_reconnect_max_ms)});
-        if (!c) {
-          spdlog::critical("cvms client: {}", c.error().to_string());
-          ok_start = false;
-        } else {
-          cvms = std::move(*c);
-        }
+      auto started = conn ? start_orchestrator_doors(cfg, conn) : make_error(errc::unavailable, "no bus");
+      if (!started) {
+        if (conn) spdlog::critical("orchestrator front doors: {}", started.error().to_string());
+        ok_start = false;
+      } else {
+        doors = std::move(*started);
       }
     }
     std::unique_ptr<bus_log_watcher> watcher;
@@ -702,8 +713,7 @@ int run(const daemon_config& cfg) {
       rc = 1;
     }
     watcher.reset();
-    cvms.reset();  // before the services: it may be waiting for one of them
-    manager_grpc.reset();
+    doors = {};                        // before the services: it may be waiting for one of them
     subs.clear();                      // no more bus traffic into the actors
     if (backend) backend->shutdown();  // joins the reapers while the manager can still receive
     if (reaper_target) *reaper_target = caf::actor{};
