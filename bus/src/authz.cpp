@@ -97,6 +97,8 @@ std::string_view to_string(role r) noexcept {
       return "monitor";
     case role::admin:
       return "admin";
+    case role::orchestrator:
+      return "orchestrator";
   }
   return "unknown";
 }
@@ -122,12 +124,13 @@ permissions role_permissions(role r, const inboxes& all) {
   permissions p;
   switch (r) {
     case role::manager:
-      p.publish = {"cove.v1.events.cvm", inbox_of(role::admin), inbox_of(role::bridge)};
+      p.publish = {"cove.v1.events.cvm", inbox_of(role::admin), inbox_of(role::bridge),
+                   inbox_of(role::orchestrator)};
       p.subscribe = {"cove.v1.manager.>", "cove.v1.cvm.*.events", "cove.v1.events.bridge"};
       break;
     case role::computation:
-      p.publish = {"cove.v1.events.>", "cove.v1.cvm.*.manifest", "cove.v1.cvm.*.status", "cove.v1.cvm.*.stop",
-                   inbox_of(role::admin)};
+      p.publish = {"cove.v1.events.>",   "cove.v1.cvm.*.manifest", "cove.v1.cvm.*.status",
+                   "cove.v1.cvm.*.stop", inbox_of(role::admin),    inbox_of(role::orchestrator)};
       participants(p.publish);
       p.subscribe = {"cove.v1.computation.>", "cove.v1.cvm.*.events"};
       break;
@@ -153,6 +156,16 @@ permissions role_permissions(role r, const inboxes& all) {
       p.publish = {"cove.v1.>"};
       p.subscribe = {"cove.v1.>"};
       p.allow_responses = true;
+      break;
+    case role::orchestrator:
+      // coved's orchestrator front doors (gateway/): the cvms client and the
+      // manager.ManagerService gateway. CVM lifecycle and computation control,
+      // and the events it streams back; nothing on any CVM's own subjects.
+      p.publish = {std::string(subjects::manager_create),   std::string(subjects::manager_info),
+                   std::string(subjects::manager_remove),   std::string(subjects::computation_start),
+                   std::string(subjects::computation_stop), std::string(subjects::computation_status)};
+      p.subscribe = {"cove.v1.events.computation", "cove.v1.events.upload", "cove.v1.events.result",
+                     "cove.v1.events.cvm", "cove.v1.events.bridge"};
       break;
   }
   p.subscribe.push_back(inbox_of(r));

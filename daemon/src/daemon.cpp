@@ -26,6 +26,8 @@
 #include "cove/bus/envelope.hpp"
 #include "cove/bus/subjects.hpp"
 #include "cove/computation/computation.hpp"
+#include "cove/gateway/cvms_client.hpp"
+#include "cove/gateway/manager_gateway.hpp"
 #include "cove/log.hpp"
 #include "cove/manager/libvirt_backend.hpp"
 #include "cove/manager/manager.hpp"
@@ -337,6 +339,62 @@ class bus_log_watcher {
   std::thread thread_;
 };
 
+bool parse_backend(const std::string& name, v1::Backend& out) {
+  for (auto b : v1::EnumValuesBackend())
+    if (name == v1::EnumNameBackend(b)) return (out = b), true;
+  return false;
+}
+
+bool parse_tee(const std::string& name, v1::Tee& out) {
+  for (auto t : v1::EnumValuesTee())
+    if (name == v1::EnumNameTee(t)) return (out = t), true;
+  return false;
+}
+
+/// The orchestrator front doors coved runs (docs/operations.md §9).
+struct orchestrator_doors {
+  std::unique_ptr<gateway::manager_gateway> manager_grpc;
+  std::unique_ptr<gateway::cvms_client> cvms;
+};
+
+/// Starts what `cfg` asks for (--manager-grpc-listen, --cvms-url) on `conn`;
+/// writes <state>/manager-grpc.address.
+expected<orchestrator_doors> start_orchestrator_doors(const daemon_config& cfg,
+                                                      const std::shared_ptr<bus::connection>& conn) {
+  orchestrator_doors d;
+  v1::Backend backend{};
+  v1::Tee tee{};
+  parse_backend(cfg.cvms_backend, backend);  // checked by validate()
+  parse_tee(cfg.cvms_tee, tee);
+  if (!cfg.manager_grpc_listen.empty()) {
+    auto g = gateway::manager_gateway::start({.listen = cfg.manager_grpc_listen,
+                                              .cert_file = cfg.manager_grpc_cert.string(),
+                                              .key_file = cfg.manager_grpc_key.string(),
+                                              .bus = conn,
+                                              .backend = backend,
+                                              .tee = tee});
+    if (!g) return g.error();
+    d.manager_grpc = std::move(*g);
+    std::ofstream(cfg.state_dir / "manager-grpc.address", std::ios::trunc)
+        << d.manager_grpc->address() << '\n';
+  }
+  if (!cfg.cvms_url.empty()) {
+    auto c =
+        gateway::cvms_client::start({.url = cfg.cvms_url,
+                                     .ca_file = cfg.cvms_ca.string(),
+                                     .cert_file = cfg.cvms_cert.string(),
+                                     .key_file = cfg.cvms_key.string(),
+                                     .bus = conn,
+                                     .backend = backend,
+                                     .tee = tee,
+                                     .cvm_ttl_seconds = cfg.cvms_cvm_ttl,
+                                     .backoff_max = std::chrono::milliseconds(cfg.cvms_reconnect_max_ms)});
+    if (!c) return c.error();
+    d.cvms = std::move(*c);
+  }
+  return d;
+}
+
 /// Prepares <state>/bus (first start: CA, server certificate, role seeds) and
 /// writes nats-server.conf for the current grants.
 expected<bus::authz::bus_dir> prepare_secure_bus(const fs::path& state_dir, const std::string& listen) {
@@ -401,6 +459,27 @@ expected<daemon_config> load_config(int argc, char** argv) {
   app.add_option("--nkey-dir", cfg.nkey_dir,
                  "With --nats: directory of <role>.seed nkeys the services authenticate with");
   app.add_option("--ca", cfg.ca_file, "With --nats: CA certificate (PEM) of the server; enables TLS");
+  app.add_option("--cvms-url", cfg.cvms_url,
+                 "Dial this cocos computation-management server (cvms.Service/Process, HOST:PORT) and run "
+                 "its computations");
+  app.add_option("--cvms-ca", cfg.cvms_ca, "CA (PEM) of the CVMS server; enables TLS");
+  app.add_option("--cvms-cert", cfg.cvms_cert, "Client certificate (PEM) for mutual TLS to the CVMS server");
+  app.add_option("--cvms-key", cfg.cvms_key, "Key (PEM) of --cvms-cert");
+  app.add_option("--cvms-backend", cfg.cvms_backend, "Backend of the CVMs run requests create")
+      ->capture_default_str();
+  app.add_option("--cvms-tee", cfg.cvms_tee, "TEE of the CVMs run requests create")->capture_default_str();
+  app.add_option("--cvms-cvm-ttl", cfg.cvms_cvm_ttl,
+                 "TTL in seconds of the CVMs run requests create (0: until StopComputation)")
+      ->capture_default_str();
+  app.add_option("--cvms-reconnect-max", cfg.cvms_reconnect_max_ms,
+                 "Cap in milliseconds of the reconnect backoff to the CVMS server")
+      ->capture_default_str()
+      ->check(CLI::Range(250u, 3600u * 1000));
+  app.add_option("--manager-grpc-listen", cfg.manager_grpc_listen,
+                 "Serve cocos's manager.ManagerService (gRPC) here, HOST:PORT (port 0 = any free)");
+  app.add_option("--manager-grpc-cert", cfg.manager_grpc_cert,
+                 "TLS certificate (PEM) of --manager-grpc-listen");
+  app.add_option("--manager-grpc-key", cfg.manager_grpc_key, "Key (PEM) of --manager-grpc-cert");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -445,6 +524,22 @@ expected<void> validate(const daemon_config& cfg) {
     return make_error(errc::invalid_request, "--nkey-dir: " + cfg.nkey_dir.string() + " is not a directory");
   if (!cfg.ca_file.empty() && !fs::is_regular_file(cfg.ca_file))
     return make_error(errc::invalid_request, "--ca: " + cfg.ca_file.string() + " does not exist");
+  v1::Backend backend{};
+  v1::Tee tee{};
+  if (!parse_backend(cfg.cvms_backend, backend))
+    return make_error(errc::invalid_request, "--cvms-backend: unknown backend '" + cfg.cvms_backend + "'");
+  if (!parse_tee(cfg.cvms_tee, tee))
+    return make_error(errc::invalid_request, "--cvms-tee: unknown TEE '" + cfg.cvms_tee + "'");
+  if (cfg.cvms_url.empty() && (!cfg.cvms_ca.empty() || !cfg.cvms_cert.empty() || !cfg.cvms_key.empty()))
+    return make_error(errc::invalid_request, "--cvms-ca, --cvms-cert and --cvms-key need --cvms-url");
+  if (cfg.cvms_cert.empty() != cfg.cvms_key.empty())
+    return make_error(errc::invalid_request, "--cvms-cert and --cvms-key go together");
+  if (!cfg.cvms_cert.empty() && cfg.cvms_ca.empty())
+    return make_error(errc::invalid_request, "--cvms-cert needs --cvms-ca (the server's CA)");
+  if (cfg.manager_grpc_cert.empty() != cfg.manager_grpc_key.empty())
+    return make_error(errc::invalid_request, "--manager-grpc-cert and --manager-grpc-key go together");
+  if (cfg.manager_grpc_listen.empty() && !cfg.manager_grpc_cert.empty())
+    return make_error(errc::invalid_request, "--manager-grpc-cert needs --manager-grpc-listen");
   if (cfg.services.count("manager") && !fs::exists(cfg.agent_binary))
     return make_error(errc::invalid_request, "--agent: " + cfg.agent_binary.string() + " does not exist");
   return ok();
@@ -668,6 +763,19 @@ int run(const daemon_config& cfg) {
         ok_start = false;
       }
     }
+    // The orchestrator front doors (gateway/): bus clients with the
+    // orchestrator role, started once the services they call are subscribed.
+    orchestrator_doors doors;
+    if (ok_start && (!cfg.cvms_url.empty() || !cfg.manager_grpc_listen.empty())) {
+      auto conn = connect(bus::authz::role::orchestrator);
+      auto started = conn ? start_orchestrator_doors(cfg, conn) : make_error(errc::unavailable, "no bus");
+      if (!started) {
+        if (conn) spdlog::critical("orchestrator front doors: {}", started.error().to_string());
+        ok_start = false;
+      } else {
+        doors = std::move(*started);
+      }
+    }
     std::unique_ptr<bus_log_watcher> watcher;
     if (ok_start && access.secure) {
       if (auto mon = connect(bus::authz::role::monitor))
@@ -685,6 +793,7 @@ int run(const daemon_config& cfg) {
       rc = 1;
     }
     watcher.reset();
+    doors = {};                        // before the services: it may be waiting for one of them
     subs.clear();                      // no more bus traffic into the actors
     if (backend) backend->shutdown();  // joins the reapers while the manager can still receive
     if (vms) vms->shutdown();          // destroys the VMs, joins the libvirt threads
@@ -699,6 +808,7 @@ int run(const daemon_config& cfg) {
   conns.clear();
   nats.stop();
   if (cfg.nats_url.empty()) fs::remove(cfg.state_dir / "nats.url", ec);
+  fs::remove(cfg.state_dir / "manager-grpc.address", ec);
   fs::remove_all(cfg.state_dir / "cvms", ec);
   return rc;
 }

@@ -195,7 +195,7 @@ TEST_CASE("authz: the generated bus directory is private and reused") {
     CHECK(mode_of(e.path()) == 0600);
     ++files;
   }
-  CHECK(files == 11);  // ca.pem ca.key server.pem server.key, 6 seeds, nats-server.conf
+  CHECK(files == 12);  // ca.pem ca.key server.pem server.key, 7 seeds, nats-server.conf
   auto again = must(bus::authz::bus_dir::open_or_create(dir.path() / "bus"), "reopen");
   for (auto r : bus::authz::all_roles) CHECK(again.key(r)->public_key() == first.key(r)->public_key());
   CHECK(read_file(again.ca_file()) == read_file(first.ca_file()));
@@ -323,6 +323,51 @@ TEST_CASE("authz: each role can do what it needs and nothing else") {
     c.expect_publish_refused("cove.v1.events.cvm");
     c.expect_publish_refused("cove.v1.cvm.abc.stop");
     c.expect_subscribe_refused("cove.v1.cvm.abc.upload");
+  }
+  SUBCASE("orchestrator") {
+    // coved's cvms client and manager gRPC gateway: CVM lifecycle, computation
+    // control and the events they relay, nothing on a CVM's own subjects.
+    client c(s.as(role::orchestrator));
+    for (const char* subject :
+         {"cove.v1.manager.create", "cove.v1.manager.info", "cove.v1.manager.remove",
+          "cove.v1.computation.start", "cove.v1.computation.stop", "cove.v1.computation.status"})
+      c.expect_publish_allowed(subject);
+    CHECK(wait_seen("cove.v1.computation.start"));
+    for (const char* subject : {"cove.v1.events.computation", "cove.v1.events.upload",
+                                "cove.v1.events.result", "cove.v1.events.cvm", "cove.v1.events.bridge"})
+      c.expect_subscribe_allowed(subject);
+    c.expect_publish_refused("cove.v1.manager.policy");
+    c.expect_publish_refused("cove.v1.manager.list");
+    c.expect_publish_refused("cove.v1.cvm.abc.manifest");
+    c.expect_publish_refused("cove.v1.cvm.abc.upload");
+    c.expect_publish_refused("cove.v1.events.computation");
+    c.expect_subscribe_refused("cove.v1.events.authz");
+    c.expect_subscribe_refused("cove.v1.cvm.abc.events");
+    c.expect_subscribe_refused("cove.v1.manager.>");
+    c.expect_subscribe_refused("_INBOX." + s.keys.key(role::admin)->public_key() + ".>");
+  }
+  SUBCASE("the manager and the computation service answer the orchestrator") {
+    client orch(s.as(role::orchestrator));
+    client mgr(s.as(role::manager));
+    client comp(s.as(role::computation));
+    auto answer = [](client& who, const char* subject, const char* text) {
+      return must(
+          who.conn().subscribe(subject, [conn = who.ptr(), text](
+                                            bus::message&& m) { (void)conn->publish(m.reply, bytes(text)); }),
+          "subscribe");
+    };
+    auto s1 = answer(mgr, "cove.v1.manager.create", "cvm");
+    auto s2 = answer(comp, "cove.v1.computation.start", "started");
+    must(mgr.conn().flush(5s), "flush");
+    must(comp.conn().flush(5s), "flush");
+    auto r1 = must(orch.conn().request("cove.v1.manager.create", bytes("x"), 5s), "create");
+    CHECK(std::string(r1.data.begin(), r1.data.end()) == "cvm");
+    auto r2 = must(orch.conn().request("cove.v1.computation.start", bytes("x"), 5s), "start");
+    CHECK(std::string(r2.data.begin(), r2.data.end()) == "started");
+    CHECK(r2.subject.starts_with("_INBOX." + s.keys.key(role::orchestrator)->public_key() + "."));
+    // The orchestrator's inbox is not for the other roles.
+    client att(s.as(role::attestation));
+    att.expect_publish_refused("_INBOX." + s.keys.key(role::orchestrator)->public_key() + ".x");
   }
   SUBCASE("admin") {
     // The operator reaches every service and CVM, but not other users' inboxes.

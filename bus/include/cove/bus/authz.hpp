@@ -20,9 +20,9 @@
 
 namespace cove::bus::authz {
 
-enum class role { manager, computation, attestation, bridge, monitor, admin };
-inline constexpr std::array all_roles = {role::manager, role::computation, role::attestation,
-                                         role::bridge,  role::monitor,     role::admin};
+enum class role { manager, computation, attestation, bridge, monitor, admin, orchestrator };
+inline constexpr std::array all_roles = {role::manager, role::computation, role::attestation, role::bridge,
+                                         role::monitor, role::admin,       role::orchestrator};
 
 std::string_view to_string(role r) noexcept;
 expected<role> role_from_string(std::string_view name);
@@ -51,8 +51,8 @@ struct inboxes {
 
 /// What a role may do. Its replies may go to the inboxes of the users that
 /// send it requests:
-///   manager      <- admin, bridge (cove.v1.manager.info)
-///   computation  <- admin, participants (cove.v1.computation.status)
+///   manager      <- admin, bridge (cove.v1.manager.info), orchestrator
+///   computation  <- admin, participants (cove.v1.computation.status), orchestrator
 ///   attestation  <- admin, bridge
 ///   bridge       <- admin, computation, participants (the CVM subjects)
 permissions role_permissions(role r, const inboxes& all);

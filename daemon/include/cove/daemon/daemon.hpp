@@ -36,6 +36,16 @@ struct daemon_config {
   /// that signed the server's certificate. Both optional.
   std::filesystem::path nkey_dir;
   std::filesystem::path ca_file;
+  /// Orchestrator front doors (gateway/, docs/operations.md "Orchestrators"),
+  /// both on the bus as the `orchestrator` role.
+  std::string cvms_url;  // dial a cocos CVMS server (cvms.Service/Process); empty: off
+  std::filesystem::path cvms_ca, cvms_cert, cvms_key;  // TLS / mutual TLS to it
+  std::string cvms_backend = "process";                // what a run request creates
+  std::string cvms_tee = "sim";
+  uint32_t cvms_cvm_ttl = 0;               // seconds; 0 = until StopComputation / coved exit
+  uint32_t cvms_reconnect_max_ms = 30000;  // reconnect backoff cap
+  std::string manager_grpc_listen;         // serve manager.ManagerService here; empty: off
+  std::filesystem::path manager_grpc_cert, manager_grpc_key;
 };
 
 /// Parses coved's command line (CLI11). Prints help/usage itself; returns an
