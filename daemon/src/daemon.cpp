@@ -351,7 +351,7 @@ bool parse_tee(const std::string& name, v1::Tee& out) {
   return false;
 }
 
-/// The orchestrator front doors coved runs (docs/operations.md §9).
+/// The orchestrator front doors coved runs (docs/operations.md §10).
 struct orchestrator_doors {
   std::unique_ptr<gateway::manager_gateway> manager_grpc;
   std::unique_ptr<gateway::cvms_client> cvms;
