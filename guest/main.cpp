@@ -27,6 +27,11 @@ int main(int argc, char** argv) {
   app.add_option("--max-upload", cfg.max_upload_bytes, "Largest accepted file in bytes")
       ->capture_default_str();
   app.add_option("--log-level", cfg.log_level, "trace|debug|info|warn|error")->capture_default_str();
+  int64_t heartbeat_ms = cfg.heartbeat_interval.count();
+  app.add_option("--heartbeat-interval", heartbeat_ms,
+                 "Milliseconds between heartbeats on cove.v1.cvm.<id>.heartbeat (0: none)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{600000}));
   int64_t parent_pid = 0;
   app.add_option("--parent-pid", parent_pid,
                  "Exit (SIGTERM) when this process, the launching coved, dies (process backend)");
@@ -41,6 +46,7 @@ int main(int argc, char** argv) {
   }
   cfg.sim.dir = sim_dir;
   cfg.default_timeout = std::chrono::seconds(timeout_s);
+  cfg.heartbeat_interval = std::chrono::milliseconds(heartbeat_ms);
   cove::log::init("cove-agent", cfg.log_level);
   return cove::agent::run(cfg);
 }

@@ -17,13 +17,18 @@ struct daemon_config {
   std::string listen = "127.0.0.1:4222";  // embedded server address; port 0 = random
   std::filesystem::path nats_server = "/usr/sbin/nats-server";
   std::filesystem::path state_dir;  // default: cove::default_state_dir()
-  std::set<std::string> services = {"manager", "computation", "attestation", "bridge"};
+  std::set<std::string> services = {"manager", "computation", "attestation", "bridge", "monitor"};
   std::filesystem::path agent_binary;  // default: cove-agent beside coved
   std::string agent_nats_url;          // agents dial the bus directly here (only without the bridge service)
   std::string bridge_listen = "127.0.0.1:0";  // the attested bridge's TLS address; port 0 = any free
   uint32_t bridge_evidence_ttl = 3600;        // seconds an agent's admission lasts before re-attestation
   uint64_t agent_max_upload = 0;  // per-file upload limit handed to agents; 0: the agent's default
   std::string log_level = "info";
+  /// Agent heartbeats (cove-agent --heartbeat-interval) and the monitor's deadline:
+  /// a CVM is unhealthy after `heartbeat_misses` periods without one.
+  uint32_t heartbeat_interval_ms = 5000;
+  uint32_t heartbeat_misses = 3;
+  uint32_t stats_interval_ms = 10000;  // the monitor's sampling period; 0: off
   /// Embedded mode: start nats-server without TLS and users (development only).
   bool insecure_bus = false;
   /// External mode (--nats): directory holding <role>.seed nkeys, and the CA

@@ -31,6 +31,8 @@ struct agent_config {
   uint32_t chunk_size = 512 * 1024;           // plaintext bytes per chunk
   uint32_t window = 16;                       // chunks in flight per stream
   std::string log_level = "info";
+  /// cove.v1.cvm.<id>.heartbeat every this long (the monitor's liveness signal); 0: none.
+  std::chrono::milliseconds heartbeat_interval{5000};
 };
 
 /// Checks the config; the error names the offending field.
