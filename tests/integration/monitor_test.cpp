@@ -107,7 +107,7 @@ stats_view wait_stats(bus::connection& conn, const std::string& id,
   return last;
 }
 
-const std::vector<std::string> fast_monitor = {"--heartbeat-interval", "100", "--heartbeat-misses", "4",
+const std::vector<std::string> fast_monitor = {"--heartbeat-interval", "100", "--heartbeat-misses", "6",
                                                "--stats-interval",     "200"};
 
 }  // namespace

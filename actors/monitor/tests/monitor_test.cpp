@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -256,4 +257,29 @@ TEST_CASE("monitor config: each field is checked") {
   CHECK(to_string(health_state::unhealthy) == "unhealthy");
   CHECK(human_duration(350ms) == "350 ms");
   CHECK(human_duration(1500ms) == "1.5 s");
+}
+
+TEST_CASE("fuzz seeds: a heartbeat and a CvmStats reply round-trip") {
+  // COVE_WRITE_FUZZ_SEEDS=1 writes them to actors/monitor/fuzz/corpus/heartbeat/.
+  heartbeat hb{
+      .cvm_id = "cvm-0123456789", .seq = 3, .interval = 5s, .agent_state = "Running", .uptime_ms = 15000};
+  auto hb_bytes = encode_heartbeat(hb, "agent.cvm-0123456789");
+  REQUIRE(decode_heartbeat("cove.v1.cvm.cvm-0123456789.heartbeat", hb_bytes));
+  flatbuffers::FlatBufferBuilder b(256);
+  auto stats = v1::CreateCvmStatsDirect(b, "cvm-0123456789", v1::Health::unhealthy, 15200, 42, "Running",
+                                        1795660953807629108, "process", "stopped", 210000000, 0.5, 14 << 20,
+                                        0, 3, "no heartbeat for 15.2 s (3 missed at 5.0 s)", 5000);
+  auto stats_bytes = bus::finish(b, stats, {}, "coved.monitor");
+  auto back = bus::body_as<v1::CvmStats>(stats_bytes);
+  REQUIRE(back);
+  CHECK((*back)->health() == v1::Health::unhealthy);
+  CHECK((*back)->memory_bytes() == 14u << 20);
+  if (std::getenv("COVE_WRITE_FUZZ_SEEDS")) {
+    auto dir = fs::path(COVE_SOURCE_DIR) / "actors/monitor/fuzz/corpus/heartbeat";
+    std::ofstream(dir / "heartbeat", std::ios::binary)
+        .write(reinterpret_cast<const char*>(hb_bytes.data()), static_cast<std::streamsize>(hb_bytes.size()));
+    std::ofstream(dir / "cvm_stats", std::ios::binary)
+        .write(reinterpret_cast<const char*>(stats_bytes.data()),
+               static_cast<std::streamsize>(stats_bytes.size()));
+  }
 }
