@@ -52,8 +52,7 @@ stats_sampler_actor::behavior_type sampler(stats_sampler_actor::pointer self,
         std::vector<sample_board::entry> work;
         {
           std::lock_guard lock(board->mu);
-          if (board->round != round) return;
-          work = board->entries;
+          if (board->round == round) work = board->entries;  // else: stale, answer with nothing
         }
         for (const auto& [backend, source] : sources) {
           std::vector<stats_target> targets;
