@@ -614,6 +614,7 @@ int run(int argc, char** argv) {
         sh->cv.notify_all();
       };
       std::vector<bus::subscription> subs;
+      subs.reserve(subjects.size());
       for (const auto& subject : subjects) subs.push_back(take(conn.subscribe(subject, on_event)));
       check(conn.flush(g.timeout()));
       std::signal(SIGINT, on_interrupt);

@@ -48,7 +48,8 @@ stats_sampler_actor::behavior_type sampler(stats_sampler_actor::pointer self,
                                            monitor_actor parent) {
   (void)self;
   return {
-      [board, sources, parent](atom::sample, uint64_t round) {
+      [board = std::move(board), sources = std::move(sources), parent = std::move(parent)](atom::sample,
+                                                                                           uint64_t round) {
         std::vector<sample_board::entry> work;
         {
           std::lock_guard lock(board->mu);
