@@ -64,6 +64,11 @@ int main(int argc, char** argv) {
   app.add_option("--max-upload", cfg.max_upload_bytes, "Largest accepted file in bytes")
       ->capture_default_str();
   app.add_option("--log-level", cfg.log_level, "trace|debug|info|warn|error")->capture_default_str();
+  int64_t heartbeat_ms = cfg.heartbeat_interval.count();
+  app.add_option("--heartbeat-interval", heartbeat_ms,
+                 "Milliseconds between heartbeats on cove.v1.cvm.<id>.heartbeat (0: none)")
+      ->capture_default_str()
+      ->check(CLI::Range(int64_t{0}, int64_t{600000}));
   int64_t parent_pid = 0;
   app.add_option("--parent-pid", parent_pid,
                  "Exit (SIGTERM) when this process, the launching coved, dies (process backend)");
@@ -84,6 +89,7 @@ int main(int argc, char** argv) {
   if (cfg.cvm_id.empty()) cfg.cvm_id = "standalone";
   cfg.default_timeout = std::chrono::seconds(timeout_s);
   cfg.cocos.max_upload_bytes = cfg.max_upload_bytes;
+  cfg.heartbeat_interval = std::chrono::milliseconds(heartbeat_ms);
   cove::log::init("cove-agent", cfg.log_level);
 
   scratch_dir work_scratch, sim_scratch;

@@ -125,7 +125,7 @@ permissions role_permissions(role r, const inboxes& all) {
   switch (r) {
     case role::manager:
       p.publish = {"cove.v1.events.cvm", inbox_of(role::admin), inbox_of(role::bridge),
-                   inbox_of(role::orchestrator)};
+                   inbox_of(role::orchestrator), inbox_of(role::monitor)};
       p.subscribe = {"cove.v1.manager.>", "cove.v1.cvm.*.events", "cove.v1.events.bridge"};
       break;
     case role::computation:
@@ -149,8 +149,16 @@ permissions role_permissions(role r, const inboxes& all) {
       p.subscribe = {"cove.v1.cvm.*.>", "cove.v1.events.cvm"};
       break;
     case role::monitor:
-      p.publish = {"cove.v1.events.authz"};
-      p.subscribe = {"cove.v1.events.>", "cove.v1.cvm.*.events"};
+      // coved's bus-log watcher (authz) and the monitor service: health and stats events,
+      // manager.list/info to learn CVMs' pids and backends, replies to the operator.
+      p.publish = {"cove.v1.events.authz",
+                   std::string(subjects::health_events),
+                   std::string(subjects::stats_events),
+                   std::string(subjects::manager_list),
+                   std::string(subjects::manager_info),
+                   inbox_of(role::admin)};
+      p.subscribe = {"cove.v1.events.>", "cove.v1.cvm.*.events", std::string(subjects::all_heartbeats),
+                     "cove.v1.monitor.>"};
       break;
     case role::admin:
       p.publish = {"cove.v1.>"};

@@ -131,6 +131,55 @@ void print_info(const globals& g, const v1::CvmInfo& i) {
                            i.detail() && i.detail()->size() ? "  " + i.detail()->str() : "");
 }
 
+/// The monitor's view of a CVM (health, latest stats), as JSON; null when no monitor
+/// answers (it is optional: coved --services without monitor, or another host's).
+json stats_json(const v1::CvmStats& s) {
+  return {{"health", v1::EnumNameHealth(s.health())},
+          {"last_heartbeat_age_ms", s.last_heartbeat_age_ms()},
+          {"heartbeats", s.heartbeats()},
+          {"heartbeat_interval_ms", s.interval_ms()},
+          {"agent_state", s.agent_state() ? s.agent_state()->str() : ""},
+          {"sampled_at_ns", s.sampled_at_ns()},
+          {"source", s.source() ? s.source()->str() : ""},
+          {"run_state", s.run_state() ? s.run_state()->str() : ""},
+          {"cpu_time_ns", s.cpu_time_ns()},
+          {"cpu_percent", s.cpu_percent()},
+          {"memory_bytes", s.memory_bytes()},
+          {"memory_max_bytes", s.memory_max_bytes()},
+          {"processes", s.processes()},
+          {"detail", s.detail() ? s.detail()->str() : ""}};
+}
+
+void print_stats(const globals& g, const expected<bus::reply<v1::CvmStats>>& r) {
+  if (g.json_out) return;  // merged into the info object by the caller
+  if (!r) {
+    std::cout << "  health: unknown (" << r.error().message << ")\n";
+    return;
+  }
+  const auto& s = *r->body;
+  auto str = [](const flatbuffers::String* x) { return x ? x->str() : std::string(); };
+  auto age = s.last_heartbeat_age_ms();
+  std::cout << fmt::format(
+      "  health {}  last heartbeat {}  ({} received, every {} ms){}\n", v1::EnumNameHealth(s.health()),
+      age < 0 ? "never" : fmt::format("{:.1f} s ago", static_cast<double>(age) / 1000.0), s.heartbeats(),
+      s.interval_ms(), str(s.agent_state()).empty() ? "" : "  agent " + str(s.agent_state()));
+  if (s.sampled_at_ns() > 0) {
+    double ago = std::max(0.0, static_cast<double>(bus::now_ns() - s.sampled_at_ns()) / 1e9);
+    constexpr double mib = 1024.0 * 1024.0;
+    std::string max = s.memory_max_bytes() > 0
+                          ? fmt::format(" of {:.0f} MiB", static_cast<double>(s.memory_max_bytes()) / mib)
+                          : "";
+    std::cout << fmt::format(
+        "  stats ({}, {:.1f} s ago): {}  cpu {:.2f} s ({:.1f}%)  memory {:.1f} MiB{}  {} {}\n",
+        str(s.source()), ago, str(s.run_state()), static_cast<double>(s.cpu_time_ns()) / 1e9, s.cpu_percent(),
+        static_cast<double>(s.memory_bytes()) / mib, max, s.processes(),
+        str(s.source()) == "libvirt" ? "vCPUs" : "processes");
+  } else {
+    std::cout << "  stats: no sample yet\n";
+  }
+  if (!str(s.detail()).empty()) std::cout << "  " << str(s.detail()) << '\n';
+}
+
 const v1::CvmInfo* cvm_request(globals& g, std::string_view subject, const std::string& id,
                                bus::reply<v1::CvmInfo>& keep) {
   flatbuffers::FlatBufferBuilder b(128);
@@ -309,6 +358,10 @@ int run(int argc, char** argv) {
   double wait_s = 5;
   events->add_flag("-f,--follow", follow, "Keep printing until interrupted");
   events->add_option("--count", count, "Stop after this many events");
+  std::vector<std::string> event_kinds;
+  events->add_option("--kind", event_kinds,
+                     "Only events of this kind (cvm, health, stats, computation, upload, result, bridge, "
+                     "authz); repeatable");
   events->add_option("--wait", wait_s, "Without --follow: stop after this many seconds")
       ->capture_default_str();
   add_measure_command(app);
@@ -366,7 +419,20 @@ int run(int argc, char** argv) {
         std::cout << "no CVMs\n";
     } else if (*info) {
       bus::reply<v1::CvmInfo> keep;
-      print_info(g, *cvm_request(g, bus::subjects::manager_info, cvm_id, keep));
+      const auto* i = cvm_request(g, bus::subjects::manager_info, cvm_id, keep);
+      // Health and stats from the monitor; a short deadline, as it may not run at all.
+      flatbuffers::FlatBufferBuilder b(128);
+      auto req = bus::finish(b, v1::CreateCvmRef(b, b.CreateString(cvm_id)), {}, sender);
+      auto stats = bus::request_typed<v1::CvmStats>(connect(g), bus::subjects::monitor_stats, req,
+                                                    std::min(g.timeout(), std::chrono::milliseconds(2000)));
+      if (g.json_out) {
+        auto j = info_json(*i);
+        j["monitor"] = stats ? stats_json(*stats->body) : json(nullptr);
+        std::cout << j.dump() << '\n';
+      } else {
+        print_info(g, *i);
+        print_stats(g, stats);
+      }
     } else if (*set_policy) {
       flatbuffers::FlatBufferBuilder b(4096);
       auto req = v1::CreateCvmPolicyUpdate(b, b.CreateString(cvm_id),
@@ -519,7 +585,15 @@ int run(int argc, char** argv) {
       };
       auto sh = std::make_shared<shared>();
       bool as_json = g.json_out;
-      auto sub = take(conn.subscribe(bus::subjects::all_events, [sh, as_json](bus::message&& m) {
+      std::vector<std::string> subjects;
+      for (const auto& k : event_kinds) {
+        auto subject = bus::events_subject(k);
+        if (!subject)
+          throw failure{make_error(errc::invalid_request, fmt::format("--kind: '{}' is not a kind", k))};
+        subjects.push_back(*subject);
+      }
+      if (subjects.empty()) subjects.emplace_back(bus::subjects::all_events);
+      auto on_event = [sh, as_json](bus::message&& m) {
         auto ev = bus::body_as<v1::Event>(m.data);
         std::string line;
         if (!ev) {
@@ -543,7 +617,10 @@ int run(int argc, char** argv) {
           sh->lines.push_back(std::move(line));
         }
         sh->cv.notify_all();
-      }));
+      };
+      std::vector<bus::subscription> subs;
+      subs.reserve(subjects.size());
+      for (const auto& subject : subjects) subs.push_back(take(conn.subscribe(subject, on_event)));
       check(conn.flush(g.timeout()));
       std::signal(SIGINT, on_interrupt);
       std::signal(SIGTERM, on_interrupt);

@@ -32,6 +32,7 @@
 #include "cove/manager/libvirt_backend.hpp"
 #include "cove/manager/manager.hpp"
 #include "cove/manager/process_backend.hpp"
+#include "cove/monitor/monitor.hpp"
 #include "cove/paths.hpp"
 #include "cove/schemas/envelope_generated.h"
 
@@ -43,8 +44,9 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::set<std::string> implemented_services = {"manager", "computation", "attestation", "bridge"};
-const std::set<std::string> planned_services = {"monitor"};
+const std::set<std::string> implemented_services = {"manager", "computation", "attestation", "bridge",
+                                                    "monitor"};
+const std::set<std::string> planned_services = {};
 
 fs::path self_dir() {
   std::error_code ec;
@@ -183,6 +185,35 @@ class embedded_nats {
 struct sim_tee {
   std::shared_ptr<const attest::sim_root> root;
   std::string policy_json;  // accepts this host's simulated CVMs running `agent`
+};
+
+/// The monitor's numbers for libvirt CVMs: virDomainGetInfo per domain through the
+/// manager's libvirt backend (connecting on first use, like the backend itself).
+class libvirt_stats_source final : public monitor::stats_source {
+ public:
+  explicit libvirt_stats_source(std::shared_ptr<manager::libvirt_backend> vms) : vms_(std::move(vms)) {}
+  [[nodiscard]] std::string_view name() const noexcept override { return "libvirt"; }
+  std::vector<expected<monitor::cvm_sample>> sample(
+      const std::vector<monitor::stats_target>& targets) override {
+    std::vector<expected<monitor::cvm_sample>> out;
+    out.reserve(targets.size());
+    for (const auto& t : targets) {
+      auto st = vms_->stats(t.cvm_id);
+      if (!st) {
+        out.emplace_back(st.error());
+        continue;
+      }
+      out.emplace_back(monitor::cvm_sample{.run_state = st->state,
+                                           .cpu_time_ns = st->cpu_time_ns,
+                                           .memory_bytes = st->memory_kib * 1024,
+                                           .memory_max_bytes = st->max_memory_kib * 1024,
+                                           .processes = st->vcpus});
+    }
+    return out;
+  }
+
+ private:
+  std::shared_ptr<manager::libvirt_backend> vms_;
 };
 
 /// Loads the simulated SEV-SNP root of this host (generated once), and writes the
@@ -423,7 +454,7 @@ expected<daemon_config> load_config(int argc, char** argv) {
       "--state-dir", cfg.state_dir,
       "State directory (default: $COVE_STATE_DIR, /var/lib/cove as root, else ~/.local/state/cove)");
   app.add_option("--services", services,
-                 "Comma-separated services to run (default: manager,computation,attestation)");
+                 "Comma-separated services to run (default: manager,computation,attestation,bridge,monitor)");
   app.add_option("--agent", cfg.agent_binary, "cove-agent binary (default: beside coved)");
   app.add_option("--agent-nats", cfg.agent_nats_url,
                  "Development only: agents join the bus directly at this URL instead of through the bridge "
@@ -453,6 +484,18 @@ expected<daemon_config> load_config(int argc, char** argv) {
   app.add_option(
       "--guest-vtpm-tcti", cfg.guest_vtpm_tcti,
       "Guest agents add vTPM evidence from this TCTI (cove-agent --vtpm; e.g. device:/dev/tpmrm0)");
+  app.add_option("--heartbeat-interval", cfg.heartbeat_interval_ms,
+                 "Milliseconds between agent heartbeats (given to agents; the monitor's expectation)")
+      ->capture_default_str()
+      ->check(CLI::Range(10u, 600000u));
+  app.add_option("--heartbeat-misses", cfg.heartbeat_misses,
+                 "Heartbeats an agent may miss before the monitor reports its CVM unhealthy")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 1000u));
+  app.add_option("--stats-interval", cfg.stats_interval_ms,
+                 "Milliseconds between the monitor's resource samples of each CVM (0: off)")
+      ->capture_default_str()
+      ->check(CLI::Range(0u, 3600000u));
   app.add_flag("--insecure-bus", cfg.insecure_bus,
                "Embedded nats-server without TLS and users: anyone on the host can do anything "
                "(development only)");
@@ -652,7 +695,7 @@ int run(const daemon_config& cfg) {
     std::shared_ptr<manager::process_backend> backend;
     std::shared_ptr<manager::libvirt_backend> vms;
     std::shared_ptr<caf::actor> reaper_target;
-    caf::actor manager_handle, computation_handle, attestation_handle, bridge_handle;
+    caf::actor manager_handle, computation_handle, attestation_handle, bridge_handle, monitor_handle;
     auto subscribe = [&](bus::connection& bus, const caf::actor& target,
                          std::initializer_list<std::string_view> subjects) -> bool {
       for (auto s : subjects) {
@@ -710,6 +753,7 @@ int run(const daemon_config& cfg) {
         mc.default_policy_json = sim->policy_json;
         mc.agent_log_level = cfg.log_level;
         mc.agent_max_upload = cfg.agent_max_upload;
+        mc.agent_heartbeat_interval = std::chrono::milliseconds(cfg.heartbeat_interval_ms);
         mc.bus = conn;
         mc.backend = backend;
         mc.libvirt = vms;
@@ -748,6 +792,26 @@ int run(const daemon_config& cfg) {
         auto conn = ac.bus;
         attestation_handle = caf::actor_cast<caf::actor>(sys.spawn(attestation::attestation, std::move(ac)));
         ok_start = subscribe(*conn, attestation_handle, {bus::subjects::attestation_verify});
+      }
+    }
+    if (ok_start && cfg.services.count("monitor")) {
+      monitor::monitor_config oc;
+      oc.bus = connect(bus::authz::role::monitor);
+      if (!oc.bus) {
+        ok_start = false;
+      } else {
+        // The process backend's numbers come from /proc; the libvirt backend registers
+        // its own source for v1::Backend::libvirt.
+        oc.sources[v1::Backend::process] = std::make_shared<monitor::process_stats_source>();
+        if (vms) oc.sources[v1::Backend::libvirt] = std::make_shared<libvirt_stats_source>(vms);
+        oc.heartbeat_interval = std::chrono::milliseconds(cfg.heartbeat_interval_ms);
+        oc.heartbeat_misses = cfg.heartbeat_misses;
+        oc.stats_interval = std::chrono::milliseconds(cfg.stats_interval_ms);
+        auto conn = oc.bus;
+        monitor_handle = caf::actor_cast<caf::actor>(sys.spawn(monitor::monitor, std::move(oc)));
+        ok_start = subscribe(
+            *conn, monitor_handle,
+            {bus::subjects::monitor_stats, bus::subjects::all_heartbeats, bus::subjects::cvm_events});
       }
     }
     if (ok_start && bridge_front) {
@@ -802,6 +866,7 @@ int run(const daemon_config& cfg) {
     if (computation_handle) caf::anon_send_exit(computation_handle, caf::exit_reason::user_shutdown);
     if (attestation_handle) caf::anon_send_exit(attestation_handle, caf::exit_reason::user_shutdown);
     if (bridge_handle) caf::anon_send_exit(bridge_handle, caf::exit_reason::user_shutdown);
+    if (monitor_handle) caf::anon_send_exit(monitor_handle, caf::exit_reason::user_shutdown);
   }
   bridge_front.reset();  // closes every agent link
   bridge_bus.reset();

@@ -61,6 +61,9 @@ expected<void> validate(const agent_config& cfg) {
   if (cfg.chunk_size == 0 || cfg.chunk_size > 768 * 1024)
     return make_error(errc::invalid_request, "chunk_size: must be 1..786432 (NATS max_payload is 1 MiB)");
   if (cfg.window == 0 || cfg.window > 256) return make_error(errc::invalid_request, "window: must be 1..256");
+  if (cfg.heartbeat_interval.count() != 0 && (cfg.heartbeat_interval < std::chrono::milliseconds(10) ||
+                                              cfg.heartbeat_interval > std::chrono::minutes(10)))
+    return make_error(errc::invalid_request, "heartbeat_interval: 0 (off) or 10 ms .. 10 min");
   return ok();
 }
 
@@ -226,7 +229,11 @@ class agent final : public cocos_backend {
       front_ = std::move(*front);
     }
 
-    queue_.run(std::chrono::milliseconds(200), [this] { on_tick(); });
+    started_ = std::chrono::steady_clock::now();
+    publish_heartbeat(started_);
+    auto tick = std::chrono::milliseconds(200);
+    if (cfg_.heartbeat_interval.count() > 0) tick = std::min(tick, cfg_.heartbeat_interval);
+    queue_.run(tick, [this] { on_tick(); });
     shutdown();
     return 0;
   }
@@ -1056,6 +1063,22 @@ class agent final : public cocos_backend {
       abort_upload(id);
     }
     std::erase_if(results_, [&](const auto& kv) { return now - kv.second.last_activity > idle_limit; });
+    if (cfg_.heartbeat_interval.count() > 0 && now >= next_heartbeat_) publish_heartbeat(now);
+  }
+
+  /// cove.v1.cvm.<id>.heartbeat, from the agent's own thread: a wedged agent stops
+  /// sending them, which is what the monitor should notice. About 100 bytes each.
+  void publish_heartbeat(std::chrono::steady_clock::time_point now) {
+    if (cfg_.heartbeat_interval.count() <= 0 || !link_) return;  // no bus (cocos door only): nobody listens
+    next_heartbeat_ = now + cfg_.heartbeat_interval;
+    flatbuffers::FlatBufferBuilder b(128);
+    auto uptime = std::chrono::duration_cast<std::chrono::milliseconds>(now - started_).count();
+    auto hb = v1::CreateHeartbeatDirect(b, cfg_.cvm_id.c_str(), heartbeat_seq_++,
+                                        static_cast<uint32_t>(cfg_.heartbeat_interval.count()),
+                                        state_name(state_).data(), static_cast<uint64_t>(uptime));
+    auto subject = *bus::cvm_subject(cfg_.cvm_id, "heartbeat");
+    if (auto r = link_->publish(subject, bus::finish(b, hb, {}, sender_)); !r)
+      spdlog::debug("heartbeat: {}", r.error().to_string());
   }
 
   void shutdown() {
@@ -1074,6 +1097,9 @@ class agent final : public cocos_backend {
   }
 
   agent_config cfg_;
+  std::chrono::steady_clock::time_point started_;
+  std::chrono::steady_clock::time_point next_heartbeat_;
+  uint64_t heartbeat_seq_ = 0;
   work_queue queue_;
   std::unique_ptr<bus_link> link_;
   std::string sender_;

@@ -308,6 +308,7 @@ TEST_CASE("authz: each role can do what it needs and nothing else") {
   SUBCASE("bridge") {
     client c(s.as(role::bridge));
     c.expect_publish_allowed("cove.v1.cvm.abc.events");
+    c.expect_publish_allowed("cove.v1.cvm.abc.heartbeat");  // agents' heartbeats, relayed
     c.expect_publish_allowed("cove.v1.events.bridge");
     c.expect_subscribe_allowed("cove.v1.cvm.abc.upload");
     c.expect_publish_refused("cove.v1.events.cvm");
@@ -319,10 +320,23 @@ TEST_CASE("authz: each role can do what it needs and nothing else") {
     client c(s.as(role::monitor));
     c.expect_subscribe_allowed("cove.v1.events.>");
     c.expect_subscribe_allowed("cove.v1.cvm.abc.events");
+    c.expect_subscribe_allowed("cove.v1.cvm.abc.heartbeat");
+    c.expect_subscribe_allowed(std::string(bus::subjects::monitor_stats));
     c.expect_publish_allowed("cove.v1.events.authz");
+    c.expect_publish_allowed("cove.v1.events.health");
+    c.expect_publish_allowed("cove.v1.events.stats");
+    CHECK(wait_seen("cove.v1.events.health"));
+    // It learns CVMs' backends and pids from the manager.
+    c.expect_publish_allowed(std::string(bus::subjects::manager_list));
+    c.expect_publish_allowed(std::string(bus::subjects::manager_info));
     c.expect_publish_refused("cove.v1.events.cvm");
     c.expect_publish_refused("cove.v1.cvm.abc.stop");
+    // Heartbeats come from agents only; the monitor cannot fake one.
+    c.expect_publish_refused("cove.v1.cvm.abc.heartbeat");
+    c.expect_publish_refused(std::string(bus::subjects::manager_create));
+    c.expect_publish_refused(std::string(bus::subjects::manager_remove));
     c.expect_subscribe_refused("cove.v1.cvm.abc.upload");
+    c.expect_subscribe_refused("cove.v1.manager.>");
   }
   SUBCASE("orchestrator") {
     // coved's cvms client and manager gRPC gateway: CVM lifecycle, computation
@@ -393,6 +407,12 @@ TEST_CASE("authz: each role can do what it needs and nothing else") {
     // Nobody else's inbox.
     att.expect_publish_refused("_INBOX." + s.keys.key(role::manager)->public_key() + ".x");
     att.expect_publish_refused("_INBOX." + s.keys.key(role::computation)->public_key() + ".x");
+    // The manager answers the monitor (manager.list/info), the monitor answers the admin.
+    client mgr(s.as(role::manager));
+    mgr.expect_publish_allowed("_INBOX." + s.keys.key(role::monitor)->public_key() + ".x");
+    client mon(s.as(role::monitor));
+    mon.expect_publish_allowed("_INBOX." + s.keys.key(role::admin)->public_key() + ".x");
+    mon.expect_publish_refused("_INBOX." + s.keys.key(role::bridge)->public_key() + ".x");
   }
 }
 
@@ -803,6 +823,20 @@ TEST_CASE("authz: on the locked bus, participants run a computation with their o
                                            bus::finish(cb, v1::CreateCvmCreate(cb), {}, "itest"), 30s),
            "create");
   std::string cvm = created.body->id()->str();
+  // The monitor works on the locked bus: it learns the CVM from the manager, the agent's
+  // heartbeats reach it through the bridge, and it answers the operator.
+  {
+    flatbuffers::FlatBufferBuilder b(64);
+    auto ref = bus::finish(b, v1::CreateCvmRef(b, b.CreateString(cvm)), {}, "itest");
+    CHECK_MESSAGE(test::wait_until(
+                      [&] {
+                        auto s =
+                            bus::request_typed<v1::CvmStats>(*admin, bus::subjects::monitor_stats, ref, 2s);
+                        return s && s->body->health() == v1::Health::healthy && s->body->heartbeats() > 0;
+                      },
+                      test::deadline_in(20s)),
+                  "the monitor did not report the CVM healthy; log in " << dir.path());
+  }
   auto algo = dir.path() / "count.sh";
   write_file(algo, "#!/bin/sh\ncat datasets/* | wc -l > results/n\n", fs::perms::owner_all);
   auto data = dir.path() / "rows.csv";

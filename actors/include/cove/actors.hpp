@@ -16,6 +16,10 @@ using deadline = caf::atom_constant<caf::atom("deadline")>;    // a create/remov
 using expire = caf::atom_constant<caf::atom("expire")>;        // a CVM's TTL ran out
 using forwarded = caf::atom_constant<caf::atom("forwarded")>;  // reply from an agent arrived
 using verify = caf::atom_constant<caf::atom("verify")>;        // evidence for a verifier worker
+using hb_check = caf::atom_constant<caf::atom("hb_check")>;    // monitor: deadlines, sampling, resync
+using sample = caf::atom_constant<caf::atom("sample")>;        // monitor -> its stats sampler: a round
+using sampled = caf::atom_constant<caf::atom("sampled")>;      // stats sampler -> monitor: round done
+using mgr_reply = caf::atom_constant<caf::atom("mgr_reply")>;  // monitor: the manager answered
 }  // namespace cove::atom
 
 namespace cove {
@@ -46,6 +50,20 @@ using attestation_actor = caf::typed_actor<caf::reacts_to<bus::bus_msg>>;
 /// (cove::bridge::server) runs on its own threads.
 ///  - bus_msg: events on cove.v1.events.cvm
 using bridge_actor = caf::typed_actor<caf::reacts_to<bus::bus_msg>>;
+
+/// The MONITOR actor: agent heartbeats, health, resource stats (cove.v1.monitor.*).
+///  - bus_msg: cove.v1.cvm.*.heartbeat, cove.v1.events.cvm, requests on cove.v1.monitor.*
+///  - hb_check: its own periodic timer (heartbeat deadlines, sampling rounds, resync)
+///  - (sampled, round): the stats sampler finished a round (results on the shared board)
+///  - (mgr_reply, cvm id or "" for list, payload): the manager answered info/list
+using monitor_actor = caf::typed_actor<caf::reacts_to<bus::bus_msg>, caf::reacts_to<atom::hb_check>,
+                                       caf::reacts_to<atom::sampled, uint64_t>,
+                                       caf::reacts_to<atom::mgr_reply, std::string, std::vector<uint8_t>>>;
+
+/// The STATS SAMPLER of the monitor, spawned detached and linked: stats sources may block
+/// (/proc scans, libvirt RPC), so they run on its own thread, never the monitor's.
+///  - (sample, round): sample the targets on the shared board, then tell the monitor
+using stats_sampler_actor = caf::typed_actor<caf::reacts_to<atom::sample, uint64_t>>;
 
 /// A VERIFIER worker of the attestation service, spawned detached: certificate-chain and
 /// report-signature checks (RSA/ECDSA) block its own thread, never the service's.

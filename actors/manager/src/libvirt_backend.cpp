@@ -390,6 +390,7 @@ expected<pid_t> libvirt_backend::launch(const agent_launch& l) {
   // agent.conf: parsed (never sourced) by eos/init; see eos/README.md.
   std::string args = "--sim-dir /config/sim";
   if (l.max_upload_bytes > 0) args += fmt::format(" --max-upload {}", l.max_upload_bytes);
+  if (l.heartbeat_interval_ms > 0) args += fmt::format(" --heartbeat-interval {}", l.heartbeat_interval_ms);
   if (!cfg_.guest_vtpm_tcti.empty()) args += " --vtpm " + cfg_.guest_vtpm_tcti;
   std::string conf = "# written by coved for " + l.cvm_id + "\nCVM_ID=" + l.cvm_id +
                      "\nLOG_LEVEL=" + l.log_level + "\nWORK_DIR=/var/lib/cove/work\nNET=static\n";

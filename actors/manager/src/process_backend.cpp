@@ -53,6 +53,10 @@ expected<pid_t> process_backend::launch(const agent_launch& l) {
     args.emplace_back("--max-upload");
     args.push_back(std::to_string(l.max_upload_bytes));
   }
+  if (l.heartbeat_interval_ms > 0) {
+    args.emplace_back("--heartbeat-interval");
+    args.push_back(std::to_string(l.heartbeat_interval_ms));
+  }
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);

@@ -20,6 +20,7 @@ inline constexpr std::string_view computation_start = "cove.v1.computation.start
 inline constexpr std::string_view computation_stop = "cove.v1.computation.stop";
 inline constexpr std::string_view computation_status = "cove.v1.computation.status";
 inline constexpr std::string_view attestation_verify = "cove.v1.attestation.verify";
+inline constexpr std::string_view monitor_stats = "cove.v1.monitor.stats";
 
 // Per-CVM leaves: cove.v1.cvm.<id>.<leaf>
 inline constexpr std::string_view cvm_prefix = "cove.v1.cvm.";
@@ -30,6 +31,12 @@ inline constexpr std::string_view all_events = "cove.v1.events.>";
 /// Lifecycle events of CVMs (manager) and of agent links (bridge).
 inline constexpr std::string_view cvm_events = "cove.v1.events.cvm";
 inline constexpr std::string_view bridge_events = "cove.v1.events.bridge";
+/// The monitor's events: agent health transitions, and periodic resource samples.
+inline constexpr std::string_view health_events = "cove.v1.events.health";
+inline constexpr std::string_view stats_events = "cove.v1.events.stats";
+/// Agent heartbeats of every CVM (the agent publishes cove.v1.cvm.<id>.heartbeat).
+inline constexpr std::string_view heartbeat_leaf = "heartbeat";
+inline constexpr std::string_view all_heartbeats = "cove.v1.cvm.*.heartbeat";
 
 }  // namespace cove::bus::subjects
 

@@ -17,7 +17,7 @@ struct daemon_config {
   std::string listen = "127.0.0.1:4222";  // embedded server address; port 0 = random
   std::filesystem::path nats_server = "/usr/sbin/nats-server";
   std::filesystem::path state_dir;  // default: cove::default_state_dir()
-  std::set<std::string> services = {"manager", "computation", "attestation", "bridge"};
+  std::set<std::string> services = {"manager", "computation", "attestation", "bridge", "monitor"};
   std::filesystem::path agent_binary;  // default: cove-agent beside coved
   std::string agent_nats_url;          // agents dial the bus directly here (only without the bridge service)
   std::string bridge_listen = "127.0.0.1:0";  // the attested bridge's TLS address; port 0 = any free
@@ -30,6 +30,11 @@ struct daemon_config {
   uint32_t vm_vcpus = 1;
   uint64_t vm_memory_mib = 512;
   std::string guest_vtpm_tcti;  // non-empty: guest agents get --vtpm VALUE (e.g. device:/dev/tpmrm0)
+  /// Agent heartbeats (cove-agent --heartbeat-interval) and the monitor's deadline:
+  /// a CVM is unhealthy after `heartbeat_misses` periods without one.
+  uint32_t heartbeat_interval_ms = 5000;
+  uint32_t heartbeat_misses = 3;
+  uint32_t stats_interval_ms = 10000;  // the monitor's sampling period; 0: off
   /// Embedded mode: start nats-server without TLS and users (development only).
   bool insecure_bus = false;
   /// External mode (--nats): directory holding <role>.seed nkeys, and the CA

@@ -34,6 +34,8 @@ struct agent_config {
   std::string log_level = "info";
   std::filesystem::path manifest_file;  // a manifest (cocos JSON form) to load at start
   cocos_front_config cocos;             // cocos.listen set: serve agent.AgentService (gRPC)
+  /// cove.v1.cvm.<id>.heartbeat every this long (the monitor's liveness signal); 0: none.
+  std::chrono::milliseconds heartbeat_interval{5000};
 };
 
 /// Checks the config; the error names the offending field. The bus (nats_url or

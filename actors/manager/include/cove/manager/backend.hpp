@@ -27,7 +27,8 @@ struct agent_launch {
   std::filesystem::path tee_dir;   // simulated TEE identity (VCEK etc.)
   std::filesystem::path log_file;  // agent stdout+stderr, or the VM's serial console
   std::string log_level = "info";
-  uint64_t max_upload_bytes = 0;  // cove-agent --max-upload; 0: the agent's default
+  uint64_t max_upload_bytes = 0;       // cove-agent --max-upload; 0: the agent's default
+  uint32_t heartbeat_interval_ms = 0;  // cove-agent --heartbeat-interval; 0: the agent's default
 };
 
 /// `status` as passed to an exit callback: a wait(2) status. The libvirt backend
