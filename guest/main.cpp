@@ -23,6 +23,9 @@ int main(int argc, char** argv) {
   app.add_option("--work-dir", cfg.work_dir, "Scratch directory for the run")->required();
   app.add_option("--sim-dir", sim_dir, "Simulated TEE identity (VCEK, chain) written by the manager")
       ->required();
+  app.add_option("--vtpm", cfg.vtpm_tcti,
+                 "Also quote this vTPM in every evidence (tpm2-tss TCTI: device:/dev/tpmrm0, "
+                 "swtpm:host=H,port=P); its attestation key is bound into the TEE report");
   app.add_option("--timeout", timeout_s, "Default algorithm time limit in seconds")->capture_default_str();
   app.add_option("--max-upload", cfg.max_upload_bytes, "Largest accepted file in bytes")
       ->capture_default_str();

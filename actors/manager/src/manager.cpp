@@ -127,7 +127,8 @@ void on_create(self_ptr self, const bus::bus_msg& m) {
                  .tee_dir = r.dir / "tee",
                  .log_file = r.dir / "agent.log",
                  .log_level = st.cfg.agent_log_level,
-                 .max_upload_bytes = st.cfg.agent_max_upload};
+                 .max_upload_bytes = st.cfg.agent_max_upload,
+                 .vtpm_tcti = st.cfg.agent_vtpm_tcti};
   auto pid = st.cfg.backend->launch(l);
   if (!pid) {
     fs::remove_all(r.dir, ec);

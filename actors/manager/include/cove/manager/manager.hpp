@@ -26,6 +26,7 @@ struct manager_config {
   std::string default_policy_json;        // policy of CVMs created without one
   std::string agent_log_level = "info";
   uint64_t agent_max_upload = 0;  // cove-agent --max-upload; 0: the agent's default
+  std::string agent_vtpm_tcti;    // cove-agent --vtpm; empty: agents quote no vTPM
   std::shared_ptr<bus::connection> bus;
   std::shared_ptr<process_backend> backend;
   std::shared_ptr<const attest::sim_root> sim_root;  // issues each CVM's simulated VCEK

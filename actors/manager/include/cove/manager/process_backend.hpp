@@ -28,6 +28,7 @@ struct agent_launch {
   std::filesystem::path log_file;  // agent stdout+stderr
   std::string log_level = "info";
   uint64_t max_upload_bytes = 0;  // cove-agent --max-upload; 0: the agent's default
+  std::string vtpm_tcti;          // cove-agent --vtpm; empty: none
 };
 
 class process_backend {
