@@ -208,8 +208,10 @@ TEST_CASE("v2 report_data binds the vTPM AK name last, under its own tags; the q
   CHECK(evidence_report_data(kx, sig, nonce, other) != evidence_report_data(kx, sig, nonce, ak));
 
   auto rd = evidence_report_data(kx, sig, nonce, ak);
-  std::vector<uint8_t> q = bytes_of("cove-vtpm-quote-v1");
-  q.insert(q.end(), rd.begin(), rd.end());
+  constexpr std::string_view tag = "cove-vtpm-quote-v1";
+  std::vector<uint8_t> q(tag.size() + rd.size());
+  std::copy(tag.begin(), tag.end(), q.begin());
+  std::copy(rd.begin(), rd.end(), q.begin() + static_cast<std::ptrdiff_t>(tag.size()));
   CHECK(vtpm_quote_nonce(rd) == sha3_256_of(q));
   rd[0] ^= 1;
   CHECK(vtpm_quote_nonce(rd) != sha3_256_of(q));

@@ -269,8 +269,11 @@ class agent {
     if (ak->name.empty()) return make_error(errc::internal, "the AK has no sha256 name");
     ak_name_ = std::move(ak->name);
     tpm_ = std::move(*tpm);
+    // The firmware log belongs to the platform's TPM: only with the device TCTI is it this
+    // vTPM's (a swtpm reached over TCP has none; the host's log would be misleading).
+    const bool device = cfg_.vtpm_tcti.starts_with("device");
     std::error_code ec;
-    if (!cfg_.vtpm_event_log.empty() && fs::exists(cfg_.vtpm_event_log, ec)) {
+    if (device && !cfg_.vtpm_event_log.empty() && fs::exists(cfg_.vtpm_event_log, ec)) {
       // securityfs reports size 0: read up to the cap instead of trusting the size.
       std::ifstream in(cfg_.vtpm_event_log, std::ios::binary);
       bytes log(max_event_log + 1);
