@@ -155,6 +155,10 @@ struct result_stream {
 class agent {
  public:
   explicit agent(agent_config cfg) : cfg_(std::move(cfg)) {}
+  // The bridge link first: its threads build hellos (bridge_hello uses tpm_, kx_, ...).
+  ~agent() { link_.reset(); }
+  agent(const agent&) = delete;
+  agent& operator=(const agent&) = delete;
 
   int main() {
     if (sodium_init() < 0) {

@@ -99,6 +99,14 @@ TEST_CASE(
                        "--policy", policy_file.string()});
   CHECK(bad.code == 1);
   CHECK(bad.err.find("vtpm.quote: pcrDigest mismatch") != std::string::npos);
+  auto j = json::parse(read_file(ev_file));
+  j["vtpm"]["pcrs"]["99"] = zero_pcr;
+  write_file(c.dir() / "bad-index.json", j.dump());
+  auto idx = cove.run({"attestation", "validate", "--evidence", (c.dir() / "bad-index.json").string(),
+                       "--policy", policy_file.string()});
+  CHECK(idx.code == 1);
+  CHECK(idx.err.find("invalid_request: evidence: vtpm.pcrs: '99' is not a PCR index (0-23)") !=
+        std::string::npos);
   // Dropping the section does not help: the report binds the AK.
   auto stripped = ev;
   stripped.vtpm.reset();
