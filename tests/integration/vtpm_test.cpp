@@ -2,11 +2,14 @@
 // --vtpm swtpm:...), the bridge admitting the agent only under a policy whose `vtpm` section
 // the quote satisfies, and `cove attestation get/validate` checking the same evidence.
 // `ctest -R vtpm` selects these.
+#include <sys/wait.h>
+
 #include <nlohmann/json.hpp>
 
 #include "cli_runner.hpp"
 #include "fixture.hpp"
 
+#include "cove/attest/sim_store.hpp"
 #include "cove/cli/evidence_file.hpp"
 #include "cove/test/swtpm.hpp"
 
@@ -131,4 +134,31 @@ TEST_CASE("vtpm: an agent without --vtpm is refused by a policy requiring vTPM e
       cove.run({"attestation", "get", "--mode", "vtpm", "--cvm", cvm, "-o", (c.dir() / "e.json").string()});
   CHECK(r.code == 1);
   CHECK(r.err.find("without a vTPM section") != std::string::npos);
+}
+
+TEST_CASE("vtpm: cove-agent --vtpm with an unreachable TPM exits 1 naming it, before joining the bus") {
+  test::temp_dir dir("cove-vtpm-agent");
+  auto root = must(attest::generate_sim_root(), "sim root");
+  auto chip = must(attest::issue_sim_vcek(root), "sim vcek");
+  must(attest::save_sim_identity(chip, root, dir.path() / "tee"), "sim identity");
+  // A swtpm that was started and stopped: its port is closed now.
+  std::string tcti;
+  {
+    auto tpm = must(test::swtpm::start(), "swtpm");
+    tcti = tpm.tcti();
+  }
+  auto agent = must(
+      test::child_process::spawn({(bin_dir() / "cove-agent").string(), "--cvm-id", "cvm-1", "--work-dir",
+                                  (dir.path() / "work").string(), "--sim-dir", (dir.path() / "tee").string(),
+                                  "--nats", "nats://127.0.0.1:1", "--vtpm", tcti},
+                                 {}, dir.path(), "agent"),
+      "spawn cove-agent");
+  auto status = agent.wait_for_exit(test::deadline_in(60s));
+  REQUIRE(status);
+  CHECK(WIFEXITED(*status));
+  CHECK(WEXITSTATUS(*status) == 1);
+  auto out = read_file(dir.path() / "agent.stdout") + read_file(dir.path() / "agent.stderr");
+  INFO(out);
+  CHECK(out.find("vtpm " + tcti + ": ") != std::string::npos);
+  CHECK(out.find("bus:") == std::string::npos);
 }
