@@ -60,6 +60,9 @@ int main(int argc, char** argv) {
   app.add_option("--client-ca", cfg.cocos.client_ca,
                  "With --grpc-tls tls: require client certificates issued by this CA (mTLS)");
   app.add_option("--grpc-port-file", cfg.cocos.port_file, "Write the bound gRPC port here once serving");
+  app.add_option("--vtpm", cfg.vtpm_tcti,
+                 "Also quote this vTPM in every evidence (tpm2-tss TCTI: device:/dev/tpmrm0, "
+                 "swtpm:host=H,port=P); its attestation key is bound into the TEE report");
   app.add_option("--timeout", timeout_s, "Default algorithm time limit in seconds")->capture_default_str();
   app.add_option("--max-upload", cfg.max_upload_bytes, "Largest accepted file in bytes")
       ->capture_default_str();

@@ -85,6 +85,64 @@ expected<void> parse_minimum_tcb(const json& v, snp_tcb_minimum& out) {
   return ok();
 }
 
+expected<uint32_t> pcr_index(const std::string& text, const std::string& key) {
+  uint32_t n = 0;
+  if (text.empty() || text.size() > 2 ||
+      !std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; }))
+    return bad(key + ": '" + text + "' is not a PCR index (0-23)");
+  for (char c : text) n = n * 10 + static_cast<uint32_t>(c - '0');
+  if (n >= tpm_pcr_count) return bad(key + ": '" + text + "' is not a PCR index (0-23)");
+  return n;
+}
+
+expected<void> parse_vtpm(const json& v, vtpm_policy& out) {
+  if (!v.is_object()) return bad("vtpm must be an object");
+  for (const auto& [k, val] : v.items()) {
+    const std::string key = "vtpm." + k;
+    if (k == "required" || k == "require_event_log") {
+      auto b = bool_field(val, key);
+      if (!b) return std::move(b).error();
+      (k == "required" ? out.required : out.require_event_log) = *b;
+    } else if (k == "pcrs") {
+      if (!val.is_object()) return bad(key + " must be an object of \"<index>\": \"<64 hex>\"");
+      out.pcrs.clear();
+      for (const auto& [idx, hex] : val.items()) {
+        auto i = pcr_index(idx, key);
+        if (!i) return std::move(i).error();
+        auto b = hex_field(hex, key + "." + idx, 32);
+        if (!b) return std::move(b).error();
+        out.pcrs[*i] = std::move(*b);
+      }
+    } else if (k == "ak_types") {
+      if (!val.is_array()) return bad(key + " must be an array of strings");
+      out.ak_types.clear();
+      for (const auto& e : val) {
+        if (!e.is_string()) return bad(key + "[] must be a string");
+        const auto& s = e.get_ref<const std::string&>();
+        if (std::find(std::begin(vtpm_ak_type_names), std::end(vtpm_ak_type_names), s) ==
+            std::end(vtpm_ak_type_names))
+          return bad(key + ": unknown AK type '" + s.substr(0, 32) +
+                     "' (known: ecc-p256, rsa-2048, rsa-3072, rsa-4096)");
+        out.ak_types.push_back(s);
+      }
+    } else if (k == "event_log_pcrs") {
+      if (!val.is_array()) return bad(key + " must be an array of PCR indexes");
+      out.event_log_pcrs.clear();
+      for (const auto& e : val) {
+        auto n = uint_field(e, key + "[]", tpm_pcr_count - 1);
+        if (!n) return std::move(n).error();
+        auto i = static_cast<uint32_t>(*n);
+        if (std::find(out.event_log_pcrs.begin(), out.event_log_pcrs.end(), i) == out.event_log_pcrs.end())
+          out.event_log_pcrs.push_back(i);
+      }
+      std::sort(out.event_log_pcrs.begin(), out.event_log_pcrs.end());
+    } else {
+      return bad("unknown key " + key);
+    }
+  }
+  return ok();
+}
+
 expected<snp_policy> parse(const json& doc, const std::filesystem::path& base_dir) {
   if (!doc.is_object()) return bad("top level must be an object");
   snp_policy p;
@@ -150,6 +208,8 @@ expected<snp_policy> parse(const json& doc, const std::filesystem::path& base_di
           return bad("trusted_roots: '" + s.substr(0, 64) + "': " + certs.error().message);
         p.trusted_roots.push_back(std::move(pem));
       }
+    } else if (key == "vtpm") {
+      if (auto r = parse_vtpm(v, p.vtpm); !r) return std::move(r).error();
     } else {
       return bad("unknown key '" + key + "'");
     }
@@ -234,6 +294,15 @@ std::string policy_to_json(const snp_policy& p, int indent) {
   doc["minimum_guest_svn"] = p.minimum_guest_svn;
   if (p.vmpl) doc["vmpl"] = *p.vmpl;
   doc["trusted_roots"] = p.trusted_roots;
+  if (!p.vtpm.is_default()) {
+    json pcrs = json::object();
+    for (const auto& [i, v] : p.vtpm.pcrs) pcrs[std::to_string(i)] = to_hex(v);
+    doc["vtpm"] = {{"required", p.vtpm.required},
+                   {"pcrs", std::move(pcrs)},
+                   {"ak_types", p.vtpm.ak_types},
+                   {"event_log_pcrs", p.vtpm.event_log_pcrs},
+                   {"require_event_log", p.vtpm.require_event_log}};
+  }
   return doc.dump(indent);
 }
 

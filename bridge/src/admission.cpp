@@ -18,13 +18,30 @@ std::vector<uint8_t> copy_vec(const flatbuffers::Vector<T>* v) {
   return v ? std::vector<uint8_t>(v->begin(), v->end()) : std::vector<uint8_t>{};
 }
 
+/// The hello's vTPM section, copied field by field (the report binds it: dropping it would
+/// only get the agent refused).
+flatbuffers::Offset<v1::VtpmEvidence> copy_vtpm(flatbuffers::FlatBufferBuilder& b,
+                                                const v1::VtpmEvidence* vt) {
+  if (vt == nullptr) return 0;
+  std::vector<flatbuffers::Offset<v1::PcrValue>> pcrs;
+  if (vt->pcrs() != nullptr)
+    for (const auto* p : *vt->pcrs())
+      if (p != nullptr)
+        pcrs.push_back(v1::CreatePcrValue(b, p->index(), b.CreateVector(copy_vec(p->value()))));
+  return v1::CreateVtpmEvidence(
+      b, b.CreateVector(copy_vec(vt->ak_public())), b.CreateVector(copy_vec(vt->ak_spki())),
+      b.CreateVector(copy_vec(vt->quote())), b.CreateVector(copy_vec(vt->signature())), b.CreateVector(pcrs),
+      b.CreateVector(copy_vec(vt->event_log())));
+}
+
 std::vector<uint8_t> verify_request(const hello_info& info, const std::string& policy_json) {
   const auto* hello = v1::GetBridgeHello(info.hello.data());
   const auto* ev = hello->evidence();
   flatbuffers::FlatBufferBuilder b(8192);
+  auto vtpm = copy_vtpm(b, ev->vtpm());
   auto evidence = v1::CreateEvidence(
       b, ev->kind(), b.CreateVector(copy_vec(ev->report())), b.CreateVector(copy_vec(ev->cert_chain())),
-      b.CreateVector(copy_vec(ev->kx_public_key())), b.CreateVector(copy_vec(ev->sign_public_key())));
+      b.CreateVector(copy_vec(ev->kx_public_key())), b.CreateVector(copy_vec(ev->sign_public_key())), vtpm);
   auto req = v1::CreateVerifyRequest(b, evidence, b.CreateString(policy_json),
                                      b.CreateVector(info.exporter.data(), info.exporter.size()),
                                      v1::EvidenceBinding::bridge_session, b.CreateString(info.cvm_id));
@@ -71,8 +88,9 @@ admit_fn make_admission(admission_config cfg) {
                                : std::string();
         decide(admission{
             .admitted = true,
-            .reason = fmt::format("{} evidence verified; measurement {}…",
-                                  (*v)->product() ? (*v)->product()->str() : "", measurement.substr(0, 16)),
+            .reason = fmt::format("{} evidence{} verified; measurement {}…",
+                                  (*v)->product() ? (*v)->product()->str() : "",
+                                  (*v)->vtpm() ? " with vTPM quote" : "", measurement.substr(0, 16)),
             .valid_for = cfg.valid_for});
       };
       auto req = verify_request(info, policy);

@@ -213,22 +213,44 @@ expected<saved_evidence> fetch_evidence(bus::connection& bus, const std::string&
   out.cert_chain.assign(chain.begin(), chain.end());
   out.kx_public_key.assign(kx.begin(), kx.end());
   out.sign_public_key.assign(sign.begin(), sign.end());
+  if (const auto* vt = ev.vtpm(); vt != nullptr) {
+    auto copy = [](const flatbuffers::Vector<uint8_t>* v) {
+      return v ? std::vector<uint8_t>(v->begin(), v->end()) : std::vector<uint8_t>{};
+    };
+    saved_vtpm s{copy(vt->ak_public()), copy(vt->ak_spki()), copy(vt->quote()), copy(vt->signature()), {},
+                 copy(vt->event_log())};
+    if (vt->pcrs() != nullptr)
+      for (const auto* p : *vt->pcrs()) {
+        if (p == nullptr || p->index() >= attest::tpm_pcr_count || p->value() == nullptr ||
+            p->value()->size() != 32 || s.pcrs.contains(p->index()))
+          return fail("vtpm.pcrs: each entry needs a distinct index 0..23 and 32 bytes");
+        s.pcrs[p->index()] = copy(p->value());
+      }
+    out.vtpm = std::move(s);
+  }
   return out;
 }
 
 expected<attested_agent> verify_saved_evidence(const saved_evidence& ev, const attest::snp_policy& policy) {
-  auto expected_rd = crypto::evidence_report_data(ev.kx_public_key, ev.sign_public_key, ev.nonce);
-  auto verified = attest::verify_sim_or_snp_evidence(ev.report, ev.cert_chain, policy, expected_rd);
-  if (!verified) return verified.error();
+  attest::evidence_binding binding{attest::evidence_binding::mode::nonce, ev.nonce, {}};
+  auto checked = attest::verify_agent_evidence(agent_evidence_of(ev), policy, binding);
+  if (!checked) return checked.error();
+  const auto& verified = checked->report;
   attested_agent a;
   a.report = ev.report;
   a.kx_public_key = ev.kx_public_key;
   a.sign_public_key = ev.sign_public_key;
   a.summary =
-      fmt::format("SEV-SNP report v{} ({}), measurement {}, chip {}…, TCB {}", verified->version,
-                  ev.kind == "sim_snp" ? "simulated TEE" : "hardware", crypto::to_hex(verified->measurement),
-                  crypto::to_hex(std::span(verified->chip_id).first(8)),
-                  attest::to_string(verified->reported(), verified->product));
+      fmt::format("SEV-SNP report v{} ({}), measurement {}, chip {}…, TCB {}", verified.version,
+                  ev.kind == "sim_snp" ? "simulated TEE" : "hardware", crypto::to_hex(verified.measurement),
+                  crypto::to_hex(std::span(verified.chip_id).first(8)),
+                  attest::to_string(verified.reported(), verified.product));
+  if (checked->vtpm) {
+    std::vector<std::string> pcrs;
+    for (const auto& [i, v] : checked->vtpm->pcrs) pcrs.push_back(std::to_string(i));
+    a.summary +=
+        fmt::format("; vTPM quote by a bound {} AK over PCRs {}", checked->ak_type, fmt::join(pcrs, ","));
+  }
   return a;
 }
 

@@ -329,7 +329,9 @@ int run(int argc, char** argv) {
   std::string att_mode = "sim", nonce_hex, report_out;
   bool no_verify = false;
   att_get
-      ->add_option("--mode", att_mode, "sim | snp (vtpm, snp-vtpm, dice: the agent cannot produce them yet)")
+      ->add_option("--mode", att_mode,
+                   "sim | snp | vtpm (any TEE report, must carry a vTPM quote) | snp-vtpm (hardware SEV-SNP "
+                   "with a vTPM quote); dice: the agent cannot produce it yet")
       ->capture_default_str()
       ->check(CLI::IsMember({"sim", "snp", "vtpm", "snp-vtpm", "dice"}));
   att_get->add_option("--cvm", cvm_id, "CVM id")->required();
@@ -498,13 +500,12 @@ int run(int argc, char** argv) {
       else
         std::cout << fmt::format("result decrypted to {}: {}\n", out_path, human_rate(st.bytes, st.elapsed));
     } else if (*att_get) {
-      if (att_mode == "vtpm" || att_mode == "snp-vtpm" || att_mode == "dice")
+      if (att_mode == "dice")
         throw failure{make_error(
             errc::unavailable,
-            fmt::format("--mode {}: the agent cannot produce {} evidence yet (its Evidence message carries "
-                        "SEV-SNP-format reports only); validate saved {} evidence with 'cove attestation "
-                        "validate --mode {}'",
-                        att_mode, att_mode, att_mode, att_mode))};
+            "--mode dice: the agent cannot produce dice evidence yet (its Evidence message carries "
+            "SEV-SNP-format reports and vTPM quotes); validate a saved chain with 'cove attestation "
+            "validate --mode dice'")};
       std::vector<uint8_t> nonce(32);
       if (nonce_hex.empty()) {
         crypto::random_bytes(nonce);
@@ -517,10 +518,16 @@ int run(int argc, char** argv) {
       if (!no_verify) policy = load_policy_or_default(policy_path);
       auto ev = take(fetch_evidence(connect(g), cvm_id, nonce, g.options()));
       auto want = att_mode == "sim" ? "sim_snp" : "sev_snp";
-      if (ev.kind != want)
+      if (att_mode != "vtpm" && ev.kind != want)
         throw failure{make_error(
             errc::attestation_failed,
             fmt::format("CVM '{}' sent {} evidence, not {} (--mode {})", cvm_id, ev.kind, want, att_mode))};
+      if ((att_mode == "vtpm" || att_mode == "snp-vtpm") && !ev.vtpm)
+        throw failure{
+            make_error(errc::attestation_failed,
+                       fmt::format("CVM '{}' sent evidence without a vTPM section (--mode {}); is its "
+                                   "agent running with --vtpm?",
+                                   cvm_id, att_mode))};
       auto write = [](const std::string& path, std::span<const uint8_t> data) {
         auto tmp = path + ".tmp";
         {
@@ -546,6 +553,7 @@ int run(int argc, char** argv) {
       if (g.json_out)
         std::cout << json{{"verified", !no_verify},
                           {"kind", ev.kind},
+                          {"vtpm", ev.vtpm.has_value()},
                           {"summary", summary},
                           {"output", out_path},
                           {"nonce", crypto::to_hex(ev.nonce)},

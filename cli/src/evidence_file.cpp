@@ -2,7 +2,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
+#include <tuple>
 
 #include "cove/crypto/encoding.hpp"
 
@@ -19,8 +21,63 @@ std::string evidence_to_json(const saved_evidence& e) {
               {"cert_chain", e.cert_chain},
               {"kx_public_key", crypto::to_hex(e.kx_public_key)},
               {"sign_public_key", crypto::to_hex(e.sign_public_key)}};
+  if (e.vtpm) {
+    json pcrs = json::object();
+    for (const auto& [i, v] : e.vtpm->pcrs) pcrs[std::to_string(i)] = crypto::to_hex(v);
+    doc["vtpm"] = {{"ak_public", crypto::base64_encode(e.vtpm->ak_public)},
+                   {"ak_spki", crypto::base64_encode(e.vtpm->ak_spki)},
+                   {"quote", crypto::base64_encode(e.vtpm->quote)},
+                   {"signature", crypto::base64_encode(e.vtpm->signature)},
+                   {"pcrs", std::move(pcrs)},
+                   {"event_log", crypto::base64_encode(e.vtpm->event_log)}};
+  }
   return doc.dump(2) + "\n";
 }
+
+namespace {
+
+/// The "vtpm" object: every key, base64 blobs of at most 1 MiB, PCRs "0".."23" -> 32-byte hex.
+expected<saved_vtpm> parse_vtpm(const json& v) {
+  auto bad = [](const std::string& why) {
+    return make_error(errc::invalid_request, "evidence: vtpm." + why);
+  };
+  saved_vtpm out;
+  for (const auto& [k, val] : v.items())
+    if (k != "ak_public" && k != "ak_spki" && k != "quote" && k != "signature" && k != "pcrs" &&
+        k != "event_log")
+      return bad(fmt::format("{}: unknown key", k));
+  auto blob = [&](const char* k, std::vector<uint8_t>& dst, bool required) -> expected<void> {
+    if (!v.contains(k)) return required ? bad(fmt::format("{}: missing", k)) : ok();
+    if (!v[k].is_string()) return bad(fmt::format("{} must be a base64 string", k));
+    auto b = crypto::base64_decode(v[k].get<std::string>());
+    if (!b) return bad(fmt::format("{} is not valid base64", k));
+    if (b->size() > (1u << 20)) return bad(fmt::format("{} is over 1 MiB", k));
+    dst = std::move(*b);
+    return ok();
+  };
+  for (auto [k, dst, req] :
+       {std::tuple{"ak_public", &out.ak_public, true}, std::tuple{"ak_spki", &out.ak_spki, false},
+        std::tuple{"quote", &out.quote, true}, std::tuple{"signature", &out.signature, true},
+        std::tuple{"event_log", &out.event_log, false}})
+    if (auto r = blob(k, *dst, req); !r) return r.error();
+  if (!v.contains("pcrs") || !v["pcrs"].is_object())
+    return bad("pcrs: an object of \"<index>\": \"<hex>\" is required");
+  for (const auto& [idx, hex] : v["pcrs"].items()) {
+    uint32_t i = 0;
+    bool digits = !idx.empty() && idx.size() <= 2 &&
+                  std::all_of(idx.begin(), idx.end(), [](char c) { return c >= '0' && c <= '9'; });
+    if (digits) i = static_cast<uint32_t>(std::stoul(idx));
+    if (!digits || i >= attest::tpm_pcr_count)
+      return bad(fmt::format("pcrs: '{}' is not a PCR index (0-23)", idx));
+    if (!hex.is_string()) return bad(fmt::format("pcrs.{} must be 32 bytes of hex", idx));
+    auto b = crypto::from_hex(hex.get<std::string>());
+    if (!b || b->size() != 32) return bad(fmt::format("pcrs.{} must be 32 bytes of hex", idx));
+    out.pcrs[i] = std::move(*b);
+  }
+  return out;
+}
+
+}  // namespace
 
 expected<saved_evidence> evidence_from_json(std::string_view text) {
   auto bad = [](const std::string& why) { return make_error(errc::invalid_request, "evidence: " + why); };
@@ -28,9 +85,10 @@ expected<saved_evidence> evidence_from_json(std::string_view text) {
   if (doc.is_discarded() || !doc.is_object()) return bad("not a JSON object");
   for (const auto& [k, v] : doc.items()) {
     if (k != "format" && k != "kind" && k != "cvm" && k != "nonce" && k != "report" && k != "cert_chain" &&
-        k != "kx_public_key" && k != "sign_public_key")
+        k != "kx_public_key" && k != "sign_public_key" && k != "vtpm")
       return bad(fmt::format("unknown key '{}'", k));
-    if (!v.is_string()) return bad(k + " must be a string");
+    if (k == "vtpm" ? !v.is_object() : !v.is_string())
+      return bad(k + (k == "vtpm" ? " must be an object" : " must be a string"));
   }
   auto str = [&](const char* k) -> expected<std::string> {
     if (!doc.contains(k)) return bad(fmt::format("missing key '{}'", k));
@@ -77,7 +135,20 @@ expected<saved_evidence> evidence_from_json(std::string_view text) {
   auto sign = hex("sign_public_key", 32, 32);
   if (!sign) return sign.error();
   e.sign_public_key = std::move(*sign);
+  if (doc.contains("vtpm")) {
+    auto vt = parse_vtpm(doc["vtpm"]);
+    if (!vt) return vt.error();
+    e.vtpm = std::move(*vt);
+  }
   return e;
+}
+
+attest::agent_evidence agent_evidence_of(const saved_evidence& e) {
+  attest::agent_evidence a{e.report, e.cert_chain, e.kx_public_key, e.sign_public_key, std::nullopt};
+  if (e.vtpm)
+    a.vtpm = attest::agent_vtpm_evidence{e.vtpm->ak_public, e.vtpm->ak_spki, e.vtpm->quote,
+                                         e.vtpm->signature, e.vtpm->pcrs,    e.vtpm->event_log};
+  return a;
 }
 
 }  // namespace cove::cli

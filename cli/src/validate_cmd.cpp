@@ -227,7 +227,8 @@ bytes parse_hex_arg(const std::string& flag, const std::string& text, size_t min
 /// The SNP part: report (+VCEK, ASK/ARK), policy, expected report_data. Returns the
 /// verified report. `binding` (snp-vtpm) replaces --report-data.
 attest::snp_report validate_snp(const validate_args& a, const taker& take,
-                                std::optional<std::array<uint8_t, 64>> binding) {
+                                std::optional<std::array<uint8_t, 64>> binding,
+                                std::optional<attest::vtpm_verified>* evidence_vtpm = nullptr) {
   attest::snp_policy policy;
   if (!a.policy.empty()) {
     policy = take(attest::load_policy_file(a.policy));
@@ -241,11 +242,16 @@ attest::snp_report validate_snp(const validate_args& a, const taker& take,
 
   if (!a.evidence.empty()) {
     auto ev = take(evidence_from_json(take(read_file(a.evidence))));
-    if (report_data.empty()) {
-      auto rd = crypto::evidence_report_data(ev.kx_public_key, ev.sign_public_key, ev.nonce);
-      report_data.assign(rd.begin(), rd.end());
+    if (!report_data.empty()) {
+      if (ev.vtpm)
+        usage("--report-data: the evidence carries a vTPM section, whose binding defines report_data");
+      return take(attest::verify_sim_or_snp_evidence(ev.report, ev.cert_chain, policy, report_data));
     }
-    return take(attest::verify_sim_or_snp_evidence(ev.report, ev.cert_chain, policy, report_data));
+    // The same check as `cove attestation get` and the attestation service.
+    auto r = take(attest::verify_agent_evidence(agent_evidence_of(ev), policy,
+                                                {attest::evidence_binding::mode::nonce, ev.nonce, {}}));
+    if (evidence_vtpm != nullptr) *evidence_vtpm = std::move(r.vtpm);
+    return std::move(r.report);
   }
   auto report = bytes_of(take(read_file(a.report)));
   auto vcek_text = take(read_file(a.vcek));
@@ -399,7 +405,7 @@ void run_validate(const validate_args& a, bool json_out) {
                json_out);
         binding = attest::snp_vtpm_report_data(tpm->ak->name, nonce);
       }
-      report = validate_snp(a, take, binding);
+      report = validate_snp(a, take, binding, a.evidence.empty() ? nullptr : &tpm);
       if (binding) take(attest::check_snp_vtpm_binding(*report, *tpm->ak, nonce));
       out["report"] = report_json(*report);
       human = fmt::format("valid: SEV-SNP report v{} ({}), measurement {}, reported TCB {}", report->version,
@@ -409,9 +415,10 @@ void run_validate(const validate_args& a, bool json_out) {
     if (tpm) {
       out["vtpm"] = vtpm_json(*tpm);
       if (!human.empty()) human += "\n";
-      human += fmt::format("valid: TPM quote of pcrs [{}] signed by the AK{}{}", quoted_pcrs(tpm->quote),
-                           tpm->log ? fmt::format(", event log of {} events", tpm->log->events.size()) : "",
-                           a.mode == "snp-vtpm" ? "; the SEV-SNP report vouches for the AK" : "");
+      human += fmt::format(
+          "valid: TPM quote of pcrs [{}] signed by the AK{}{}", quoted_pcrs(tpm->quote),
+          tpm->log ? fmt::format(", event log of {} events", tpm->log->events.size()) : "",
+          a.mode == "snp-vtpm" || !a.evidence.empty() ? "; the SEV-SNP report vouches for the AK" : "");
     }
   }
   if (json_out)
@@ -433,7 +440,9 @@ void add_validate_command(CLI::App& attestation, const bool& json_out) {
   auto file = [&](const char* name, std::string& dst, const char* what) {
     return v->add_option(name, dst, what)->check(CLI::ExistingFile);
   };
-  file("--evidence", a->evidence, "snp: evidence saved by 'cove attestation get' (checks the key binding)");
+  file("--evidence", a->evidence,
+       "snp: evidence saved by 'cove attestation get' (checks the key binding and, when it carries one, the "
+       "vTPM quote against the policy's vtpm section)");
   file("--report", a->report, "snp, snp-vtpm: attestation report (1184 bytes)");
   file("--vcek", a->vcek, "snp, snp-vtpm: VCEK certificate (DER or PEM)");
   file("--chain", a->chain, "snp, snp-vtpm: ASK + ARK bundle (PEM); dice: the DICE chain (PEM or DER)");

@@ -70,27 +70,39 @@ std::vector<uint8_t> result_statement(std::string_view computation_id, const sha
 }
 
 std::array<uint8_t, 64> evidence_report_data(std::span<const uint8_t> kx_pk, std::span<const uint8_t> sign_pk,
-                                             std::span<const uint8_t> nonce) {
+                                             std::span<const uint8_t> nonce,
+                                             std::span<const uint8_t> ak_name) {
   std::vector<uint8_t> msg;
-  msg.reserve(evidence_tag.size() + 3 * 4 + kx_pk.size() + sign_pk.size() + nonce.size());
-  put_raw(msg, evidence_tag);
+  msg.reserve(evidence_vtpm_tag.size() + 4 * 4 + kx_pk.size() + sign_pk.size() + nonce.size() +
+              ak_name.size());
+  put_raw(msg, ak_name.empty() ? evidence_tag : evidence_vtpm_tag);
   put_field(msg, kx_pk);
   put_field(msg, sign_pk);
   put_field(msg, nonce);
+  if (!ak_name.empty()) put_field(msg, ak_name);
   return sha512_of(msg);
 }
 
 std::array<uint8_t, 64> bridge_report_data(std::span<const uint8_t> kx_pk, std::span<const uint8_t> sign_pk,
-                                           std::string_view cvm_id, std::span<const uint8_t> exporter) {
+                                           std::string_view cvm_id, std::span<const uint8_t> exporter,
+                                           std::span<const uint8_t> ak_name) {
   std::vector<uint8_t> msg;
-  msg.reserve(bridge_binding_tag.size() + 4 * 4 + kx_pk.size() + sign_pk.size() + cvm_id.size() +
-              exporter.size());
-  put_raw(msg, bridge_binding_tag);
+  msg.reserve(bridge_vtpm_tag.size() + 5 * 4 + kx_pk.size() + sign_pk.size() + cvm_id.size() +
+              exporter.size() + ak_name.size());
+  put_raw(msg, ak_name.empty() ? bridge_binding_tag : bridge_vtpm_tag);
   put_field(msg, kx_pk);
   put_field(msg, sign_pk);
   put_field(msg, cvm_id);
   put_field(msg, exporter);
+  if (!ak_name.empty()) put_field(msg, ak_name);
   return sha512_of(msg);
+}
+
+sha3_digest vtpm_quote_nonce(std::span<const uint8_t> report_data) {
+  std::vector<uint8_t> msg;
+  put_raw(msg, vtpm_quote_tag);
+  put_raw(msg, report_data);
+  return sha3_256_of(msg);
 }
 
 }  // namespace cove::crypto

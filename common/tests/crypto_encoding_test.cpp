@@ -183,3 +183,36 @@ TEST_CASE("bridge_report_data binds keys, CVM id and TLS exporter under its own 
   exporter[31] ^= 1;
   CHECK(bridge_report_data(kx, sig, "cvm-1", exporter) != sha512_of(msg));
 }
+
+TEST_CASE("v2 report_data binds the vTPM AK name last, under its own tags; the quote nonce derives from it") {
+  std::vector<uint8_t> kx(32, 0x11), sig(32, 0x22), nonce(32, 0x33), ak(34, 0x44);
+  std::vector<uint8_t> id = bytes_of("cvm-1");
+  std::vector<uint8_t> ev = bytes_of("cove-evidence-v2");
+  for (auto* f : {&kx, &sig, &nonce, &ak}) {
+    ev.insert(ev.end(), {0, 0, 0, static_cast<uint8_t>(f->size())});
+    ev.insert(ev.end(), f->begin(), f->end());
+  }
+  CHECK(evidence_report_data(kx, sig, nonce, ak) == sha512_of(ev));
+  std::vector<uint8_t> br = bytes_of("cove-bridge-v2");
+  for (auto* f : {&kx, &sig, &id, &nonce, &ak}) {
+    br.insert(br.end(), {0, 0, 0, static_cast<uint8_t>(f->size())});
+    br.insert(br.end(), f->begin(), f->end());
+  }
+  CHECK(bridge_report_data(kx, sig, "cvm-1", nonce, ak) == sha512_of(br));
+  // No AK: exactly the v1 constructions; another AK: another value.
+  CHECK(evidence_report_data(kx, sig, nonce, {}) == evidence_report_data(kx, sig, nonce));
+  CHECK(evidence_report_data(kx, sig, nonce, ak) != evidence_report_data(kx, sig, nonce));
+  CHECK(bridge_report_data(kx, sig, "cvm-1", nonce, ak) != bridge_report_data(kx, sig, "cvm-1", nonce));
+  auto other = ak;
+  other[2] ^= 1;
+  CHECK(evidence_report_data(kx, sig, nonce, other) != evidence_report_data(kx, sig, nonce, ak));
+
+  auto rd = evidence_report_data(kx, sig, nonce, ak);
+  constexpr std::string_view tag = "cove-vtpm-quote-v1";
+  std::vector<uint8_t> q(tag.size() + rd.size());
+  std::copy(tag.begin(), tag.end(), q.begin());
+  std::copy(rd.begin(), rd.end(), q.begin() + static_cast<std::ptrdiff_t>(tag.size()));
+  CHECK(vtpm_quote_nonce(rd) == sha3_256_of(q));
+  rd[0] ^= 1;
+  CHECK(vtpm_quote_nonce(rd) != sha3_256_of(q));
+}

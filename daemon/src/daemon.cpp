@@ -469,6 +469,10 @@ expected<daemon_config> load_config(int argc, char** argv) {
       ->check(CLI::Range(1u, 86400u * 30));
   app.add_option("--agent-max-upload", cfg.agent_max_upload,
                  "Largest file in bytes that agents accept (cove-agent --max-upload; default: the agent's)");
+  app.add_option(
+      "--agent-vtpm", cfg.agent_vtpm_tcti,
+      "Process backend: agents quote this vTPM (cove-agent --vtpm TCTI, e.g. swtpm:host=H,port=P); "
+      "one agent at a time can use a swtpm");
   app.add_option("--log-level", cfg.log_level, "trace|debug|info|warn|error")->capture_default_str();
   app.add_option("--libvirt-uri", cfg.libvirt_uri, "libvirt connection of the libvirt backend")
       ->capture_default_str();
@@ -754,6 +758,7 @@ int run(const daemon_config& cfg) {
         mc.agent_log_level = cfg.log_level;
         mc.agent_max_upload = cfg.agent_max_upload;
         mc.agent_heartbeat_interval = std::chrono::milliseconds(cfg.heartbeat_interval_ms);
+        mc.agent_vtpm_tcti = cfg.agent_vtpm_tcti;
         mc.bus = conn;
         mc.backend = backend;
         mc.libvirt = vms;

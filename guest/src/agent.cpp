@@ -12,6 +12,7 @@
 #include <future>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <thread>
 
@@ -20,6 +21,7 @@
 #include "cove/agent/eat.hpp"
 #include "cove/agent/file_writer.hpp"
 #include "cove/agent/runner.hpp"
+#include "cove/agent/tpm_provider.hpp"
 #include "cove/agent/work_queue.hpp"
 #include "cove/attest/sim_store.hpp"
 #include "cove/bridge/client.hpp"
@@ -169,6 +171,10 @@ struct result_stream {
 class agent final : public cocos_backend {
  public:
   explicit agent(agent_config cfg) : cfg_(std::move(cfg)) {}
+  // The bridge link first: its threads build hellos (bridge_hello uses tpm_, kx_, ...).
+  ~agent() { link_.reset(); }
+  agent(const agent&) = delete;
+  agent& operator=(const agent&) = delete;
 
   int main() {
     if (sodium_init() < 0) {
@@ -184,6 +190,10 @@ class agent final : public cocos_backend {
     }
     chip_ = std::move(*tee);
     measurement_ = own_measurement();
+    if (auto t = open_vtpm(); !t) {
+      spdlog::critical("vtpm {}: {}", cfg_.vtpm_tcti, t.error().to_string());
+      return 1;
+    }
 
     std::error_code ec;
     fs::create_directories(cfg_.work_dir, ec);
@@ -303,23 +313,84 @@ class agent final : public cocos_backend {
     }
   }
 
+  /// With --vtpm: connects to the vTPM, creates the attestation key and keeps its TPM name
+  /// (bound into every report) and the firmware event log, if the guest has one.
+  expected<void> open_vtpm() {
+    if (cfg_.vtpm_tcti.empty()) return ok();
+    auto tpm = tpm_provider::open(cfg_.vtpm_tcti);
+    if (!tpm) return tpm.error();
+    auto ak = attest::parse_tpm_public(tpm->ak_public().tpm2b_public);
+    if (!ak) return ak.error();
+    if (ak->name.empty()) return make_error(errc::internal, "the AK has no sha256 name");
+    ak_name_ = std::move(ak->name);
+    tpm_ = std::move(*tpm);
+    // The firmware log belongs to the platform's TPM: only with the device TCTI is it this
+    // vTPM's (a swtpm reached over TCP has none; the host's log would be misleading).
+    const bool device = cfg_.vtpm_tcti.starts_with("device");
+    std::error_code ec;
+    if (device && !cfg_.vtpm_event_log.empty() && fs::exists(cfg_.vtpm_event_log, ec)) {
+      // securityfs reports size 0: read up to the cap instead of trusting the size.
+      std::ifstream in(cfg_.vtpm_event_log, std::ios::binary);
+      bytes log(max_event_log + 1);
+      in.read(reinterpret_cast<char*>(log.data()), static_cast<std::streamsize>(log.size()));
+      log.resize(static_cast<size_t>(in.gcount()));
+      if (log.size() > max_event_log)
+        spdlog::warn("vtpm: event log {} is over {} bytes; evidence carries none",
+                     cfg_.vtpm_event_log.string(), max_event_log);
+      else
+        event_log_ = std::move(log);
+    }
+    spdlog::info("vtpm: AK {} on {}; event log {} bytes", crypto::to_hex(ak_name_).substr(0, 20),
+                 cfg_.vtpm_tcti, event_log_.size());
+    return ok();
+  }
+
+  /// A quote with extraData = vtpm_quote_nonce(report_data), checked locally against the
+  /// PCR values read with it (a PCR extended in between: quote again).
+  expected<tpm_quote_result> vtpm_quote(const std::array<uint8_t, 64>& report_data) {
+    auto nonce = crypto::vtpm_quote_nonce(report_data);
+    std::lock_guard lock(tpm_mu_);
+    for (int attempt = 0;; ++attempt) {
+      auto q = tpm_->quote(nonce);
+      if (!q) return q.error();
+      auto parsed = attest::parse_tpm_attest(q->attest);
+      if (!parsed) return parsed.error();
+      auto digest = attest::tpm_pcr_digest(parsed->pcr_select, q->pcrs);
+      if (digest && *digest == parsed->pcr_digest) return q;
+      if (attempt == 2) return make_error(errc::unavailable, "vtpm: PCRs keep changing under the quote");
+    }
+  }
+
   /// Evidence whose REPORT_DATA is `report_data`: the simulated SEV-SNP report signed by
-  /// this CVM's VCEK, the VCEK→ASK→ARK chain, and the agent's two public keys.
+  /// this CVM's VCEK, the VCEK→ASK→ARK chain, the agent's two public keys and, with a vTPM,
+  /// the AK and a quote over report_data (report_data must then bind ak_name_).
   expected<flatbuffers::Offset<v1::Evidence>> build_evidence(flatbuffers::FlatBufferBuilder& b,
                                                              const std::array<uint8_t, 64>& report_data) {
     auto report = attest::make_sim_report(chip_.chip, report_data, measurement_);
     if (!report) return report.error();
+    flatbuffers::Offset<v1::VtpmEvidence> vtpm = 0;
+    if (tpm_) {
+      auto q = vtpm_quote(report_data);
+      if (!q) return q.error();
+      std::vector<flatbuffers::Offset<v1::PcrValue>> pcrs;
+      for (const auto& [i, v] : q->pcrs) pcrs.push_back(v1::CreatePcrValue(b, i, b.CreateVector(v)));
+      const auto& ak = tpm_->ak_public();
+      vtpm = v1::CreateVtpmEvidence(b, b.CreateVector(ak.tpm2b_public), b.CreateVector(ak.spki_der),
+                                    b.CreateVector(q->attest), b.CreateVector(q->signature),
+                                    b.CreateVector(pcrs), b.CreateVector(event_log_));
+    }
     std::string chain = chip_.chip.vcek_pem + chip_.ask_pem + chip_.ark_pem;
     return v1::CreateEvidence(b, v1::EvidenceKind::sim_snp, b.CreateVector(*report),
                               b.CreateVector(reinterpret_cast<const uint8_t*>(chain.data()), chain.size()),
                               b.CreateVector(kx_.public_key.data(), kx_.public_key.size()),
-                              b.CreateVector(sign_pk_.data(), sign_pk_.size()));
+                              b.CreateVector(sign_pk_.data(), sign_pk_.size()), vtpm);
   }
 
   /// The first frame on a bridge link: evidence bound to that TLS session's exporter.
-  /// Runs on the bridge client's threads; reads only immutable identity state.
+  /// Runs on the bridge client's threads; reads only immutable identity state (the vTPM
+  /// behind tpm_mu_).
   expected<bytes> bridge_hello(const std::array<uint8_t, 32>& exporter) {
-    auto rd = crypto::bridge_report_data(kx_.public_key, sign_pk_, cfg_.cvm_id, exporter);
+    auto rd = crypto::bridge_report_data(kx_.public_key, sign_pk_, cfg_.cvm_id, exporter, ak_name_);
     flatbuffers::FlatBufferBuilder b(4096);
     auto ev = build_evidence(b, rd);
     if (!ev) return ev.error();
@@ -400,7 +471,8 @@ class agent final : public cocos_backend {
     auto* nonce = (*req)->nonce();
     if (nonce == nullptr || nonce->size() < 32 || nonce->size() > 64)
       return reply_error(m, errc::invalid_request, "nonce: 32..64 bytes required");
-    auto report_data = crypto::evidence_report_data(kx_.public_key, sign_pk_, {nonce->data(), nonce->size()});
+    auto report_data =
+        crypto::evidence_report_data(kx_.public_key, sign_pk_, {nonce->data(), nonce->size()}, ak_name_);
     flatbuffers::FlatBufferBuilder b(4096);
     auto ev = build_evidence(b, report_data);
     if (!ev) return reply_error(m, ev.error());
@@ -1108,6 +1180,13 @@ class agent final : public cocos_backend {
   std::array<uint8_t, crypto_sign_SECRETKEYBYTES> sign_sk_{};
   attest::sim_identity chip_;
   std::array<uint8_t, 48> measurement_{};
+  // --vtpm: set once before the bus link opens, then used under tpm_mu_ (bridge client threads
+  // and the agent's queue both build evidence).
+  std::optional<tpm_provider> tpm_;
+  std::mutex tpm_mu_;
+  bytes ak_name_;    // the AK's TPM name; empty without a vTPM
+  bytes event_log_;  // the firmware's TCG event log, if the guest exposes one
+  static constexpr size_t max_event_log = 256 * 1024;  // evidence must fit a 1 MiB bus message
 
   AgentState state_ = AgentState::Idle;
   std::optional<manifest> manifest_;

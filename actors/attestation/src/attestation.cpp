@@ -37,6 +37,32 @@ expected<attest::snp_policy> request_policy(const v1::VerifyRequest& req) {
   return p;
 }
 
+/// The vTPM section of received evidence; PCR entries must be distinct indexes 0..23 with
+/// 32-byte values (field "vtpm.pcrs").
+expected<attest::agent_vtpm_evidence> vtpm_section(const v1::VtpmEvidence& vt) {
+  attest::agent_vtpm_evidence out;
+  out.ak_public = span_of(vt.ak_public());
+  out.ak_spki = span_of(vt.ak_spki());
+  out.quote = span_of(vt.quote());
+  out.signature = span_of(vt.signature());
+  out.event_log = span_of(vt.event_log());
+  if (vt.pcrs() != nullptr) {
+    if (vt.pcrs()->size() > attest::tpm_pcr_count)
+      return make_error(errc::attestation_failed, "vtpm.pcrs: more than 24 PCR values");
+    for (const auto* p : *vt.pcrs()) {
+      if (p == nullptr || p->index() >= attest::tpm_pcr_count || p->value() == nullptr ||
+          p->value()->size() != 32)
+        return make_error(errc::attestation_failed,
+                          "vtpm.pcrs: each entry needs an index 0..23 and 32 bytes");
+      auto value = span_of(p->value());
+      if (!out.pcrs.emplace(p->index(), std::vector<uint8_t>(value.begin(), value.end())).second)
+        return make_error(errc::attestation_failed,
+                          fmt::format("vtpm.pcrs: pcr[{}] appears more than once", p->index()));
+    }
+  }
+  return out;
+}
+
 expected<const v1::VerifyRequest*> parse(std::span<const uint8_t> envelope) {
   auto req = bus::request_as<v1::VerifyRequest>(envelope);
   if (!req) return req.error();
@@ -49,7 +75,7 @@ bytes encode(const verdict& v, bool cached) {
   auto reason = b.CreateString(v.reason);
   auto meas = b.CreateVector(v.measurement);
   auto product = b.CreateString(v.product);
-  auto body = v1::CreateVerifyResult(b, v.valid, reason, meas, v.report_version, product, cached);
+  auto body = v1::CreateVerifyResult(b, v.valid, reason, meas, v.report_version, product, cached, v.vtpm);
   return bus::finish(b, body, {}, sender);
 }
 
@@ -91,8 +117,8 @@ void on_verify(self_ptr self, const bus::bus_msg& m) {
   self->request(worker, caf::infinite, atom::verify::value, m.data)
       .then(
           [self, key, d = *digest](bool valid, std::string& reason, bytes& measurement, uint32_t version,
-                                   std::string& product) {
-            verdict v{valid, std::move(reason), std::move(measurement), version, std::move(product)};
+                                   std::string& product, bool vtpm) {
+            verdict v{valid, std::move(reason), std::move(measurement), version, std::move(product), vtpm};
             auto payload = encode(v, false);
             self->state.cache->put(d, std::move(v));
             answer_waiting(self, key, payload);
@@ -135,27 +161,32 @@ expected<verdict> verify_request(std::span<const uint8_t> envelope) {
   if (kx.size() != 32 || sign.size() != 32)
     return reject("evidence: agent public keys must be 32 bytes each");
   auto nonce = span_of((*req)->nonce());
-  std::array<uint8_t, 64> expected_rd{};
-  std::span<const uint8_t> rd;
+  attest::evidence_binding binding;
   if ((*req)->binding() == v1::EvidenceBinding::bridge_session) {
     // The bridge always binds: a missing exporter or CVM id is a malformed request.
     auto cvm_id = (*req)->cvm_id() ? (*req)->cvm_id()->string_view() : std::string_view{};
     if (nonce.size() != 32 || cvm_id.empty())
       return reject("bridge_session binding: a 32-byte TLS exporter and the CVM id are required");
-    expected_rd = crypto::bridge_report_data(kx, sign, cvm_id, nonce);
-    rd = expected_rd;
+    binding = {attest::evidence_binding::mode::bridge_session, nonce, cvm_id};
   } else if (!nonce.empty()) {
-    expected_rd = crypto::evidence_report_data(kx, sign, nonce);
-    rd = expected_rd;
+    binding = {attest::evidence_binding::mode::nonce, nonce, {}};
   }
   auto chain = span_of(ev.cert_chain());
-  std::string_view pems(reinterpret_cast<const char*>(chain.data()), chain.size());
-  auto verified = attest::verify_sim_or_snp_evidence(span_of(ev.report()), pems, *policy, rd);
+  attest::agent_evidence agent{span_of(ev.report()),
+                               std::string_view(reinterpret_cast<const char*>(chain.data()), chain.size()),
+                               kx, sign, std::nullopt};
+  if (ev.vtpm() != nullptr) {
+    auto section = vtpm_section(*ev.vtpm());
+    if (!section) return reject(section.error().message);
+    agent.vtpm = std::move(*section);
+  }
+  auto verified = attest::verify_agent_evidence(agent, *policy, binding);
   if (!verified) return reject(verified.error().message);
   v.valid = true;
-  v.measurement.assign(verified->measurement.begin(), verified->measurement.end());
-  v.report_version = verified->version;
-  v.product = std::string(attest::to_string(verified->product));
+  v.measurement.assign(verified->report.measurement.begin(), verified->report.measurement.end());
+  v.report_version = verified->report.version;
+  v.product = std::string(attest::to_string(verified->report.product));
+  v.vtpm = verified->vtpm.has_value();
   return v;
 }
 
@@ -183,6 +214,23 @@ std::optional<crypto::sha3_digest> cache_key(std::span<const uint8_t> envelope) 
   lp(std::span<const uint8_t>(&binding, 1));
   auto cvm_id = (*req)->cvm_id() ? (*req)->cvm_id()->string_view() : std::string_view{};
   lp(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(cvm_id.data()), cvm_id.size()));
+  if (const auto* vt = ev.vtpm(); vt != nullptr) {
+    constexpr std::string_view tag = "vtpm";
+    lp(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(tag.data()), tag.size()));
+    lp(span_of(vt->ak_public()));
+    lp(span_of(vt->ak_spki()));
+    lp(span_of(vt->quote()));
+    lp(span_of(vt->signature()));
+    lp(span_of(vt->event_log()));
+    if (vt->pcrs() != nullptr)
+      for (const auto* p : *vt->pcrs()) {
+        if (p == nullptr) continue;
+        std::array<uint8_t, 4> idx{};
+        for (int i = 0; i < 4; ++i) idx[i] = static_cast<uint8_t>(p->index() >> (8 * i));
+        lp(idx);
+        lp(span_of(p->value()));
+      }
+  }
   return h.finish();
 }
 
@@ -216,11 +264,12 @@ void verdict_cache::put(const crypto::sha3_digest& key, verdict v, clock::time_p
 attestation_verifier_actor::behavior_type verifier(attestation_verifier_actor::pointer, std::size_t index) {
   spdlog::debug("attestation: verifier {} started", index);
   return {
-      [](atom::verify, const bytes& request) -> caf::result<bool, std::string, bytes, uint32_t, std::string> {
+      [](atom::verify,
+         const bytes& request) -> caf::result<bool, std::string, bytes, uint32_t, std::string, bool> {
         auto v = verify_request(request);
         if (!v) return caf::make_error(caf::sec::invalid_argument, v.error().to_string());
-        return {v->valid, std::move(v->reason), std::move(v->measurement), v->report_version,
-                std::move(v->product)};
+        return {v->valid,          std::move(v->reason),  std::move(v->measurement),
+                v->report_version, std::move(v->product), v->vtpm};
       },
   };
 }

@@ -130,3 +130,61 @@ TEST_CASE("verdict_cache: LRU bound and TTL") {
   CHECK_FALSE(c.get(k3, t0 + 10min));  // expired and dropped
   CHECK(c.size() == 1);
 }
+
+namespace {
+
+/// A request whose evidence carries a vTPM section (contents arbitrary: checked by attest).
+bytes vtpm_request(const std::string& policy, const std::vector<std::pair<uint32_t, bytes>>& pcrs,
+                   const bytes& quote = bytes(10, 0xAB)) {
+  const auto& s = sim();
+  flatbuffers::FlatBufferBuilder b(8192);
+  std::vector<flatbuffers::Offset<v1::PcrValue>> values;
+  for (const auto& [i, v] : pcrs) values.push_back(v1::CreatePcrValueDirect(b, i, &v));
+  bytes ak(20, 0x11), sig(8, 0x22);
+  auto vt = v1::CreateVtpmEvidenceDirect(b, &ak, nullptr, &quote, &sig, &values);
+  bytes chain(s.chain.begin(), s.chain.end());
+  auto ev = v1::CreateEvidenceDirect(b, v1::EvidenceKind::sim_snp, &s.report, &chain, &s.kx, &s.sign, vt);
+  auto req = v1::CreateVerifyRequestDirect(b, ev, policy.c_str(), &s.nonce);
+  return bus::finish(b, req, {}, "test");
+}
+
+std::string policy_requiring_vtpm() {
+  auto p = attest::load_policy_json(good_policy());
+  REQUIRE(p);
+  p->vtpm.required = true;
+  return attest::policy_to_json(*p, -1);
+}
+
+}  // namespace
+
+TEST_CASE("verify_request: the policy's vtpm section and malformed vTPM sections") {
+  auto missing = verify_request(request(policy_requiring_vtpm(), sim().nonce));
+  REQUIRE(missing);
+  CHECK_FALSE(missing->valid);
+  CHECK_FALSE(missing->vtpm);
+  CHECK(missing->reason.find("vtpm: the evidence has no vTPM section") != std::string::npos);
+
+  auto dup = verify_request(vtpm_request(good_policy(), {{7, bytes(32, 0)}, {7, bytes(32, 1)}}));
+  REQUIRE(dup);
+  CHECK_FALSE(dup->valid);
+  CHECK(dup->reason == "vtpm.pcrs: pcr[7] appears more than once");
+  auto big = verify_request(vtpm_request(good_policy(), {{24, bytes(32, 0)}}));
+  REQUIRE(big);
+  CHECK(big->reason.find("vtpm.pcrs: each entry needs an index 0..23 and 32 bytes") != std::string::npos);
+  auto garbage = verify_request(vtpm_request(good_policy(), {{7, bytes(32, 0)}}));
+  REQUIRE(garbage);
+  CHECK_FALSE(garbage->valid);
+  CHECK(garbage->reason.find("vtpm.ak_public: ") == 0);
+}
+
+TEST_CASE("cache_key: covers the vTPM section") {
+  auto a = cache_key(vtpm_request(good_policy(), {{7, bytes(32, 0)}}));
+  auto b = cache_key(vtpm_request(good_policy(), {{7, bytes(32, 1)}}));
+  auto c = cache_key(vtpm_request(good_policy(), {{7, bytes(32, 0)}}, bytes(10, 0xAC)));
+  auto none = cache_key(request(good_policy(), sim().nonce));
+  REQUIRE((a && b && c && none));
+  CHECK(*a != *b);
+  CHECK(*a != *c);
+  CHECK(*a != *none);
+  CHECK(*a == *cache_key(vtpm_request(good_policy(), {{7, bytes(32, 0)}})));
+}

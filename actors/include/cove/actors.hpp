@@ -69,6 +69,6 @@ using stats_sampler_actor = caf::typed_actor<caf::reacts_to<atom::sample, uint64
 /// report-signature checks (RSA/ECDSA) block its own thread, never the service's.
 ///  - (verify, VerifyRequest envelope) -> (valid, reason, measurement, report version, product)
 using attestation_verifier_actor = caf::typed_actor<caf::replies_to<atom::verify, std::vector<uint8_t>>::with<
-    bool, std::string, std::vector<uint8_t>, uint32_t, std::string>>;
+    bool, std::string, std::vector<uint8_t>, uint32_t, std::string, bool>>;
 
 }  // namespace cove

@@ -156,7 +156,8 @@ void on_create(self_ptr self, const bus::bus_msg& m) {
                  .log_file = r.dir / backend.log_name(),
                  .log_level = st.cfg.agent_log_level,
                  .max_upload_bytes = st.cfg.agent_max_upload,
-                 .heartbeat_interval_ms = static_cast<uint32_t>(st.cfg.agent_heartbeat_interval.count())};
+                 .heartbeat_interval_ms = static_cast<uint32_t>(st.cfg.agent_heartbeat_interval.count()),
+                 .vtpm_tcti = st.cfg.agent_vtpm_tcti};
   auto pid = backend.launch(l);
   if (!pid) {
     fs::remove_all(r.dir, ec);

@@ -57,6 +57,7 @@ expected<pid_t> process_backend::launch(const agent_launch& l) {
     args.emplace_back("--heartbeat-interval");
     args.push_back(std::to_string(l.heartbeat_interval_ms));
   }
+  if (!l.vtpm_tcti.empty()) args.insert(args.end(), {"--vtpm", l.vtpm_tcti});
   std::vector<char*> argv;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cove/attest/snp_report.hpp"
+#include "cove/attest/tpm_quote.hpp"
 #include "cove/attest/verify.hpp"
 #include "cove/expected.hpp"
 
@@ -16,6 +17,21 @@ namespace cove::attest {
 
 /// Minimum SPLs; compared component-wise. `fmc` is only checked on Turin.
 using snp_tcb_minimum = tcb_version;
+
+/// AK key types a vTPM policy can allow ("ecc-p256", "rsa-2048", "rsa-3072", "rsa-4096").
+inline constexpr std::string_view vtpm_ak_type_names[] = {"ecc-p256", "rsa-2048", "rsa-3072", "rsa-4096"};
+
+/// The `vtpm` section: what the vTPM part of an agent's evidence must show.
+struct vtpm_policy {
+  bool required = false;                 // evidence without a vTPM section is refused
+  tpm_pcr_values pcrs;                   // sha256-bank PCRs that must be quoted with these values
+  std::vector<std::string> ak_types;     // allowed AK types (vtpm_ak_type_names); empty = any
+  std::vector<uint32_t> event_log_pcrs;  // PCRs the carried event log must replay; empty = none
+  bool require_event_log = false;        // a vTPM section without an event log is refused
+  [[nodiscard]] bool is_default() const noexcept {
+    return !required && pcrs.empty() && ak_types.empty() && event_log_pcrs.empty() && !require_event_log;
+  }
+};
 
 struct snp_policy {
   std::vector<std::vector<uint8_t>> measurements;  // 48 bytes each; empty = any
@@ -30,11 +46,13 @@ struct snp_policy {
   uint32_t minimum_guest_svn = 0;
   std::optional<uint32_t> vmpl;            // exact VMPL
   std::vector<std::string> trusted_roots;  // ARK PEMs (file contents already read)
+  vtpm_policy vtpm;                        // the vTPM section (applies when evidence carries one)
 };
 
 /// Parses policy JSON (keys: measurements, host_data, allow_debug, allow_smt,
 /// allow_migration_agent, minimum_tcb{bl,tee,snp,microcode,fmc}, chip_ids, product,
-/// minimum_report_version, minimum_guest_svn, vmpl, trusted_roots). Unknown keys, wrong
+/// minimum_report_version, minimum_guest_svn, vmpl, trusted_roots, vtpm{required, pcrs,
+/// ak_types, event_log_pcrs, require_event_log}). Unknown keys, wrong
 /// types and bad hex lengths are errc::invalid_request. A trusted_roots entry is inline PEM
 /// (starts with "-----BEGIN") or a file path, relative paths resolved against base_dir.
 expected<snp_policy> load_policy_json(std::string_view json, const std::filesystem::path& base_dir = {});
@@ -45,7 +63,8 @@ expected<snp_policy> load_inline_policy_json(std::string_view json);
 expected<snp_policy> load_policy_file(const std::filesystem::path& path);
 
 /// The policy as JSON in the load_policy_json format, every key present except unset
-/// `host_data` and `vmpl` (product "any" when unset); trusted_roots as inline PEMs.
+/// `host_data` and `vmpl` and a default `vtpm` section (product "any" when unset);
+/// trusted_roots as inline PEMs.
 /// load_policy_json(policy_to_json(p)) gives back p. `indent` < 0: one line.
 std::string policy_to_json(const snp_policy& policy, int indent = 2);
 

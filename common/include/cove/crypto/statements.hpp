@@ -16,6 +16,10 @@ inline constexpr std::string_view upload_statement_tag = "cove-upload-v1";
 inline constexpr std::string_view result_statement_tag = "cove-result-v1";
 inline constexpr std::string_view evidence_tag = "cove-evidence-v1";
 inline constexpr std::string_view bridge_binding_tag = "cove-bridge-v1";
+// v2: the same fields plus lp(ak_name) last, for an agent that carries vTPM evidence.
+inline constexpr std::string_view evidence_vtpm_tag = "cove-evidence-v2";
+inline constexpr std::string_view bridge_vtpm_tag = "cove-bridge-v2";
+inline constexpr std::string_view vtpm_quote_tag = "cove-vtpm-quote-v1";
 
 /// "cove-upload-v1" || lp(computation_id) || lp(manifest_digest) || lp(role) || lp(filename)
 ///   || lp(plaintext_hash) || lp(agent_kx_public_key) || lp(uploader_kx_public_key).
@@ -37,8 +41,12 @@ std::vector<uint8_t> result_statement(std::string_view computation_id, const sha
 
 /// SHA-512("cove-evidence-v1" || lp(kx_pk) || lp(sign_pk) || lp(nonce)):
 /// the 64 bytes an agent puts in its attestation report's report_data.
+/// With a vTPM attestation key (`ak_name` non-empty: the AK's TPM name, 0x000B ||
+/// SHA-256(TPMT_PUBLIC)), the v2 construction binds it too:
+/// SHA-512("cove-evidence-v2" || lp(kx_pk) || lp(sign_pk) || lp(nonce) || lp(ak_name)).
 std::array<uint8_t, 64> evidence_report_data(std::span<const uint8_t> kx_pk, std::span<const uint8_t> sign_pk,
-                                             std::span<const uint8_t> nonce);
+                                             std::span<const uint8_t> nonce,
+                                             std::span<const uint8_t> ak_name = {});
 
 /// SHA-512("cove-bridge-v1" || lp(kx_pk) || lp(sign_pk) || lp(cvm_id) || lp(exporter)):
 /// the report_data of the evidence an agent presents to the bridge. `exporter` is the
@@ -46,7 +54,16 @@ std::array<uint8_t, 64> evidence_report_data(std::span<const uint8_t> kx_pk, std
 /// evidence is worthless on any other TLS session. The distinct tag means no evidence an
 /// agent produces for a verifier's nonce (cove.v1.cvm.<id>.attest) can pass as a bridge
 /// binding, whatever nonce that verifier chose.
+/// With a vTPM attestation key (`ak_name` non-empty), the v2 construction:
+/// SHA-512("cove-bridge-v2" || lp(kx_pk) || lp(sign_pk) || lp(cvm_id) || lp(exporter) || lp(ak_name)).
 std::array<uint8_t, 64> bridge_report_data(std::span<const uint8_t> kx_pk, std::span<const uint8_t> sign_pk,
-                                           std::string_view cvm_id, std::span<const uint8_t> exporter);
+                                           std::string_view cvm_id, std::span<const uint8_t> exporter,
+                                           std::span<const uint8_t> ak_name = {});
+
+/// The qualifying data (extraData) of the vTPM quote an agent sends with a TEE report whose
+/// REPORT_DATA is `report_data`: SHA3-256("cove-vtpm-quote-v1" || report_data). The quote is
+/// then exactly as fresh and as session-bound as the report (the nonce or TLS exporter enters
+/// both), and 32 bytes fit every TPM's TPM2B_DATA.
+sha3_digest vtpm_quote_nonce(std::span<const uint8_t> report_data);
 
 }  // namespace cove::crypto

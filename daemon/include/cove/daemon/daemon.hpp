@@ -23,6 +23,7 @@ struct daemon_config {
   std::string bridge_listen = "127.0.0.1:0";  // the attested bridge's TLS address; port 0 = any free
   uint32_t bridge_evidence_ttl = 3600;        // seconds an agent's admission lasts before re-attestation
   uint64_t agent_max_upload = 0;  // per-file upload limit handed to agents; 0: the agent's default
+  std::string agent_vtpm_tcti;    // process backend: every agent quotes this vTPM (cove-agent --vtpm)
   std::string log_level = "info";
   // The libvirt backend (CvmCreate.backend = libvirt; connects on first use).
   std::string libvirt_uri = "qemu:///system";

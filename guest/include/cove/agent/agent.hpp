@@ -21,12 +21,15 @@ struct sim_tee_config {
 };
 
 struct agent_config {
-  std::string cvm_id;                         // [a-z0-9-]{1,64}
-  std::string bridge_address;                 // the attested bridge, "host:port" (production)
-  std::filesystem::path bridge_ca;            // the bridge certificate the agent pins
-  std::string nats_url;                       // or the bus directly (development, benchmarks)
-  std::filesystem::path work_dir;             // datasets/, results/, algo live here
-  sim_tee_config sim;                         // evidence provider: simulated SEV-SNP
+  std::string cvm_id;               // [a-z0-9-]{1,64}
+  std::string bridge_address;       // the attested bridge, "host:port" (production)
+  std::filesystem::path bridge_ca;  // the bridge certificate the agent pins
+  std::string nats_url;             // or the bus directly (development, benchmarks)
+  std::filesystem::path work_dir;   // datasets/, results/, algo live here
+  sim_tee_config sim;               // evidence provider: simulated SEV-SNP
+  std::string
+      vtpm_tcti;  // --vtpm: TCTI of the vTPM ("device:/dev/tpmrm0", "swtpm:host=..,port=.."); empty = none
+  std::filesystem::path vtpm_event_log = "/sys/kernel/security/tpm0/binary_bios_measurements";
   std::chrono::seconds default_timeout{600};  // algorithm wall-clock limit when the manifest sets none
   uint64_t max_upload_bytes = 64ull << 30;    // per file
   uint32_t chunk_size = 512 * 1024;           // plaintext bytes per chunk

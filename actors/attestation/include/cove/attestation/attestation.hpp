@@ -27,6 +27,7 @@ struct verdict {
   std::vector<uint8_t> measurement;
   uint32_t report_version = 0;
   std::string product;
+  bool vtpm = false;  // the evidence carried a vTPM quote and it verified
 };
 
 /// Checks a VerifyRequest envelope's fields without verifying anything: evidence present,
@@ -35,11 +36,13 @@ struct verdict {
 expected<void> check_request(std::span<const uint8_t> verify_request_envelope);
 
 /// Verifies the evidence of a VerifyRequest envelope (blocking CPU work: chain and report
-/// signatures). Uses attest::verify_sim_or_snp_evidence, like `cove attest`.
+/// signatures, the vTPM quote). Uses attest::verify_agent_evidence, like `cove attest`.
 expected<verdict> verify_request(std::span<const uint8_t> verify_request_envelope);
 
 /// SHA3-256 over lp(kind) lp(report) lp(cert_chain) lp(kx) lp(sign) lp(SHA3-256(policy_json))
-/// lp(nonce) of a VerifyRequest envelope (lp = 8-byte length prefix); nullopt when malformed.
+/// lp(nonce) lp(binding) lp(cvm_id) and, with a vTPM section, lp("vtpm") lp(ak_public)
+/// lp(ak_spki) lp(quote) lp(signature) lp(event_log) and lp(index || value) per PCR, of a
+/// VerifyRequest envelope (lp = 8-byte length prefix); nullopt when malformed.
 std::optional<crypto::sha3_digest> cache_key(std::span<const uint8_t> verify_request_envelope);
 
 /// A bounded LRU of verdicts with a time to live.

@@ -29,6 +29,7 @@ struct agent_launch {
   std::string log_level = "info";
   uint64_t max_upload_bytes = 0;       // cove-agent --max-upload; 0: the agent's default
   uint32_t heartbeat_interval_ms = 0;  // cove-agent --heartbeat-interval; 0: the agent's default
+  std::string vtpm_tcti;               // cove-agent --vtpm (process backend); empty: none
 };
 
 /// `status` as passed to an exit callback: a wait(2) status. The libvirt backend

@@ -27,6 +27,7 @@ struct manager_config {
   std::string agent_log_level = "info";
   uint64_t agent_max_upload = 0;                          // cove-agent --max-upload; 0: the agent's default
   std::chrono::milliseconds agent_heartbeat_interval{0};  // cove-agent --heartbeat-interval; 0: its default
+  std::string agent_vtpm_tcti;                            // cove-agent --vtpm; empty: agents quote no vTPM
   std::shared_ptr<bus::connection> bus;
   std::shared_ptr<cvm_backend> backend;              // CvmCreate.backend = process
   std::shared_ptr<cvm_backend> libvirt;              // CvmCreate.backend = libvirt; null: not offered
