@@ -2,6 +2,7 @@
 // session, and relay only their own CVM's subjects. `ctest -R bridge` selects these.
 #include <sodium.h>
 
+#include <csignal>
 #include <mutex>
 #include <nlohmann/json.hpp>
 
@@ -267,6 +268,16 @@ TEST_CASE("bridge: an admitted agent can reach only its own CVM's subjects (auth
   auto other = c.create_cvm();
   events.wait(mine, "admitted");
   impostor agent(c, mine);
+  // The real agent of `mine` would take its link back (a newer link replaces the
+  // older one) and close the impostor's mid-test: freeze it while the impostor plays.
+  auto info = must(c.cvm_info(mine), "cvm info");
+  pid_t real_agent = static_cast<pid_t>(info.body->pid());
+  REQUIRE(real_agent > 0);
+  REQUIRE(::kill(real_agent, SIGSTOP) == 0);
+  struct resume {
+    pid_t pid;
+    ~resume() { ::kill(pid, SIGCONT); }
+  } resume_on_exit{real_agent};
 
   // A spy sees everything on the other CVM's subjects.
   std::mutex mu;
