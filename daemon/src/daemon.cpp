@@ -485,9 +485,10 @@ expected<daemon_config> load_config(int argc, char** argv) {
   app.add_option("--vm-memory", cfg.vm_memory_mib, "Memory in MiB of each libvirt CVM")
       ->capture_default_str()
       ->check(CLI::Range(uint64_t{256}, uint64_t{1048576}));
-  app.add_option(
-      "--guest-vtpm-tcti", cfg.guest_vtpm_tcti,
-      "Guest agents add vTPM evidence from this TCTI (cove-agent --vtpm; e.g. device:/dev/tpmrm0)");
+  app.add_option("--guest-vtpm-tcti", cfg.guest_vtpm_tcti,
+                 "Guest agents add vTPM evidence from this TCTI (cove-agent --vtpm; the VM's emulated TPM); "
+                 "empty: none")
+      ->capture_default_str();
   app.add_option("--heartbeat-interval", cfg.heartbeat_interval_ms,
                  "Milliseconds between agent heartbeats (given to agents; the monitor's expectation)")
       ->capture_default_str()

@@ -14,6 +14,8 @@
 #include <cstdlib>
 #include <mutex>
 
+#include <nlohmann/json.hpp>
+
 #include "fixture.hpp"
 
 #include "cove/zip.hpp"
@@ -112,9 +114,11 @@ struct vm_cluster {
   }
 };
 
-expected<bus::reply<v1::CvmInfo>> create_vm(cluster& c) {
+/// `policy_json` empty: the host's default policy.
+expected<bus::reply<v1::CvmInfo>> create_vm(cluster& c, const std::string& policy_json = {}) {
   flatbuffers::FlatBufferBuilder b(64);
-  auto req = v1::CreateCvmCreate(b, v1::Backend::libvirt, v1::Tee::none, 0);
+  auto req = v1::CreateCvmCreate(b, v1::Backend::libvirt, v1::Tee::none, 0,
+                                 policy_json.empty() ? 0 : b.CreateString(policy_json));
   return bus::request_typed<v1::CvmInfo>(c.bus(), bus::subjects::manager_create,
                                          bus::finish(b, req, {}, "itest"), 240s);
 }
@@ -134,8 +138,12 @@ TEST_CASE("libvirt: a CVM boots EOS, its agent joins through the bridge and runs
   vm_cluster v;
   auto& c = *v.c;
   event_log events(c);
+  // The bridge admits the agent only with a vTPM quote from the VM's emulated TPM
+  // (libvirt's swtpm), its AK bound into the report (coved's default --guest-vtpm-tcti).
+  auto policy = nlohmann::json::parse(read_file(c.state_dir() / "sim" / "policy.json"));
+  policy["vtpm"] = {{"required", true}};
   auto t0 = std::chrono::steady_clock::now();
-  auto created = create_vm(c);
+  auto created = create_vm(c, policy.dump());
   REQUIRE_MESSAGE(created, (created ? "" : created.error().to_string()) << "; coved log in " << c.dir());
   auto ready_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
@@ -146,7 +154,7 @@ TEST_CASE("libvirt: a CVM boots EOS, its agent joins through the bridge and runs
   CHECK(created->body->backend() == v1::Backend::libvirt);
   CHECK(created->body->pid() > 0);  // QEMU's
   CHECK(domain_exists(cvm));
-  CHECK(events.wait(cvm, "admitted", 30s).find("evidence verified") != std::string::npos);
+  CHECK(events.wait(cvm, "admitted", 30s).find("evidence with vTPM quote verified") != std::string::npos);
 
   // The share QEMU exports: agent.conf, the bridge certificate (not its key), the sim identity.
   auto share = c.state_dir() / "cvms" / cvm / "config";
@@ -158,6 +166,7 @@ TEST_CASE("libvirt: a CVM boots EOS, its agent joins through the bridge and runs
   CHECK_FALSE(fs::exists(share / "key.pem"));
   auto console = read_file(c.state_dir() / "cvms" / cvm / "console.log");
   CHECK(console.find("EOS: starting cove-agent --cvm-id " + cvm) != std::string::npos);
+  CHECK(conf.find("--vtpm device:/dev/tpmrm0") != std::string::npos);
 
   auto owner = c.make_participant("owner");
   auto consumer = c.make_participant("consumer");

@@ -30,7 +30,9 @@ struct daemon_config {
   std::filesystem::path eos_dir;  // EOS image (eos/build.sh output); default: <coved's dir>/../eos
   uint32_t vm_vcpus = 1;
   uint64_t vm_memory_mib = 512;
-  std::string guest_vtpm_tcti;  // non-empty: guest agents get --vtpm VALUE (e.g. device:/dev/tpmrm0)
+  // Guest agents get --vtpm VALUE: every libvirt CVM has an emulated TPM 2.0 (swtpm,
+  // started by libvirt), so its evidence carries a quote by default. Empty: none.
+  std::string guest_vtpm_tcti = "device:/dev/tpmrm0";
   /// Agent heartbeats (cove-agent --heartbeat-interval) and the monitor's deadline:
   /// a CVM is unhealthy after `heartbeat_misses` periods without one.
   uint32_t heartbeat_interval_ms = 5000;
