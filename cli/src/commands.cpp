@@ -105,6 +105,7 @@ json info_json(const v1::CvmInfo& i) {
           {"created_at_ns", i.created_at_ns()},
           {"ttl_seconds", i.ttl_seconds()},
           {"detail", i.detail() ? i.detail()->str() : ""},
+          {"cocos_grpc_address", i.cocos_grpc_address() ? i.cocos_grpc_address()->str() : ""},
           {"policy", i.policy_json() && i.policy_json()->size()
                          ? json::parse(i.policy_json()->str(), nullptr, false)
                          : json(nullptr)}};
@@ -124,10 +125,13 @@ void print_info(const globals& g, const v1::CvmInfo& i) {
   }
   auto j = info_json(i);
   j.erase("policy");
-  std::cout << fmt::format("{}  {}  backend={} tee={} pid={}{}{}\n", j["id"].get<std::string>(),
+  std::cout << fmt::format("{}  {}  backend={} tee={} pid={}{}{}{}\n", j["id"].get<std::string>(),
                            j["state"].get<std::string>(), j["backend"].get<std::string>(),
                            j["tee"].get<std::string>(), i.pid(),
                            i.ttl_seconds() ? fmt::format(" ttl={}s", i.ttl_seconds()) : "",
+                           i.cocos_grpc_address() && i.cocos_grpc_address()->size()
+                               ? " cocos-grpc=" + i.cocos_grpc_address()->str()
+                               : "",
                            i.detail() && i.detail()->size() ? "  " + i.detail()->str() : "");
 }
 
@@ -264,6 +268,10 @@ int run(int argc, char** argv) {
       ->check(CLI::IsMember({"sim", "none", "sev-snp", "tdx", "sev"}));
   create->add_option("--ttl", ttl, "Remove the CVM after this long (90s, 15m, 2h)");
   std::string cvm_policy_path;
+  bool cocos_grpc = false;
+  create->add_flag("--cocos-grpc", cocos_grpc,
+                   "The agent also serves cocos's agent.AgentService (for cocos-cli); its address is "
+                   "printed as cocos-grpc=HOST:PORT");
   create
       ->add_option("--policy", cvm_policy_path,
                    "Attestation policy the bridge admits the agent under (default: the host's)")
@@ -387,9 +395,9 @@ int run(int argc, char** argv) {
                   : tee == "sev-snp" ? v1::Tee::sev_snp
                   : tee == "tdx"     ? v1::Tee::tdx
                                      : v1::Tee::sev;
-      auto req =
-          v1::CreateCvmCreate(b, be, t, parse_duration(ttl),
-                              b.CreateString(cvm_policy_path.empty() ? "" : read_text_file(cvm_policy_path)));
+      auto req = v1::CreateCvmCreate(
+          b, be, t, parse_duration(ttl),
+          b.CreateString(cvm_policy_path.empty() ? "" : read_text_file(cvm_policy_path)), cocos_grpc);
       auto options = g.options();
       // A VM boots first (libvirt: about 10 s under TCG, more on a loaded host; coved
       // gives up after 120 s): wait for coved's answer rather than guess.

@@ -489,6 +489,12 @@ expected<daemon_config> load_config(int argc, char** argv) {
                  "Guest agents add vTPM evidence from this TCTI (cove-agent --vtpm; the VM's emulated TPM); "
                  "empty: none")
       ->capture_default_str();
+  app.add_option("--cocos-grpc-tls", cfg.cocos_grpc_tls,
+                 "Transport of the cocos agent.AgentService front door of CVMs created with it "
+                 "(cove cvm create --cocos-grpc): atls (attested TLS, as cocos HEAD) or none (plaintext, "
+                 "development)")
+      ->check(CLI::IsMember({"none", "atls"}))
+      ->capture_default_str();
   app.add_option("--heartbeat-interval", cfg.heartbeat_interval_ms,
                  "Milliseconds between agent heartbeats (given to agents; the monitor's expectation)")
       ->capture_default_str()
@@ -760,6 +766,7 @@ int run(const daemon_config& cfg) {
         mc.agent_max_upload = cfg.agent_max_upload;
         mc.agent_heartbeat_interval = std::chrono::milliseconds(cfg.heartbeat_interval_ms);
         mc.agent_vtpm_tcti = cfg.agent_vtpm_tcti;
+        mc.cocos_grpc_tls = cfg.cocos_grpc_tls;
         mc.bus = conn;
         mc.backend = backend;
         mc.libvirt = vms;

@@ -47,7 +47,7 @@ case "$scenario" in
     printf '# boot test\nCVM_ID=boot-test\nLOG_LEVEL=info\nCOVE_AGENT_ARGS=--help\n' > "$cfg/agent.conf"
     expect=("EOS: init start" "EOS: config share mounted at /config" "EOS: eth0 10.0.2.15/24"
       "EOS: starting cove-agent --cvm-id boot-test --log-level info --help"
-      "cove-agent — the computation agent inside a confidential VM" "--cvm-id TEXT REQUIRED"
+      "cove-agent — the computation agent inside a confidential VM" "--cvm-id TEXT"
       "EOS: agent exited with 0")
     forbid=("insmod" "Kernel panic" "config error")
     ;;

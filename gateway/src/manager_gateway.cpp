@@ -37,15 +37,16 @@ class service final : public ::manager::ManagerService::Service {
           "the orchestrator (--cvms-url)",
           req->agent_cvm_server_url());
     flatbuffers::FlatBufferBuilder b(64);
-    auto create = v1::CreateCvmCreate(b, cfg_.backend, cfg_.tee, *ttl);
+    // cocos's manager forwards the agent's gRPC port: ask for the cocos front door.
+    auto create = v1::CreateCvmCreate(b, cfg_.backend, cfg_.tee, *ttl, 0, /*cocos_grpc=*/true);
     auto r = bus::request_typed<v1::CvmInfo>(*cfg_.bus, bus::subjects::manager_create,
                                              bus::finish(b, create, {}, sender), cfg_.create_timeout);
     if (!r) return fail("CreateVm", r.error());
     if (r->body->id() == nullptr) return {grpc::StatusCode::INTERNAL, "the manager sent no CVM id"};
     res->set_cvm_id(r->body->id()->str());
-    // The process backend forwards no port: agents reach the bus through the
-    // attested bridge. Empty, not a made-up number.
-    res->set_forwarded_port("");
+    // Where the agent's agent.AgentService is reachable on this host (loopback).
+    std::string address = r->body->cocos_grpc_address() ? r->body->cocos_grpc_address()->str() : "";
+    res->set_forwarded_port(address.substr(address.rfind(':') + 1));
     spdlog::info("manager-grpc: CreateVm -> {}", res->cvm_id());
     return grpc::Status::OK;
   }

@@ -105,11 +105,18 @@ struct domain_guard {
 
 /// A cluster whose coved boots the EOS image; its directory is searchable by QEMU's
 /// user (test::temp_dir makes it 0700; coved grants the rest below its state dir).
+/// The image is copied into a private (0700) directory first, as a build tree in a
+/// private checkout would be: QEMU's user can't reach it, so coved must boot its
+/// own staged copy under the state dir.
 struct vm_cluster {
+  test::temp_dir private_image{"cove-eos-private"};
   std::unique_ptr<cluster> c;
   vm_cluster() {
     auto image = eos_image();
-    c = std::make_unique<cluster>(std::vector<std::string>{"--eos-dir", image.string()});
+    for (const char* f : {"vmlinuz", "initrd.img", "cmdline", "agent.sha384"})
+      if (fs::exists(image / f)) fs::copy_file(image / f, private_image.path() / f);
+    ::chmod(private_image.path().c_str(), 0700);
+    c = std::make_unique<cluster>(std::vector<std::string>{"--eos-dir", private_image.path().string()});
     ::chmod(c->dir().c_str(), 0711);
   }
 };

@@ -380,8 +380,37 @@ expected<void> libvirt_backend::connect_locked() {
   return ok();
 }
 
+expected<std::pair<fs::path, fs::path>> libvirt_backend::stage_image() {
+  std::lock_guard lock(image_mu_);
+  const fs::path dir = cfg_.state_dir / "eos";
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return make_error(errc::internal, "cannot create " + dir.string() + ": " + ec.message());
+  fs::permissions(dir, fs::perms(0711), ec);
+  for (const char* name : {"vmlinuz", "initrd.img"}) {
+    const fs::path from = cfg_.image_dir / name, to = dir / name;
+    auto size = fs::file_size(from, ec);
+    if (ec) return make_error(errc::invalid_request, "EOS image: " + from.string() + ": " + ec.message());
+    auto mtime = fs::last_write_time(from, ec);
+    std::error_code ec2, ec3;
+    if (fs::file_size(to, ec2) == size && fs::last_write_time(to, ec3) == mtime && !ec2 && !ec3) continue;
+    const fs::path tmp = dir / (std::string(name) + ".tmp");
+    fs::copy_file(from, tmp, fs::copy_options::overwrite_existing, ec);
+    if (!ec) fs::last_write_time(tmp, mtime, ec);
+    if (!ec) fs::permissions(tmp, fs::perms(0644), ec);
+    if (!ec) fs::rename(tmp, to, ec);
+    if (ec)
+      return make_error(errc::internal,
+                        "cannot stage " + from.string() + " in " + dir.string() + ": " + ec.message());
+    spdlog::info("libvirt: staged {} ({} bytes) in {}", from.string(), size, dir.string());
+  }
+  return std::pair{dir / "vmlinuz", dir / "initrd.img"};
+}
+
 expected<pid_t> libvirt_backend::launch(const agent_launch& l) {
   if (auto img = check_image_dir(cfg_.image_dir); !img) return img.error();
+  auto boot = stage_image();
+  if (!boot) return boot.error();
   const fs::path share = l.dir / "config";
   std::error_code ec;
   fs::create_directories(share / "sim", ec);
@@ -392,6 +421,8 @@ expected<pid_t> libvirt_backend::launch(const agent_launch& l) {
   if (l.max_upload_bytes > 0) args += fmt::format(" --max-upload {}", l.max_upload_bytes);
   if (l.heartbeat_interval_ms > 0) args += fmt::format(" --heartbeat-interval {}", l.heartbeat_interval_ms);
   if (!cfg_.guest_vtpm_tcti.empty()) args += " --vtpm " + cfg_.guest_vtpm_tcti;
+  if (l.cocos_grpc_port != 0)
+    args += fmt::format(" --grpc-listen 0.0.0.0:{} --grpc-tls {}", cocos_guest_port, l.cocos_grpc_tls);
   std::string conf = "# written by coved for " + l.cvm_id + "\nCVM_ID=" + l.cvm_id +
                      "\nLOG_LEVEL=" + l.log_level + "\nWORK_DIR=/var/lib/cove/work\nNET=static\n";
   if (!l.bridge_address.empty()) {
@@ -423,6 +454,7 @@ expected<pid_t> libvirt_backend::launch(const agent_launch& l) {
       return make_error(errc::internal, fmt::format("chown {}: {}", share.string(), std::strerror(errno)));
     fs::permissions(share, fs::perms(0500), ec);
     // Search permission on the way down from the state dir; above it, the operator's call.
+    if (auto g = grant_search(cfg_.state_dir / "eos", uid); !g) return g.error();
     for (auto p = l.dir; !cfg_.state_dir.empty(); p = p.parent_path()) {
       if (auto g = grant_search(p, uid); !g) return g.error();
       if (p == cfg_.state_dir || p == p.parent_path()) break;
@@ -443,13 +475,16 @@ expected<pid_t> libvirt_backend::launch(const agent_launch& l) {
   spec.vcpus = cfg_.vcpus;
   spec.memory_mib = cfg_.memory_mib;
   spec.emulator = cfg_.emulator;
-  spec.kernel = fs::absolute(cfg_.image_dir / "vmlinuz");
-  spec.initrd = fs::absolute(cfg_.image_dir / "initrd.img");
+  spec.kernel = fs::absolute(boot->first);
+  spec.initrd = fs::absolute(boot->second);
   spec.cmdline = trim(read_text(cfg_.image_dir / "cmdline"));
   spec.config_dir = fs::absolute(share);
   spec.console_log = fs::absolute(l.log_file);
   spec.tpm = cfg_.tpm;
   spec.forwards = cfg_.forwards;
+  if (l.cocos_grpc_port != 0)
+    spec.forwards.push_back(
+        {.host_address = "127.0.0.1", .host_port = l.cocos_grpc_port, .guest_port = cocos_guest_port});
   spec.metadata = {{"state_dir", cfg_.state_dir.string()}, {"cvm_id", l.cvm_id}};
   auto xml = to_domain_xml(spec);
   if (!xml) return xml.error();

@@ -1,8 +1,14 @@
 #include "cove/manager/manager.hpp"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
+#include <cstring>
 #include <fstream>
 
 #include <spdlog/spdlog.h>
@@ -54,7 +60,8 @@ void send_error(self_ptr self, const std::string& subject, errc code, const std:
 
 flatbuffers::Offset<v1::CvmInfo> build_info(flatbuffers::FlatBufferBuilder& b, const cvm_record& r) {
   return v1::CreateCvmInfo(b, b.CreateString(r.id), r.backend, r.tee, r.state, r.pid, r.created_at_ns,
-                           r.ttl_seconds, b.CreateString(r.detail), b.CreateString(r.policy_json));
+                           r.ttl_seconds, b.CreateString(r.detail), b.CreateString(r.policy_json),
+                           r.cocos_grpc_address.empty() ? 0 : b.CreateString(r.cocos_grpc_address));
 }
 
 bytes info_payload(const cvm_record& r) {
@@ -75,6 +82,24 @@ cvm_backend& backend_of(self_ptr self, const cvm_record& r) {
 
 std::string log_of(self_ptr self, const cvm_record& r) {
   return (r.dir / backend_of(self, r).log_name()).string();
+}
+
+/// A loopback TCP port nobody listens on now, for a CVM's cocos front door (the agent,
+/// or QEMU's forward, binds it moments later; a race with another process taking it
+/// in between makes that CVM's front door fail, reported in its log).
+expected<uint16_t> free_loopback_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return make_error(errc::internal, std::string("socket: ") + std::strerror(errno));
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+            ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0;
+  int err = errno;
+  ::close(fd);
+  if (!ok) return make_error(errc::internal, std::string("no free loopback port: ") + std::strerror(err));
+  return ntohs(a.sin_port);
 }
 
 std::string new_cvm_id(const manager_state& st) {
@@ -128,6 +153,14 @@ void on_create(self_ptr self, const bus::bus_msg& m) {
   r.backend = kind;
   r.tee = tee;
   r.policy_json = std::move(policy);
+  uint16_t cocos_port = 0;
+  if ((*req)->cocos_grpc()) {
+    auto port = free_loopback_port();
+    if (!port)
+      return send_error(self, m.reply, port.error().code, "cocos front door: " + port.error().message);
+    cocos_port = *port;
+    r.cocos_grpc_address = "127.0.0.1:" + std::to_string(cocos_port);
+  }
   r.created_at_ns = now_ns();
   r.ttl_seconds = (*req)->ttl_seconds();
   r.dir = st.cfg.state_dir / "cvms" / r.id;
@@ -157,7 +190,9 @@ void on_create(self_ptr self, const bus::bus_msg& m) {
                  .log_level = st.cfg.agent_log_level,
                  .max_upload_bytes = st.cfg.agent_max_upload,
                  .heartbeat_interval_ms = static_cast<uint32_t>(st.cfg.agent_heartbeat_interval.count()),
-                 .vtpm_tcti = st.cfg.agent_vtpm_tcti};
+                 .vtpm_tcti = st.cfg.agent_vtpm_tcti,
+                 .cocos_grpc_port = cocos_port,
+                 .cocos_grpc_tls = st.cfg.cocos_grpc_tls};
   auto pid = backend.launch(l);
   if (!pid) {
     fs::remove_all(r.dir, ec);

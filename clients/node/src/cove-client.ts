@@ -179,7 +179,7 @@ class EventLog {
 // ---- the bus calls -----------------------------------------------------------------------------
 
 async function createCvm(bus: Bus, ttl: number): Promise<string> {
-  const payload = envelope(Body.CvmCreate, (b) => CvmCreate.createCvmCreate(b, Backend.process, Tee.sim, ttl, 0));
+  const payload = envelope(Body.CvmCreate, (b) => CvmCreate.createCvmCreate(b, Backend.process, Tee.sim, ttl, 0, false));
   const info = await request(bus, "cove.v1.manager.create", payload, Body.CvmInfo, () => new CvmInfo(), 30000);
   const id = info.id() ?? "";
   say(`cvm ${id} ${CvmState[info.state()]}`);

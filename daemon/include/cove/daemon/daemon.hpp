@@ -33,6 +33,8 @@ struct daemon_config {
   // Guest agents get --vtpm VALUE: every libvirt CVM has an emulated TPM 2.0 (swtpm,
   // started by libvirt), so its evidence carries a quote by default. Empty: none.
   std::string guest_vtpm_tcti = "device:/dev/tpmrm0";
+  // The cocos front door of CVMs created with CvmCreate.cocos_grpc: none | atls.
+  std::string cocos_grpc_tls = "atls";
   /// Agent heartbeats (cove-agent --heartbeat-interval) and the monitor's deadline:
   /// a CVM is unhealthy after `heartbeat_misses` periods without one.
   uint32_t heartbeat_interval_ms = 5000;

@@ -30,6 +30,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "cove/expected.hpp"
@@ -57,6 +58,9 @@ struct libvirt_config {
   // Where libvirtd keeps <domain>.pid (qemu:///system); the pid shown in CvmInfo.
   std::filesystem::path run_dir = "/run/libvirt/qemu";
 };
+
+/// The guest port of the agent's cocos front door (cocos's ingress convention).
+inline constexpr uint16_t cocos_guest_port = 7002;
 
 /// A domain's state as libvirt reports it (virDomainGetInfo).
 struct domain_stats {
@@ -115,10 +119,15 @@ class libvirt_backend final : public cvm_backend {
   };
   expected<void> connect_locked();
   void on_stopped(const std::string& domain_name, int detail);
+  /// The kernel and initrd QEMU boots: copies of the image's under <state>/eos, so
+  /// QEMU's user needs to reach only the state dir (the image may sit in a private
+  /// build tree) and libvirt's ownership changes never touch the originals.
+  expected<std::pair<std::filesystem::path, std::filesystem::path>> stage_image();
 
   libvirt_config cfg_;
   exit_callback on_exit_;
   mutable std::mutex mu_;
+  std::mutex image_mu_;   // stage_image()
   void* conn_ = nullptr;  // virConnectPtr (kept opaque: no libvirt headers here)
   int callback_id_ = -1;
   std::map<std::string, live_domain> live_;     // by domain name

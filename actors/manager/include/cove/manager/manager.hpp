@@ -28,6 +28,7 @@ struct manager_config {
   uint64_t agent_max_upload = 0;                          // cove-agent --max-upload; 0: the agent's default
   std::chrono::milliseconds agent_heartbeat_interval{0};  // cove-agent --heartbeat-interval; 0: its default
   std::string agent_vtpm_tcti;                            // cove-agent --vtpm; empty: agents quote no vTPM
+  std::string cocos_grpc_tls = "atls";  // the cocos front door of CVMs created with cocos_grpc: none | atls
   std::shared_ptr<bus::connection> bus;
   std::shared_ptr<cvm_backend> backend;              // CvmCreate.backend = process
   std::shared_ptr<cvm_backend> libvirt;              // CvmCreate.backend = libvirt; null: not offered
@@ -49,7 +50,8 @@ struct cvm_record {
   int64_t created_at_ns = 0;
   uint32_t ttl_seconds = 0;
   std::string detail;
-  std::string policy_json;  // what the bridge admits this CVM's agent under
+  std::string policy_json;         // what the bridge admits this CVM's agent under
+  std::string cocos_grpc_address;  // HOST:PORT of the agent's cocos front door; empty: none
   std::filesystem::path dir;
   uint64_t generation = 0;                  // guards stale deadline messages
   std::string create_reply;                 // reply subject of a pending create
