@@ -31,18 +31,6 @@ namespace {
 
 using evp_pkey = c_handle<EVP_PKEY, EVP_PKEY_free>;
 
-error ssl_error(std::string_view what) {
-  std::string text(what);
-  if (unsigned long e = ERR_get_error(); e != 0) {
-    char buf[256];
-    ERR_error_string_n(e, buf, sizeof buf);
-    text += ": ";
-    text += buf;
-  }
-  ERR_clear_error();
-  return make_error(errc::crypto_failed, text);
-}
-
 std::string quote(std::string_view s) {
   std::string out = "\"";
   for (char c : s) {
@@ -77,7 +65,7 @@ expected<void> write_pem(const fs::path& path, X509* cert, EVP_PKEY* key) {
 
 expected<evp_pkey> p256() {
   evp_pkey key{EVP_EC_gen("P-256")};
-  if (!key) return ssl_error("P-256 key generation");
+  if (!key) return crypto::openssl_error("P-256 key generation");
   return key;
 }
 

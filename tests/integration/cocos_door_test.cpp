@@ -12,6 +12,7 @@
 #include "cove/crypto/encoding.hpp"
 #include "cove/zip.hpp"
 #include "fixture.hpp"
+#include "grpc_health.hpp"
 
 using namespace cove;
 using namespace cove::itest;
@@ -21,26 +22,6 @@ namespace {
 
 std::string signature(const crypto::private_key& k, role r) {
   return crypto::base64_encode(must(cove::agent::cocos::sign_role(k, r), "sign"));
-}
-
-/// grpc.health.v1.Health/Check for `service`: 1 = SERVING; negative: the call failed.
-int health_status(const std::shared_ptr<grpc::Channel>& ch, const std::string& service) {
-  grpc::GenericStub stub(ch);
-  std::string req = std::string("\x0a", 1) + static_cast<char>(service.size()) + service;
-  grpc::Slice slice(req);
-  grpc::ByteBuffer in(&slice, 1), out;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + 2s);
-  std::promise<grpc::Status> done;
-  stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &in, &out,
-                 [&](grpc::Status s) { done.set_value(std::move(s)); });
-  auto s = done.get_future().get();
-  if (!s.ok()) return -static_cast<int>(s.error_code());
-  std::vector<grpc::Slice> slices;
-  (void)out.Dump(&slices);
-  std::string resp;
-  for (const auto& sl : slices) resp.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
-  return resp.size() == 2 && resp[0] == 0x08 ? resp[1] : -100;
 }
 
 expected<bus::reply<v1::CvmInfo>> create_with_door(cluster& c) {

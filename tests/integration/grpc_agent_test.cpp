@@ -27,6 +27,7 @@
 #include "cove/test/nats_server.hpp"
 #include "cove/test/process.hpp"
 #include "cove/zip.hpp"
+#include "grpc_health.hpp"
 
 namespace {
 
@@ -34,6 +35,7 @@ namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 using namespace cove;
 using bytes = std::vector<uint8_t>;
+using cove::itest::health_status;
 
 template <class T>
 T must(expected<T> r, const char* what = "") {
@@ -203,27 +205,6 @@ download get_attestation(::agent::AgentService::Stub& stub, const std::string& t
   auto h = ctx.GetServerInitialMetadata().find("file-size");
   if (h != ctx.GetServerInitialMetadata().end()) d.file_size.assign(h->second.data(), h->second.size());
   return d;
-}
-
-/// grpc.health.v1.Health/Check for `service`, with hand-encoded messages.
-int health_status(const std::shared_ptr<grpc::Channel>& ch, const std::string& service) {
-  grpc::GenericStub stub(ch);
-  std::string req = std::string("\x0a", 1) + static_cast<char>(service.size()) + service;
-  grpc::Slice slice(req);
-  grpc::ByteBuffer in(&slice, 1), out;
-  grpc::ClientContext ctx;
-  ctx.set_deadline(std::chrono::system_clock::now() + 5s);
-  std::promise<grpc::Status> done;
-  stub.UnaryCall(&ctx, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &in, &out,
-                 [&](grpc::Status s) { done.set_value(std::move(s)); });
-  auto s = done.get_future().get();
-  if (!s.ok()) return -static_cast<int>(s.error_code());
-  std::vector<grpc::Slice> slices;
-  (void)out.Dump(&slices);
-  std::string resp;
-  for (const auto& sl : slices) resp.append(reinterpret_cast<const char*>(sl.begin()), sl.size());
-  if (resp.size() == 2 && resp[0] == 0x08) return resp[1];
-  return resp.empty() ? 0 : -100;  // status UNKNOWN is encoded as an empty message
 }
 
 using md = std::vector<std::pair<std::string, std::string>>;

@@ -16,6 +16,9 @@ namespace cove::crypto {
 
 using x509_handle = c_handle<X509, X509_free>;
 
+/// errc::crypto_failed "<what>: <OpenSSL's first queued error>"; clears the queue.
+error openssl_error(std::string_view what);
+
 /// An X.509 v3 extension in OpenSSL's config syntax: {NID_key_usage, "critical,keyCertSign"}.
 using x509_extension = std::pair<int, std::string>;
 
