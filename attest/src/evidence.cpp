@@ -23,7 +23,11 @@ error in(std::string_view field, const error& e) {
 std::string pcr_list(const tpm_attest& q) {
   std::string s;
   for (const auto& sel : q.pcr_select)
-    for (auto i : sel.pcrs) s += (s.empty() ? "" : ",") + std::to_string(i);
+    for (auto i : sel.pcrs) {
+      // Appended piecewise: `"," + std::to_string(i)` trips g++ 12's false -Wrestrict at -O3.
+      if (!s.empty()) s += ',';
+      s += std::to_string(i);
+    }
   return s;
 }
 

@@ -42,8 +42,8 @@ tpm_pcr_values zeros() {
 bytes empty_log() {
   bytes spec = {'S', 'p', 'e', 'c', ' ', 'I', 'D', ' ', 'E', 'v', 'e', 'n', 't', '0', '3', 0};
   for (uint8_t v : {0, 0, 0, 0, 0, 2, 0, 2, 1, 0, 0, 0, 0x0b, 0, 32, 0, 0}) spec.push_back(v);
-  bytes log = {0, 0, 0, 0, 3, 0, 0, 0};
-  log.insert(log.end(), 20, 0);
+  bytes log(8 + 20, 0);  // PCR 0, EV_NO_ACTION (3), a zero SHA-1 digest
+  log[4] = 3;
   auto n = static_cast<uint32_t>(spec.size());
   for (int i = 0; i < 4; ++i) log.push_back(static_cast<uint8_t>(n >> (8 * i)));
   log.insert(log.end(), spec.begin(), spec.end());
