@@ -2,8 +2,8 @@
 # cove's one entry point. Usage: ./cove.sh <command>
 #   demo    install deps, build, run the sample computation end to end
 #           [--backend libvirt: in a real QEMU VM booting the EOS image]
-#   test    install deps, build, run the whole suite: a Release build (-O3, with the
-#           benchmarks compiled), then an ASan+UBSan one
+#   test    install deps, build, run the whole suite (normal build, then ASan+UBSan),
+#           then compile the Release/benchmark build
 #   build   install deps and build (build/)
 #   bench   build in Release and run the benchmark suite
 #   fuzz    build the libFuzzer targets with clang and run each for a while
@@ -42,15 +42,15 @@ case "$cmd" in
     ;;
   test)
     install_deps
-    # Release (-O3, what ./cove.sh bench compiles) with the benchmarks, so one build
-    # checks what g++ -O3 and the bench code compile to, and the suite runs on it.
-    configure_build build -DCMAKE_BUILD_TYPE=Release -DCOVE_BENCH=ON
+    configure_build build
     ensure_libvirtd
     (cd build && ctest --output-on-failure -j "$jobs" "$@")
     echo "== ASan+UBSan build =="
     configure_build build-asan -DCOVE_SANITIZE=ON -DCMAKE_BUILD_TYPE=Debug
     (cd build-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
       ctest --output-on-failure -j "$jobs" -LE no-sanitize "$@")
+    echo "== Release build (what ./cove.sh bench compiles; g++ -O3 warns differently) =="
+    configure_build build-release -DCMAKE_BUILD_TYPE=Release -DCOVE_BENCH=ON -DCOVE_TESTS=OFF
     ;;
   demo)
     install_deps
