@@ -1,5 +1,6 @@
 // cove's own IGVM builder: an OVMF image with SEV metadata, as an SNP IGVM file
 // carrying the same pages and VMSAs as the OVMF launch path (see igvm.hpp).
+#include <optional>
 #include <string>
 
 #include <fmt/format.h>
@@ -86,7 +87,10 @@ expected<std::vector<uint8_t>> build_igvm_from_ovmf(std::span<const uint8_t> ovm
   if (ovmf.empty() || ovmf.size() % page_size != 0 || ovmf.size() > (256ULL << 20))
     return invalid(fmt::format("OVMF size {} is not a non-zero multiple of 4096 up to 256 MiB", ovmf.size()));
   if (o.vcpus == 0 || o.vcpus > 0xFFFF) return invalid("the number of vCPUs must be 1 to 65535");
-  auto layout = parse_ovmf_layout(ovmf);
+  const bool with_svsm = !o.svsm.empty();
+  if (with_svsm && (o.svsm.size() % page_size != 0 || o.vars_size % page_size != 0))
+    return invalid("the SVSM size and vars_size must be multiples of 4096");
+  auto layout = parse_ovmf_layout(with_svsm ? o.svsm : ovmf);
   if (!layout) return invalid(layout.error().message);
   if (layout->sections.empty())
     return invalid(
@@ -101,11 +105,22 @@ expected<std::vector<uint8_t>> build_igvm_from_ovmf(std::span<const uint8_t> ovm
     if (!s) return std::move(s).error();
     sig = *s;
   }
-  auto ap_eip = layout->entry_u32(detail::guid_sev_es_reset_block());
-  if (!ap_eip)
-    return invalid("OVMF has no SEV-ES reset block (SEV_ES_RESET_BLOCK_GUID entry) in its footer table");
-  if (o.vcpus > 1 && *ap_eip == 0)
-    return invalid("OVMF SEV-ES reset block has EIP 0: cannot start more than 1 vCPU");
+  const uint64_t base = four_gib - ovmf.size();
+  uint64_t svsm_gpa = 0;
+  std::optional<uint32_t> ap_eip, svsm_entry;
+  if (with_svsm) {
+    if (o.vars_size + o.svsm.size() > base)
+      return invalid("the SVSM and vars_size do not fit below the OVMF");
+    svsm_gpa = base - o.vars_size - o.svsm.size();
+    svsm_entry = layout->entry_u32(detail::guid_svsm_info());
+    if (!svsm_entry) return invalid("SVSM image has no SVSM_INFO_GUID entry in its footer table");
+  } else {
+    ap_eip = layout->entry_u32(detail::guid_sev_es_reset_block());
+    if (!ap_eip)
+      return invalid("OVMF has no SEV-ES reset block (SEV_ES_RESET_BLOCK_GUID entry) in its footer table");
+    if (o.vcpus > 1 && *ap_eip == 0)
+      return invalid("OVMF SEV-ES reset block has EIP 0: cannot start more than 1 vCPU");
+  }
 
   writer w;
   {  // SUPPORTED_PLATFORM: SEV-SNP, mask 1, VTL 0, version 1, no shared GPA boundary.
@@ -121,10 +136,14 @@ expected<std::vector<uint8_t>> build_igvm_from_ovmf(std::span<const uint8_t> ovm
     put_le<uint32_t>(&b[8], writer::mask);
     w.header(igvm_vht_guest_policy, b);
   }
-  const uint64_t base = four_gib - ovmf.size();
   const size_t image_rel = w.data(ovmf);
   for (size_t off = 0; off < ovmf.size(); off += page_size)
     w.page_data(base + off, static_cast<uint32_t>(image_rel + off), true, igvm_page_normal);
+  if (with_svsm) {
+    const size_t svsm_rel = w.data(o.svsm);
+    for (size_t off = 0; off < o.svsm.size(); off += page_size)
+      w.page_data(svsm_gpa + off, static_cast<uint32_t>(svsm_rel + off), true, igvm_page_normal);
+  }
   for (const auto& s : layout->sections) {
     auto zero_pages = [&](const char* what) -> expected<void> {
       if (s.size % page_size != 0 || s.gpa % page_size != 0)
@@ -158,10 +177,13 @@ expected<std::vector<uint8_t>> build_igvm_from_ovmf(std::span<const uint8_t> ovm
   }
   // VMSAs: the BSP at the reset vector, the APs at the SEV-ES reset block's EIP — the
   // pages the OVMF path measures (QEMU VMM type).
-  auto bsp = detail::make_vmsa(0xfffffff0, o.guest_features, sig, vmm_type::qemu);
+  // With an SVSM every vCPU starts at the SVSM entry point.
+  auto bsp = with_svsm ? detail::make_svsm_vmsa(*svsm_entry + svsm_gpa, sig)
+                       : detail::make_vmsa(0xfffffff0, o.guest_features, sig, vmm_type::qemu);
   const size_t bsp_rel = w.data(bsp);
   size_t ap_rel = bsp_rel;
-  if (o.vcpus > 1) ap_rel = w.data(detail::make_vmsa(*ap_eip, o.guest_features, sig, vmm_type::qemu));
+  if (o.vcpus > 1 && !with_svsm)
+    ap_rel = w.data(detail::make_vmsa(*ap_eip, o.guest_features, sig, vmm_type::qemu));
   for (uint32_t i = 0; i < o.vcpus; ++i)
     w.vp_context(detail::kvm_vmsa_gpa, static_cast<uint32_t>(i == 0 ? bsp_rel : ap_rel),
                  static_cast<uint16_t>(i));

@@ -292,11 +292,9 @@ vmsa_page detail::make_vmsa(uint32_t eip, uint64_t features, uint32_t vcpu_sig, 
   return p;
 }
 
-namespace {
-
 /// SVSM vCPUs start in 32-bit protected mode at the SVSM entry point. The x87
 /// control word stays 0: the reference implementation does not set it here.
-vmsa_page make_svsm_vmsa(uint64_t eip, uint32_t vcpu_sig) {
+vmsa_page detail::make_svsm_vmsa(uint64_t eip, uint32_t vcpu_sig) {
   vmsa_page p{};
   put_seg(p, seg_es, 16, 0xc93, 0xffffffff, 0);
   put_seg(p, seg_cs, 8, 0xc9b, 0xffffffff, 0);
@@ -311,6 +309,8 @@ vmsa_page make_svsm_vmsa(uint64_t eip, uint32_t vcpu_sig) {
   put_common_regs(p, 0x11, eip, 0x0007040600070406ULL, vcpu_sig, 0x1, 0x1f80, 0);
   return p;
 }
+
+namespace {
 
 /// VMSA pages for `vcpus` vCPUs: the BSP starts at the reset vector, APs at the
 /// SEV-ES reset block's EIP.
@@ -462,7 +462,7 @@ expected<std::vector<uint8_t>> svsm_digest(const measure_options& o) {
   g.update_normal_pages(ovmf->gpa, ovmf->data);
   g.update_normal_pages(svsm->gpa, svsm->data);
   if (auto r = snp_update_metadata(g, *svsm, std::nullopt, vmm_type::qemu); !r) return std::move(r).error();
-  auto page = make_svsm_vmsa(*entry + svsm->gpa, *sig);
+  auto page = detail::make_svsm_vmsa(*entry + svsm->gpa, *sig);
   for (uint32_t i = 0; i < o.vcpus; ++i) g.update_vmsa_page(page);
   return to_vec(g.ld());
 }

@@ -38,6 +38,8 @@ ld_t sha384(std::span<const uint8_t> d);
 /// Reset state of a vCPU starting at `eip` in real mode, as QEMU / EC2 / GCE set it up
 /// (the VMSA page the OVMF path measures).
 vmsa_page make_vmsa(uint32_t eip, uint64_t features, uint32_t vcpu_sig, vmm_type vmm);
+/// SVSM vCPUs start in 32-bit protected mode at the SVSM entry point (SEV_FEATURES 1).
+vmsa_page make_svsm_vmsa(uint64_t eip, uint32_t vcpu_sig);
 
 /// SNP guest context: the launch digest, extended by one PAGE_INFO per page
 /// (SNP firmware ABI, SNP_LAUNCH_UPDATE).

@@ -219,6 +219,34 @@ TEST_CASE("igvm: reproduces a sev-snp-measure vector through the builder") {
   CHECK(to_hex(m->digest) == (*v)["expected_digest"].get<std::string>());
 }
 
+TEST_CASE("igvm: reproduces the upstream snp:svsm vectors with an SVSM + OVMF IGVM file") {
+  auto ovmf = read_all(dir + "svsm_ovmf.fd");
+  auto svsm = read_all(dir + "svsm.bin");
+  for (auto [vcpus, want] : {std::pair{2u,
+                                       "9b94745036aafddf4f7f8b00c7513abb5b7703178cb95aaa57928bd963d68d3bfcb71"
+                                       "5d6019b9167ee2517b11b0d9be7"},
+                             std::pair{4u,
+                                       "27d154c27b7b359c935e250ec6fee72aa0ae8c1225e3b0e1cf46a9567e938066d7d6f"
+                                       "94bbdc4a857818bdb79277a44b2"}}) {
+    igvm_build_options b;
+    b.vcpus = vcpus;
+    b.vcpu_type = "EPYC-v4";
+    b.svsm = svsm;
+    b.vars_size = 540672;
+    auto file = build_igvm_from_ovmf(ovmf, b);
+    REQUIRE_MESSAGE(file, (file ? "" : file.error().message));
+    auto m = measure_igvm(*file, {.native_zero = true});
+    REQUIRE_MESSAGE(m, (m ? "" : m.error().message));
+    CHECK(to_hex(m->digest) == want);
+    CHECK(m->vcpus == vcpus);
+  }
+  igvm_build_options b;
+  b.vcpu_type = "EPYC-v4";
+  b.svsm = svsm;
+  b.vars_size = 4095;
+  CHECK_FALSE(build_igvm_from_ovmf(ovmf, b));
+}
+
 TEST_CASE("igvm: the default page semantics match an independent PAGE_INFO replay") {
   auto ovmf = read_all(dir + "ovmf_AmdSev_suffix.bin");
   igvm_build_options b;

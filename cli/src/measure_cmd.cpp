@@ -220,8 +220,9 @@ void add_igvm_command(CLI::App& app) {
       "Wrap an SEV-SNP OVMF into an IGVM file: its pages, SEV metadata pages and N vCPUs' VMSAs (cove's own "
       "builder; `cove measure --igvm F --igvm-native-zero` equals `cove measure --mode snp --ovmf`)");
   struct args {
-    std::string ovmf, out, vcpu_type, vcpu_sig, features = "0x1", policy = "0x30000";
+    std::string ovmf, out, vcpu_type, vcpu_sig, features = "0x1", policy = "0x30000", svsm;
     uint32_t vcpus = 1;
+    uint64_t vars_size = 0;
     CLI::Option* o_sig = nullptr;
   };
   auto a = std::make_shared<args>();
@@ -235,6 +236,8 @@ void add_igvm_command(CLI::App& app) {
   a->o_sig = b->add_option("--vcpu-sig", a->vcpu_sig, "vCPU signature (CPUID Fn0000_0001_EAX)");
   b->add_option("--guest-features", a->features, "VMSA SEV_FEATURES")->capture_default_str();
   b->add_option("--policy", a->policy, "SNP guest policy (IGVM_VHT_GUEST_POLICY)")->capture_default_str();
+  b->add_option("--svsm", a->svsm, "Coconut-SVSM image below the OVMF (as --mode snp:svsm)");
+  b->add_option("--vars-size", a->vars_size, "With --svsm: OVMF_VARS size in bytes (the gap below the OVMF)");
   b->callback([a] {
     attest::igvm_build_options o;
     o.vcpus = a->vcpus;
@@ -255,6 +258,17 @@ void add_igvm_command(CLI::App& app) {
     std::ifstream in(a->ovmf, std::ios::binary);
     if (!in) fail(make_error(errc::not_found, "--ovmf: cannot open '" + a->ovmf + "'"));
     std::vector<uint8_t> image((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::vector<uint8_t> svsm;
+    if (!a->svsm.empty()) {
+      std::ifstream sf(a->svsm, std::ios::binary);
+      if (!sf) fail(make_error(errc::not_found, "--svsm: cannot open '" + a->svsm + "'"));
+      svsm.assign(std::istreambuf_iterator<char>(sf), std::istreambuf_iterator<char>());
+      if (svsm.empty()) usage("--svsm: '" + a->svsm + "' is empty");
+      o.svsm = svsm;
+      o.vars_size = a->vars_size;
+    } else if (a->vars_size != 0) {
+      usage("--vars-size needs --svsm");
+    }
     auto file = attest::build_igvm_from_ovmf(image, o);
     if (!file) fail(file.error());
     auto tmp = a->out + ".tmp";

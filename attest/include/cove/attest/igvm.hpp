@@ -131,6 +131,11 @@ struct igvm_build_options {
   std::optional<uint32_t> vcpu_sig;  // CPUID signature (VMSA RDX)
   uint64_t guest_features = 0x1;     // VMSA SEV_FEATURES
   uint64_t policy = 0x30000;         // SNP guest policy (IGVM_VHT_GUEST_POLICY)
+  /// Optional Coconut-SVSM image placed `vars_size` bytes below the OVMF (as
+  /// `--mode snp:svsm`): then the SVSM's metadata sections replace the OVMF's and every
+  /// vCPU starts in the SVSM (its VMSA, SEV_FEATURES 1).
+  std::span<const uint8_t> svsm{};
+  uint64_t vars_size = 0;
 };
 
 /// Wraps an OVMF image with SEV metadata into an SNP IGVM file: the image's pages
@@ -138,7 +143,7 @@ struct igvm_build_options {
 /// and SVSM CAA as zero pages, the secrets and CPUID pages), then one VP_CONTEXT per vCPU
 /// (the VMSAs `cove measure --mode snp --ovmf` measures, at GPA 0xFFFFFFFFF000).
 /// Measured with native_zero, its digest equals compute_launch_digest for the same OVMF,
-/// vCPUs and features without kernel hashes.
+/// vCPUs and features without kernel hashes (mode snp, or snp:svsm with an SVSM).
 expected<std::vector<uint8_t>> build_igvm_from_ovmf(std::span<const uint8_t> ovmf,
                                                     const igvm_build_options& o);
 
