@@ -27,11 +27,14 @@ void check(std::span<const uint8_t> in) {
         __builtin_trap();  // the parser promised the page is in the file
     }
   }
-  for (bool kvm : {true, false}) {
-    auto m = measure_igvm(in, {.native_zero = !kvm, .check_kvm = kvm});
-    if (m && (m->digest.size() != 48 || m->vcpus == 0)) __builtin_trap();
-    if (m && !f) __builtin_trap();
+  if (!f) {  // measure_igvm parses first, so it must fail too
+    if (measure_igvm(in)) __builtin_trap();
+    return;
   }
+  // One measurement per input (they cost a SHA-384 per page); the options follow the size.
+  const bool kvm = in.size() % 2 == 0;
+  auto m = measure_igvm(in, {.native_zero = !kvm, .check_kvm = kvm});
+  if (m && (m->digest.size() != 48 || m->vcpus == 0)) __builtin_trap();
 }
 
 }  // namespace

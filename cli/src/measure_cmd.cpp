@@ -76,6 +76,7 @@ std::vector<uint8_t> igvm_measurement(const measure_flags& a) {
                                                                  {a.o_vars_size, "--vars-size"},
                                                                  {a.o_vars_file, "--vars-file"},
                                                                  {a.o_ovmf_hash, "--snp-ovmf-hash"}};
+  if (a.vmm != "QEMU") usage("--igvm measures the QEMU/KVM launch: drop --vmm-type");
   for (const auto& [opt, name] : excluded)
     if (opt && opt->count())
       usage(std::string("--igvm takes the firmware, vCPUs and VMSAs from the file: drop ") + name);

@@ -544,6 +544,7 @@ TEST_CASE("cove igvm build -> cove measure --igvm equals cove measure --mode snp
   // Usage errors: OVMF-path flags with --igvm, --igvm-native-zero without --igvm.
   CHECK(cove.run({"measure", "--igvm", bad.string(), "--ovmf", bad.string()}).code == 2);
   CHECK(cove.run({"measure", "--mode", "snp", "--igvm-native-zero"}).code == 2);
+  CHECK(cove.run({"measure", "--igvm", bad.string(), "--vmm-type", "ec2"}).code == 2);
   auto zeros = dir.path() / "zeros.fd";
   write_file(zeros, std::string(8192, '\0'));
   r = cove.run({"igvm", "build", "--ovmf", zeros.string(), "--vcpu-type", "EPYC-v4", "-o",
