@@ -21,12 +21,17 @@ namespace {
 using detail::put_le;
 using md_ctx = c_handle<EVP_MD_CTX, EVP_MD_CTX_free>;
 
-constexpr uint64_t page_size = 4096;
+using detail::guest_context;
+using detail::ld_t;
+using detail::make_vmsa;
+using detail::page_size;
+using detail::sha384;
+using detail::vmsa_page;
+
 constexpr uint64_t four_gib = 0x100000000ULL;
 constexpr size_t ld_size = 48;  // SHA-384
 constexpr uint64_t max_image_size = 256ULL << 20;
 
-using ld_t = std::array<uint8_t, ld_size>;
 using sha256_t = std::array<uint8_t, 32>;
 
 error invalid(std::string msg) {
@@ -54,11 +59,15 @@ class hasher {
   md_ctx ctx_;
 };
 
-ld_t sha384(std::span<const uint8_t> d) {
+}  // namespace
+
+ld_t detail::sha384(std::span<const uint8_t> d) {
   hasher h(EVP_sha384());
   h.update(d);
   return h.finish<ld_size>();
 }
+
+namespace {
 
 std::string describe(const std::filesystem::path& p) {
   // fmt, not "'" + s + "'": g++ 12 at -O3 reports a false -Wrestrict for the latter.
@@ -94,43 +103,6 @@ expected<sha256_t> sha256_file(const std::filesystem::path& path, std::string_vi
   if (in.bad()) return make_error(errc::not_found, std::string(what) + ": cannot read " + describe(path));
   return h.finish<32>();
 }
-
-// ---- SNP guest context: the PAGE_INFO chain ----
-
-class guest_context {
- public:
-  static constexpr uint64_t vmsa_gpa = 0xFFFFFFFFF000ULL;  // (u64)-1, page-aligned, bits 52+ cleared
-
-  explicit guest_context(const ld_t& seed = {}) : ld_(seed) {}
-  [[nodiscard]] const ld_t& ld() const { return ld_; }
-
-  void update_normal_pages(uint64_t gpa, std::span<const uint8_t> data) {
-    for (size_t off = 0; off < data.size(); off += page_size)
-      update(1, gpa + off, sha384(data.subspan(off, page_size)));
-  }
-  void update_vmsa_page(std::span<const uint8_t> page) { update(2, vmsa_gpa, sha384(page)); }
-  void update_zero_pages(uint64_t gpa, uint64_t len) { repeat(3, gpa, len); }
-  void update_unmeasured_pages(uint64_t gpa, uint64_t len) { repeat(4, gpa, len); }
-  void update_secrets_page(uint64_t gpa) { update(5, gpa, {}); }
-  void update_cpuid_page(uint64_t gpa) { update(6, gpa, {}); }
-
- private:
-  void repeat(uint8_t type, uint64_t gpa, uint64_t len) {
-    for (uint64_t off = 0; off < len; off += page_size) update(type, gpa + off, {});
-  }
-  // SNP firmware ABI, PAGE_INFO: DIGEST_CUR, CONTENTS, LENGTH (u16), PAGE_TYPE, IMI_PAGE,
-  // VMPL3/2/1 perms, reserved, GPA (u64).
-  void update(uint8_t page_type, uint64_t gpa, const ld_t& contents) {
-    std::array<uint8_t, 0x70> pi{};
-    std::copy(ld_.begin(), ld_.end(), pi.begin());
-    std::copy(contents.begin(), contents.end(), pi.begin() + 48);
-    put_le<uint16_t>(&pi[96], 0x70);
-    pi[98] = page_type;
-    put_le<uint64_t>(&pi[104], gpa);
-    ld_ = sha384(pi);
-  }
-  ld_t ld_;
-};
 
 // ---- firmware images ----
 
@@ -234,8 +206,6 @@ expected<std::optional<sev_hashes>> load_hashes(const measure_options& o) {
 
 // ---- VMSA (SEV-ES save area), one 4 KiB page per vCPU ----
 
-using vmsa_page = std::array<uint8_t, page_size>;
-
 void put_seg(vmsa_page& p, size_t at, uint16_t sel, uint16_t attrib, uint32_t limit, uint64_t base) {
   put_le(&p[at], sel);
   put_le(&p[at + 2], attrib);
@@ -288,7 +258,9 @@ void put_common_regs(vmsa_page& p, uint64_t cr0, uint64_t rip, uint64_t g_pat, u
 }
 
 /// Reset state of a vCPU starting at `eip` in real mode, as QEMU / EC2 / GCE set it up.
-vmsa_page make_vmsa(uint32_t eip, uint64_t features, uint32_t vcpu_sig, vmm_type vmm) {
+}  // namespace
+
+vmsa_page detail::make_vmsa(uint32_t eip, uint64_t features, uint32_t vcpu_sig, vmm_type vmm) {
   uint16_t cs_flags = 0x9b, ss_flags = 0x93, tr_flags = 0x8b, fcw = 0x37f;
   uint64_t g_pat = 0x0007040600070406ULL, rdx = vcpu_sig;
   uint32_t mxcsr = 0x1f80;
@@ -322,7 +294,7 @@ vmsa_page make_vmsa(uint32_t eip, uint64_t features, uint32_t vcpu_sig, vmm_type
 
 /// SVSM vCPUs start in 32-bit protected mode at the SVSM entry point. The x87
 /// control word stays 0: the reference implementation does not set it here.
-vmsa_page make_svsm_vmsa(uint64_t eip, uint32_t vcpu_sig) {
+vmsa_page detail::make_svsm_vmsa(uint64_t eip, uint32_t vcpu_sig) {
   vmsa_page p{};
   put_seg(p, seg_es, 16, 0xc93, 0xffffffff, 0);
   put_seg(p, seg_cs, 8, 0xc9b, 0xffffffff, 0);
@@ -337,6 +309,8 @@ vmsa_page make_svsm_vmsa(uint64_t eip, uint32_t vcpu_sig) {
   put_common_regs(p, 0x11, eip, 0x0007040600070406ULL, vcpu_sig, 0x1, 0x1f80, 0);
   return p;
 }
+
+namespace {
 
 /// VMSA pages for `vcpus` vCPUs: the BSP starts at the reset vector, APs at the
 /// SEV-ES reset block's EIP.
@@ -488,7 +462,7 @@ expected<std::vector<uint8_t>> svsm_digest(const measure_options& o) {
   g.update_normal_pages(ovmf->gpa, ovmf->data);
   g.update_normal_pages(svsm->gpa, svsm->data);
   if (auto r = snp_update_metadata(g, *svsm, std::nullopt, vmm_type::qemu); !r) return std::move(r).error();
-  auto page = make_svsm_vmsa(*entry + svsm->gpa, *sig);
+  auto page = detail::make_svsm_vmsa(*entry + svsm->gpa, *sig);
   for (uint32_t i = 0; i < o.vcpus; ++i) g.update_vmsa_page(page);
   return to_vec(g.ld());
 }

@@ -375,6 +375,7 @@ int run(int argc, char** argv) {
   events->add_option("--wait", wait_s, "Without --follow: stop after this many seconds")
       ->capture_default_str();
   add_measure_command(app);
+  add_igvm_command(app);
   add_policy_command(app, g.json_out);
 
   try {

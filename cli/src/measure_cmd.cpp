@@ -4,11 +4,13 @@
 #include <openssl/evp.h>
 
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <memory>
 #include <optional>
 #include <string>
 
+#include "cove/attest/igvm.hpp"
 #include "cove/attest/measure.hpp"
 #include "cove/attest/snp_report.hpp"
 
@@ -55,9 +57,49 @@ std::string base64(const std::vector<uint8_t>& d) {
 
 }  // namespace
 
+namespace {
+
+/// `--igvm FILE`: the file carries firmware, vCPUs and VMSAs, so the OVMF-path flags
+/// do not apply.
+std::vector<uint8_t> igvm_measurement(const measure_flags& a) {
+  if (!a.mode.empty() && a.mode != "snp") usage("--igvm measures SEV-SNP only: use --mode snp or no --mode");
+  const std::pair<const CLI::Option*, const char*> excluded[] = {{a.o_ovmf, "--ovmf"},
+                                                                 {a.o_vcpus, "--vcpus"},
+                                                                 {a.o_type, "--vcpu-type"},
+                                                                 {a.o_sig, "--vcpu-sig"},
+                                                                 {a.o_family, "--vcpu-family"},
+                                                                 {a.o_kernel, "--kernel"},
+                                                                 {a.o_initrd, "--initrd"},
+                                                                 {a.o_append, "--append"},
+                                                                 {a.o_gf, "--guest-features"},
+                                                                 {a.o_svsm, "--svsm"},
+                                                                 {a.o_vars_size, "--vars-size"},
+                                                                 {a.o_vars_file, "--vars-file"},
+                                                                 {a.o_ovmf_hash, "--snp-ovmf-hash"}};
+  if (a.vmm != "QEMU") usage("--igvm measures the QEMU/KVM launch: drop --vmm-type");
+  for (const auto& [opt, name] : excluded)
+    if (opt && opt->count())
+      usage(std::string("--igvm takes the firmware, vCPUs and VMSAs from the file: drop ") + name);
+  attest::igvm_measure_options o;
+  o.native_zero = a.igvm_native_zero;
+  o.check_kvm = !a.igvm_no_kvm_check;
+  auto r = attest::measure_igvm_file(a.igvm, o);
+  if (!r) fail(r.error());
+  if (r->id_block_ld && !std::equal(r->id_block_ld->begin(), r->id_block_ld->end(), r->digest.begin()))
+    fail(make_error(errc::invalid_request, "IGVM: the file's SNP_ID_BLOCK expects launch digest " +
+                                               attest::to_hex(*r->id_block_ld) +
+                                               " but its directives measure " + attest::to_hex(r->digest) +
+                                               " (the PSP would refuse to launch it)"));
+  return std::move(r->digest);
+}
+
+}  // namespace
+
 std::vector<uint8_t> compute_measurement(const measure_flags& a) {
-  if (!a.igvm.empty())
-    fail(make_error(errc::invalid_request, "--igvm: IGVM measurement is not implemented yet; use --ovmf"));
+  if (!a.igvm.empty()) return igvm_measurement(a);
+  if (a.igvm_native_zero || a.igvm_no_kvm_check)
+    usage("--igvm-native-zero / --igvm-no-kvm-check need --igvm");
+  if (a.mode.empty()) usage("--mode is required (or --igvm FILE)");
   if (a.ovmf.empty()) usage("--ovmf is required");
   attest::measure_options o;
   auto mode = attest::parse_sev_mode(a.mode);
@@ -120,34 +162,46 @@ std::vector<uint8_t> compute_measurement(const measure_flags& a) {
 std::shared_ptr<measure_flags> add_measure_flags(CLI::App& cmd, const std::vector<std::string>& modes) {
   auto a = std::make_shared<measure_flags>();
   auto* m = &cmd;
-  m->add_option("--mode", a->mode, "Guest mode")->required()->check(CLI::IsMember(modes));
+  a->o_mode =
+      m->add_option("--mode", a->mode, "Guest mode (required unless --igvm)")->check(CLI::IsMember(modes));
   a->o_vcpus = m->add_option("--vcpus", a->vcpus, "Number of guest vCPUs")->check(CLI::Range(1u, 0xffffffu));
-  m->add_option("--vcpu-type", a->vcpu_type,
-                "QEMU CPU model (EPYC-v4, EPYC-Rome, EPYC-Milan, EPYC-Genoa, ...)")
-      ->check(CLI::IsMember(attest::vcpu_type_names()));
+  a->o_type = m->add_option("--vcpu-type", a->vcpu_type,
+                            "QEMU CPU model (EPYC-v4, EPYC-Rome, EPYC-Milan, EPYC-Genoa, ...)")
+                  ->check(CLI::IsMember(attest::vcpu_type_names()));
   a->o_sig = m->add_option("--vcpu-sig", a->vcpu_sig, "Guest vCPU signature (CPUID Fn0000_0001_EAX)");
   a->o_family = m->add_option("--vcpu-family", a->family, "Guest vCPU family");
   a->o_model = m->add_option("--vcpu-model", a->model, "Guest vCPU model");
   a->o_stepping = m->add_option("--vcpu-stepping", a->stepping, "Guest vCPU stepping");
   m->add_option("--vmm-type", a->vmm, "QEMU|ec2|gce")->capture_default_str();
-  m->add_option("--ovmf", a->ovmf, "OVMF firmware image");
+  a->o_ovmf = m->add_option("--ovmf", a->ovmf, "OVMF firmware image");
   a->o_kernel =
       m->add_option("--kernel", a->kernel, "Kernel (direct boot, measured through the hashes table)");
   a->o_initrd = m->add_option("--initrd", a->initrd, "Initrd (with --kernel)");
   a->o_append = m->add_option("--append", a->append, "Kernel command line (with --kernel)");
   a->o_gf =
       m->add_option("--guest-features", a->guest_features, "VMSA SEV_FEATURES (snp)")->capture_default_str();
-  m->add_option("--snp-ovmf-hash", a->ovmf_hash, "Precomputed OVMF digest (hex, from --mode snp:ovmf-hash)");
-  m->add_option("--svsm", a->svsm, "SVSM image (snp:svsm)");
+  a->o_ovmf_hash = m->add_option("--snp-ovmf-hash", a->ovmf_hash,
+                                 "Precomputed OVMF digest (hex, from --mode snp:ovmf-hash)");
+  a->o_svsm = m->add_option("--svsm", a->svsm, "SVSM image (snp:svsm)");
   a->o_vars_size = m->add_option("--vars-size", a->vars_size, "OVMF_VARS size in bytes (snp:svsm)");
   a->o_vars_file =
       m->add_option("--vars-file", a->vars_file, "OVMF_VARS file (snp:svsm)")->excludes(a->o_vars_size);
-  m->add_option("--igvm", a->igvm, "IGVM file (not implemented yet)");
+  m->add_option(
+      "--igvm", a->igvm,
+      "IGVM file: SEV-SNP launch digest of its SNP directives as QEMU/KVM load them (no-data pages are "
+      "normal zero pages; VMSAs at 0xFFFFFFFFF000, after all pages, vp_index 0,1,...). Replaces "
+      "--mode/--ovmf/--vcpus/...");
+  m->add_flag("--igvm-native-zero", a->igvm_native_zero,
+              "With --igvm: measure no-data PAGE_DATA as SNP ZERO pages (igvmmeasure --native-zero) instead");
+  m->add_flag(
+      "--igvm-no-kvm-check", a->igvm_no_kvm_check,
+      "With --igvm: drop the QEMU/KVM checks (VMSA GPA and order, shared pages); measure in file order");
   return a;
 }
 
 void add_measure_command(CLI::App& app) {
-  auto* m = app.add_subcommand("measure", "Compute an AMD SEV/SEV-ES/SEV-SNP launch measurement offline");
+  auto* m = app.add_subcommand(
+      "measure", "Compute an AMD SEV/SEV-ES/SEV-SNP launch measurement offline (OVMF path, or an IGVM file)");
   auto a = add_measure_flags(*m, {"sev", "seves", "snp", "snp:ovmf-hash", "snp:svsm"});
   auto format = std::make_shared<std::string>("hex");
   m->add_option("--output-format", *format, "hex|base64")
@@ -156,6 +210,80 @@ void add_measure_command(CLI::App& app) {
   m->callback([a, format] {
     auto d = compute_measurement(*a);
     std::cout << (*format == "base64" ? base64(d) : attest::to_hex(d)) << '\n' << std::flush;
+  });
+}
+
+void add_igvm_command(CLI::App& app) {
+  auto* igvm = app.add_subcommand("igvm", "IGVM files (SEV-SNP)");
+  igvm->require_subcommand(1);
+  auto* b = igvm->add_subcommand(
+      "build",
+      "Wrap an SEV-SNP OVMF into an IGVM file: its pages, SEV metadata pages and N vCPUs' VMSAs (cove's own "
+      "builder; `cove measure --igvm F --igvm-native-zero` equals `cove measure --mode snp --ovmf`)");
+  struct args {
+    std::string ovmf, out, vcpu_type, vcpu_sig, features = "0x1", policy = "0x30000", svsm;
+    uint32_t vcpus = 1;
+    uint64_t vars_size = 0;
+    CLI::Option* o_sig = nullptr;
+  };
+  auto a = std::make_shared<args>();
+  b->add_option("--ovmf", a->ovmf, "OVMF image with SEV metadata (e.g. AmdSev)")->required();
+  b->add_option("-o,--output", a->out, "IGVM file to write")->required();
+  b->add_option("--vcpus", a->vcpus, "Number of vCPUs (one VP_CONTEXT each)")
+      ->capture_default_str()
+      ->check(CLI::Range(1u, 0xffffu));
+  b->add_option("--vcpu-type", a->vcpu_type, "QEMU CPU model (EPYC-v4, EPYC-Milan, EPYC-Genoa, ...)")
+      ->check(CLI::IsMember(attest::vcpu_type_names()));
+  a->o_sig = b->add_option("--vcpu-sig", a->vcpu_sig, "vCPU signature (CPUID Fn0000_0001_EAX)");
+  b->add_option("--guest-features", a->features, "VMSA SEV_FEATURES")->capture_default_str();
+  b->add_option("--policy", a->policy, "SNP guest policy (IGVM_VHT_GUEST_POLICY)")->capture_default_str();
+  b->add_option("--svsm", a->svsm, "Coconut-SVSM image below the OVMF (as --mode snp:svsm)");
+  b->add_option("--vars-size", a->vars_size, "With --svsm: OVMF_VARS size in bytes (the gap below the OVMF)");
+  b->callback([a] {
+    attest::igvm_build_options o;
+    o.vcpus = a->vcpus;
+    o.vcpu_type = a->vcpu_type;
+    if (a->o_sig->count()) {
+      auto v = parse_int(a->vcpu_sig);
+      if (!v || *v > 0xffffffffULL) usage("--vcpu-sig: '" + a->vcpu_sig + "' is not a 32-bit number");
+      o.vcpu_sig = static_cast<uint32_t>(*v);
+    } else if (a->vcpu_type.empty()) {
+      usage("--vcpu-type or --vcpu-sig is required");
+    }
+    auto gf = parse_int(a->features);
+    if (!gf) usage("--guest-features: '" + a->features + "' is not a number");
+    o.guest_features = *gf;
+    auto pol = parse_int(a->policy);
+    if (!pol) usage("--policy: '" + a->policy + "' is not a number");
+    o.policy = *pol;
+    std::ifstream in(a->ovmf, std::ios::binary);
+    if (!in) fail(make_error(errc::not_found, "--ovmf: cannot open '" + a->ovmf + "'"));
+    std::vector<uint8_t> image((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    std::vector<uint8_t> svsm;
+    if (!a->svsm.empty()) {
+      std::ifstream sf(a->svsm, std::ios::binary);
+      if (!sf) fail(make_error(errc::not_found, "--svsm: cannot open '" + a->svsm + "'"));
+      svsm.assign(std::istreambuf_iterator<char>(sf), std::istreambuf_iterator<char>());
+      if (svsm.empty()) usage("--svsm: '" + a->svsm + "' is empty");
+      o.svsm = svsm;
+      o.vars_size = a->vars_size;
+    } else if (a->vars_size != 0) {
+      usage("--vars-size needs --svsm");
+    }
+    auto file = attest::build_igvm_from_ovmf(image, o);
+    if (!file) fail(file.error());
+    auto tmp = a->out + ".tmp";
+    {
+      std::ofstream f(tmp, std::ios::binary | std::ios::trunc);
+      f.write(reinterpret_cast<const char*>(file->data()), static_cast<std::streamsize>(file->size()));
+      if (!f) fail(make_error(errc::internal, "cannot write '" + tmp + "'"));
+    }
+    std::error_code ec;
+    std::filesystem::rename(tmp, a->out, ec);
+    if (ec)
+      fail(make_error(errc::internal, "cannot rename '" + tmp + "' to '" + a->out + "': " + ec.message()));
+    std::cerr << "IGVM file written to " << a->out << " (" << file->size() << " bytes, " << o.vcpus
+              << " vCPU(s))\n";
   });
 }
 

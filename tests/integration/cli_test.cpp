@@ -204,6 +204,7 @@ TEST_CASE("cove exit codes: 1 for failed operations, 2 for bad arguments, 0 for 
         {"attestation", "get"},
         {"attestation", "validate"},
         {"measure"},
+        {"igvm", "build"},
         {"policy", "from-measure"},
         {"policy", "show"},
         {"keys", "generate"},
