@@ -36,6 +36,8 @@ std::string cache_key(std::span<const uint8_t> vcek_der, std::string_view bundle
   add(vcek_der.data(), vcek_der.size());
   add(bundle.data(), bundle.size());
   for (const auto& r : opts.trusted_ark_pems) add(r.data(), r.size());
+  add("crls", 4);
+  for (const auto& c : opts.crls) add(c.data(), c.size());
   std::string out(32, '\0');
   unsigned int n = 0;
   EVP_DigestFinal_ex(ctx.get(), reinterpret_cast<unsigned char*>(out.data()), &n);
@@ -115,7 +117,8 @@ expected<snp_report> snp_chain_cache::verify(std::span<const uint8_t> report,
       fresh->not_after = std::min(fresh->not_after, na);
     }
     e = fresh;
-    if (windows_ok) {
+    // A chain checked against CRLs is not cached: a CRL goes stale (nextUpdate) on its own clock.
+    if (windows_ok && opts.crls.empty()) {
       std::lock_guard lock(impl_->mu);
       if (impl_->entries.emplace(key, e).second) {
         impl_->order.push_back(key);

@@ -188,17 +188,23 @@ expected<sim_dice_chain> make_sim_dice_chain(const sim_dice_inputs& in) {
   struct layer_in {
     const char* cn;
     const bytes* measured;
+    const bytes* digest;
     uint32_t flags;
     int64_t svn;
   };
-  const layer_in layers[] = {{"firmware", &in.firmware, in.firmware_flags, in.firmware_svn},
-                             {"kernel", &in.kernel, in.kernel_flags, in.kernel_svn},
-                             {"agent", &in.agent, in.agent_flags, in.agent_svn}};
+  const layer_in layers[] = {
+      {"firmware", &in.firmware, &in.firmware_digest, in.firmware_flags, in.firmware_svn},
+      {"kernel", &in.kernel, &in.kernel_digest, in.kernel_flags, in.kernel_svn},
+      {"agent", &in.agent, &in.agent_digest, in.agent_flags, in.agent_svn}};
+  for (const auto& l : layers)
+    if (!l.digest->empty() && l.digest->size() != 48)
+      return make_error(errc::invalid_request,
+                        std::string("sim DICE: the ") + l.cn + " digest must be 48 bytes (SHA-384)");
   ossl::x509 prev_cert = std::move(*root);
   ossl::evp_pkey prev_key = std::move(*root_key);
   int64_t layer_no = 1;
   for (const auto& l : layers) {
-    bytes m = sha384(*l.measured);
+    bytes m = l.digest->empty() ? sha384(*l.measured) : *l.digest;
     auto next_cdi = hkdf_sha256(*cdi, m, "cove-dice/cdi");
     if (!next_cdi) return std::move(next_cdi).error();
     cdi = std::move(next_cdi);
@@ -223,6 +229,31 @@ expected<sim_dice_chain> make_sim_dice_chain(const sim_dice_inputs& in) {
     return sim_error("leaf key PEM");
   out.leaf_key_pem = ossl::bio_to_string(b.get());
   return out;
+}
+
+std::vector<uint8_t> sim_dice_firmware_fwid() {
+  return sha384(
+      {reinterpret_cast<const uint8_t*>(sim_dice_firmware_bytes.data()), sim_dice_firmware_bytes.size()});
+}
+
+std::vector<uint8_t> sim_dice_kernel_fwid() {
+  return sha384(
+      {reinterpret_cast<const uint8_t*>(sim_dice_kernel_bytes.data()), sim_dice_kernel_bytes.size()});
+}
+
+expected<sim_dice_chain> make_sim_agent_dice_chain(std::span<const uint8_t> uds_seed,
+                                                   std::span<const uint8_t> agent_measurement) {
+  if (uds_seed.empty()) return make_error(errc::invalid_request, "sim DICE: empty UDS seed");
+  if (agent_measurement.size() != 48)
+    return make_error(errc::invalid_request, "sim DICE: the agent measurement must be 48 bytes");
+  auto uds = hkdf_sha256(uds_seed, {}, "cove-sim-dice-uds-v1");
+  if (!uds) return std::move(uds).error();
+  sim_dice_inputs in;
+  in.uds = std::move(*uds);
+  in.firmware.assign(sim_dice_firmware_bytes.begin(), sim_dice_firmware_bytes.end());
+  in.kernel.assign(sim_dice_kernel_bytes.begin(), sim_dice_kernel_bytes.end());
+  in.agent_digest.assign(agent_measurement.begin(), agent_measurement.end());
+  return make_sim_dice_chain(in);
 }
 
 }  // namespace cove::attest

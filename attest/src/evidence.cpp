@@ -107,12 +107,28 @@ expected<vtpm_verified> verify_vtpm_section(const agent_vtpm_evidence& v,
   return out;
 }
 
+expected<std::vector<dice_layer>> verify_dice_section(const agent_dice_evidence& d,
+                                                      std::span<const uint8_t> report_data,
+                                                      const dice_evidence_policy& policy,
+                                                      std::chrono::system_clock::time_point now) {
+  if (d.chain.empty()) return fail("dice.chain: empty");
+  auto chain = parse_dice_chain(d.chain);
+  if (!chain) return in("dice.chain", chain.error());
+  if (auto v = verify_dice_chain(*chain, policy.chain, now); !v) return in("dice", v.error());
+  if (auto b = verify_dice_binding(chain->back(), report_data, d.binding_signature); !b) return b.error();
+  return chain;
+}
+
 expected<verified_evidence> verify_agent_evidence(const agent_evidence& ev, const snp_policy& policy,
                                                   const evidence_binding& binding) {
   if (policy.vtpm.required && !ev.vtpm)
     return fail(
         "vtpm: the evidence has no vTPM section, but the policy requires one (vtpm.required); "
         "is the agent running with --vtpm?");
+  if (policy.dice && policy.dice->required && !ev.dice)
+    return fail(
+        "dice: the evidence has no DICE chain, but the policy requires one (dice.required); only "
+        "simulated-TEE agents produce one");
   std::vector<uint8_t> ak_name;
   if (ev.vtpm) {
     auto ak = parse_tpm_public(ev.vtpm->ak_public);
@@ -158,12 +174,17 @@ expected<verified_evidence> verify_agent_evidence(const agent_evidence& ev, cons
           to_hex(ak_name) + ": the AK is not the one the TEE vouches for");
     return fail(msg + " (" + construction + ")");
   }
-  verified_evidence out{std::move(*report), std::nullopt, {}};
+  verified_evidence out{std::move(*report), std::nullopt, {}, std::nullopt};
   if (ev.vtpm) {
     auto v = verify_vtpm_section(*ev.vtpm, out.report.report_data, policy.vtpm);
     if (!v) return v.error();
     out.ak_type = ak_type_name(*v->ak);
     out.vtpm = std::move(*v);
+  }
+  if (policy.dice && ev.dice) {
+    auto d = verify_dice_section(*ev.dice, out.report.report_data, *policy.dice);
+    if (!d) return d.error();
+    out.dice = std::move(*d);
   }
   return out;
 }

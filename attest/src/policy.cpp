@@ -143,6 +143,47 @@ expected<void> parse_vtpm(const json& v, vtpm_policy& out) {
   return ok();
 }
 
+/// `dice`: `required` plus a DICE policy (load_dice_policy_json) that must name a root.
+expected<dice_evidence_policy> parse_dice(const json& v, const std::filesystem::path& base_dir) {
+  if (!v.is_object()) return bad("dice must be an object");
+  dice_evidence_policy out;
+  json rest = v;
+  if (auto it = rest.find("required"); it != rest.end()) {
+    auto b = bool_field(*it, "dice.required");
+    if (!b) return std::move(b).error();
+    out.required = *b;
+    rest.erase(it);
+  }
+  auto chain = load_dice_policy_json(rest.dump(), base_dir.empty() ? "." : base_dir.string());
+  if (!chain) return bad("dice: " + chain.error().message);
+  if (chain->trusted_roots_pem.empty())
+    return bad("dice.trusted_roots: at least one trusted DICE root (PEM or file) is required");
+  out.chain = std::move(*chain);
+  return out;
+}
+
+json dice_to_json(const dice_evidence_policy& d) {
+  json layers = json::array();
+  for (const auto& l : d.chain.layers) {
+    json e = json::object();
+    if (l.index) e["index"] = *l.index;
+    if (l.name) e["name"] = *l.name;
+    json fw = json::array();
+    for (const auto& f : l.allowed_fwids) fw.push_back(to_hex(f));
+    e["fwids"] = std::move(fw);
+    if (l.min_svn) e["min_svn"] = *l.min_svn;
+    json flags = json::array();
+    for (const char* f : {"not_configured", "not_secure", "recovery", "debug"})
+      if (l.allowed_flags & *dice_flag_from_name(f)) flags.push_back(f);
+    e["allowed_flags"] = std::move(flags);
+    layers.push_back(std::move(e));
+  }
+  return {{"required", d.required},
+          {"trusted_roots", d.chain.trusted_roots_pem},
+          {"allowed_signature_algorithms", d.chain.allowed_signature_algorithms},
+          {"layers", std::move(layers)}};
+}
+
 expected<snp_policy> parse(const json& doc, const std::filesystem::path& base_dir) {
   if (!doc.is_object()) return bad("top level must be an object");
   snp_policy p;
@@ -208,8 +249,31 @@ expected<snp_policy> parse(const json& doc, const std::filesystem::path& base_di
           return bad("trusted_roots: '" + s.substr(0, 64) + "': " + certs.error().message);
         p.trusted_roots.push_back(std::move(pem));
       }
+    } else if (key == "crls") {
+      if (!v.is_array()) return bad("crls must be an array of PEM strings or file paths");
+      for (const auto& e : v) {
+        if (!e.is_string()) return bad("crls[] must be a string");
+        const auto& s = e.get_ref<const std::string&>();
+        std::string text;
+        if (s.find("-----BEGIN") != std::string::npos) {
+          text = s;
+        } else {
+          std::filesystem::path path(s);
+          if (path.is_relative() && !base_dir.empty()) path = base_dir / path;
+          auto content = read_file(path);
+          if (!content) return bad("crls: " + content.error().message);
+          text = std::move(*content);
+        }
+        auto pem = crls_to_pem(text);
+        if (!pem) return bad("crls: '" + s.substr(0, 64) + "': " + pem.error().message);
+        p.crls.push_back(std::move(*pem));
+      }
     } else if (key == "vtpm") {
       if (auto r = parse_vtpm(v, p.vtpm); !r) return std::move(r).error();
+    } else if (key == "dice") {
+      auto d = parse_dice(v, base_dir);
+      if (!d) return std::move(d).error();
+      p.dice = std::move(*d);
     } else {
       return bad("unknown key '" + key + "'");
     }
@@ -243,11 +307,23 @@ expected<snp_policy> load_inline_policy_json(std::string_view text) {
   if (text.empty()) return make_error(errc::invalid_request, "missing");
   auto j = nlohmann::json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return make_error(errc::invalid_request, "not a JSON object");
-  if (auto it = j.find("trusted_roots"); it != j.end() && it->is_array())
+  auto inline_only = [](const json& obj, std::string_view name) -> expected<void> {
+    if (auto it = obj.find("trusted_roots"); it != obj.end() && it->is_array())
+      for (const auto& r : *it)
+        if (!r.is_string() || r.get_ref<const std::string&>().find("-----BEGIN") == std::string::npos)
+          return make_error(errc::invalid_request, std::string(name) +
+                                                       " must be inline PEM certificates (the service does "
+                                                       "not read files)");
+    return ok();
+  };
+  if (auto r = inline_only(j, "trusted_roots"); !r) return r.error();
+  if (auto it = j.find("crls"); it != j.end() && it->is_array())
     for (const auto& r : *it)
       if (!r.is_string() || r.get_ref<const std::string&>().find("-----BEGIN") == std::string::npos)
         return make_error(errc::invalid_request,
-                          "trusted_roots must be inline PEM certificates (the service does not read files)");
+                          "crls must be inline PEM CRLs (the service does not read files)");
+  if (auto it = j.find("dice"); it != j.end() && it->is_object())
+    if (auto r = inline_only(*it, "dice.trusted_roots"); !r) return r.error();
   return load_policy_json(text);
 }
 
@@ -294,6 +370,7 @@ std::string policy_to_json(const snp_policy& p, int indent) {
   doc["minimum_guest_svn"] = p.minimum_guest_svn;
   if (p.vmpl) doc["vmpl"] = *p.vmpl;
   doc["trusted_roots"] = p.trusted_roots;
+  if (!p.crls.empty()) doc["crls"] = p.crls;
   if (!p.vtpm.is_default()) {
     json pcrs = json::object();
     for (const auto& [i, v] : p.vtpm.pcrs) pcrs[std::to_string(i)] = to_hex(v);
@@ -303,12 +380,14 @@ std::string policy_to_json(const snp_policy& p, int indent) {
                    {"event_log_pcrs", p.vtpm.event_log_pcrs},
                    {"require_event_log", p.vtpm.require_event_log}};
   }
+  if (p.dice) doc["dice"] = dice_to_json(*p.dice);
   return doc.dump(indent);
 }
 
 verify_options make_verify_options(const snp_policy& policy) {
   verify_options o;
   o.trusted_ark_pems = policy.trusted_roots;
+  o.crls = policy.crls;
   return o;
 }
 

@@ -198,6 +198,45 @@ expected<sim_root> load_sim_root(const std::filesystem::path& dir) {
   return root;
 }
 
+expected<std::string> make_sim_crl(const sim_root& root, bool by_ask, const std::vector<std::string>& revoked,
+                                   std::chrono::system_clock::time_point this_update,
+                                   std::chrono::system_clock::time_point next_update) {
+  ossl::x509 issuer = read_cert(by_ask ? root.ask_pem : root.ark_pem);
+  ossl::evp_pkey key = read_key(by_ask ? root.ask_key_pem : root.ark_key_pem);
+  if (!issuer || !key) return crypto_error("sim CRL: issuer certificate or key");
+  c_handle<X509_CRL, X509_CRL_free> crl{X509_CRL_new()};
+  c_handle<ASN1_TIME, ASN1_TIME_free> last{
+      ASN1_TIME_set(nullptr, std::chrono::system_clock::to_time_t(this_update))};
+  c_handle<ASN1_TIME, ASN1_TIME_free> next{
+      ASN1_TIME_set(nullptr, std::chrono::system_clock::to_time_t(next_update))};
+  if (!crl || !last || !next || X509_CRL_set_version(crl.get(), 1) != 1 ||
+      X509_CRL_set_issuer_name(crl.get(), X509_get_subject_name(issuer.get())) != 1 ||
+      X509_CRL_set1_lastUpdate(crl.get(), last.get()) != 1 ||
+      X509_CRL_set1_nextUpdate(crl.get(), next.get()) != 1)
+    return crypto_error("sim CRL: fields");
+  for (const auto& pem : revoked) {
+    ossl::x509 cert = read_cert(pem);
+    if (!cert) return make_error(errc::invalid_request, "sim CRL: a revoked entry is not a PEM certificate");
+    X509_REVOKED* r = X509_REVOKED_new();
+    if (r == nullptr || X509_REVOKED_set_serialNumber(r, X509_get_serialNumber(cert.get())) != 1 ||
+        X509_REVOKED_set_revocationDate(r, last.get()) != 1 || X509_CRL_add0_revoked(crl.get(), r) != 1) {
+      X509_REVOKED_free(r);
+      return crypto_error("sim CRL: revoked entry");
+    }
+  }
+  X509_CRL_sort(crl.get());
+  ossl::evp_md_ctx ctx{EVP_MD_CTX_new()};
+  EVP_PKEY_CTX* pctx = nullptr;
+  if (!ctx || EVP_DigestSignInit(ctx.get(), &pctx, EVP_sha384(), nullptr, key.get()) != 1 ||
+      EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) != 1 ||
+      EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, 48) != 1 ||
+      EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, EVP_sha384()) != 1 || X509_CRL_sign_ctx(crl.get(), ctx.get()) <= 0)
+    return crypto_error("sim CRL: signing");
+  ossl::bio b{BIO_new(BIO_s_mem())};
+  if (!b || PEM_write_bio_X509_CRL(b.get(), crl.get()) != 1) return crypto_error("sim CRL: PEM");
+  return ossl::bio_to_string(b.get());
+}
+
 expected<sim_chip> issue_sim_vcek(const sim_root& root, const tcb_version& tcb) {
   ossl::x509 ask = read_cert(root.ask_pem);
   ossl::evp_pkey ask_key = read_key(root.ask_key_pem);

@@ -278,7 +278,11 @@ expected<void> verify_cert_chain(std::span<const uint8_t> vcek_der, std::span<co
        {std::pair{ark.get(), "ARK"}, std::pair{ask.get(), "ASK"}, std::pair{vcek.get(), "VCEK"}})
     if (auto r = check_validity(c, what, now); !r) return r;
 
-  // 4. The VCEK key must be P-384.
+  // 4. Revocation, when CRLs are given.
+  if (!opts.crls.empty())
+    if (auto r = check_crls(vcek.get(), ask.get(), ark.get(), opts.crls, now); !r) return r;
+
+  // 5. The VCEK key must be P-384.
   EVP_PKEY* key = X509_get0_pubkey(vcek.get());
   char group[64] = {};
   std::size_t glen = 0;
@@ -286,6 +290,100 @@ expected<void> verify_cert_chain(std::span<const uint8_t> vcek_der, std::span<co
       EVP_PKEY_get_group_name(key, group, sizeof group, &glen) != 1 || std::strcmp(group, "secp384r1") != 0) {
     ERR_clear_error();
     return chain_error("VCEK key is not EC P-384");
+  }
+  return ok();
+}
+
+namespace {
+
+using x509_crl = c_handle<X509_CRL, X509_CRL_free>;
+
+expected<std::vector<x509_crl>> parse_crls(std::string_view in) {
+  std::vector<x509_crl> out;
+  if (in.find("-----BEGIN X509 CRL-----") != std::string_view::npos) {
+    ossl::bio b{BIO_new_mem_buf(in.data(), static_cast<int>(in.size()))};
+    while (b) {
+      x509_crl c{PEM_read_bio_X509_CRL(b.get(), nullptr, nullptr, nullptr)};
+      if (!c) break;
+      out.push_back(std::move(c));
+    }
+    ERR_clear_error();
+    if (out.empty()) return make_error(errc::invalid_request, "crl: malformed PEM CRL");
+    return out;
+  }
+  if (in.empty() || in.size() > (16u << 20))
+    return make_error(errc::invalid_request, "crl: empty or over 16 MiB");
+  const auto* p = reinterpret_cast<const unsigned char*>(in.data());
+  x509_crl c{d2i_X509_CRL(nullptr, &p, static_cast<long>(in.size()))};
+  if (!c || p != reinterpret_cast<const unsigned char*>(in.data() + in.size())) {
+    ERR_clear_error();
+    return make_error(errc::invalid_request, "crl: neither a PEM nor a DER CRL");
+  }
+  out.push_back(std::move(c));
+  return out;
+}
+
+std::string crl_issuer(const X509_CRL* c) {
+  ossl::bio b{BIO_new(BIO_s_mem())};
+  if (!b) return "?";
+  X509_NAME_print_ex(b.get(), X509_CRL_get_issuer(c), 0, XN_FLAG_ONELINE & ~ASN1_STRFLGS_ESC_MSB);
+  return ossl::bio_to_string(b.get());
+}
+
+std::string serial_hex(const X509* c) {
+  ossl::bignum bn{ASN1_INTEGER_to_BN(X509_get0_serialNumber(c), nullptr)};
+  char* h = bn ? BN_bn2hex(bn.get()) : nullptr;
+  std::string s = h ? std::string("0x") + h : "?";
+  OPENSSL_free(h);
+  return s;
+}
+
+}  // namespace
+
+expected<std::string> crls_to_pem(std::string_view pem_or_der) {
+  auto crls = parse_crls(pem_or_der);
+  if (!crls) return crls.error();
+  ossl::bio b{BIO_new(BIO_s_mem())};
+  if (!b) return make_error(errc::internal, "crl: BIO_new");
+  for (const auto& c : *crls)
+    if (PEM_write_bio_X509_CRL(b.get(), c.get()) != 1) return make_error(errc::internal, "crl: PEM encoding");
+  return ossl::bio_to_string(b.get());
+}
+
+expected<void> check_crls(const X509* vcek, const X509* ask, const X509* ark,
+                          const std::vector<std::string>& crls, std::time_t now) {
+  for (const auto& text : crls) {
+    auto parsed = parse_crls(text);
+    if (!parsed) return chain_error(parsed.error().message);
+    for (auto& crl : *parsed) {
+      const X509_NAME* issuer = X509_CRL_get_issuer(crl.get());
+      const bool by_ark = X509_NAME_cmp(issuer, X509_get_subject_name(ark)) == 0;
+      const bool by_ask = !by_ark && X509_NAME_cmp(issuer, X509_get_subject_name(ask)) == 0;
+      if (!by_ark && !by_ask)
+        return chain_error("crl: CRL of '" + crl_issuer(crl.get()) + "' is issued by neither the ARK '" +
+                           name_of(ark) + "' nor the ASK '" + name_of(ask) + "' of this chain");
+      const X509* signer = by_ark ? ark : ask;
+      if (X509_CRL_verify(crl.get(), X509_get0_pubkey(signer)) != 1) {
+        ERR_clear_error();
+        return chain_error("crl: CRL of '" + crl_issuer(crl.get()) + "' does not verify with the " +
+                           (by_ark ? "ARK" : "ASK") + " key");
+      }
+      const ASN1_TIME* last = X509_CRL_get0_lastUpdate(crl.get());
+      const ASN1_TIME* next = X509_CRL_get0_nextUpdate(crl.get());
+      if (last == nullptr || X509_cmp_time(last, &now) > 0)
+        return chain_error("crl: CRL of '" + crl_issuer(crl.get()) + "' is not yet valid (thisUpdate " +
+                           (last ? time_text(last) : std::string("missing")) + ")");
+      if (next != nullptr && X509_cmp_time(next, &now) < 0)
+        return chain_error("crl: CRL of '" + crl_issuer(crl.get()) + "' is stale (nextUpdate " +
+                           time_text(next) + "); fetch a current one");
+      const X509* subject = by_ark ? ask : vcek;
+      X509_REVOKED* revoked = nullptr;
+      if (X509_CRL_get0_by_cert(crl.get(), &revoked, const_cast<X509*>(subject)) == 1)
+        return chain_error(std::string(by_ark ? "ASK" : "VCEK") + " '" + name_of(subject) +
+                           "' is revoked (serial " + serial_hex(subject) + ", CRL of '" +
+                           crl_issuer(crl.get()) + "')");
+      ERR_clear_error();
+    }
   }
   return ok();
 }

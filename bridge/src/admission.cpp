@@ -39,9 +39,14 @@ std::vector<uint8_t> verify_request(const hello_info& info, const std::string& p
   const auto* ev = hello->evidence();
   flatbuffers::FlatBufferBuilder b(8192);
   auto vtpm = copy_vtpm(b, ev->vtpm());
-  auto evidence = v1::CreateEvidence(
-      b, ev->kind(), b.CreateVector(copy_vec(ev->report())), b.CreateVector(copy_vec(ev->cert_chain())),
-      b.CreateVector(copy_vec(ev->kx_public_key())), b.CreateVector(copy_vec(ev->sign_public_key())), vtpm);
+  flatbuffers::Offset<v1::DiceEvidence> dice = 0;
+  if (const auto* d = ev->dice(); d != nullptr)
+    dice = v1::CreateDiceEvidence(b, b.CreateVector(copy_vec(d->chain())),
+                                  b.CreateVector(copy_vec(d->binding_signature())));
+  auto evidence = v1::CreateEvidence(b, ev->kind(), b.CreateVector(copy_vec(ev->report())),
+                                     b.CreateVector(copy_vec(ev->cert_chain())),
+                                     b.CreateVector(copy_vec(ev->kx_public_key())),
+                                     b.CreateVector(copy_vec(ev->sign_public_key())), vtpm, dice);
   auto req = v1::CreateVerifyRequest(b, evidence, b.CreateString(policy_json),
                                      b.CreateVector(info.exporter.data(), info.exporter.size()),
                                      v1::EvidenceBinding::bridge_session, b.CreateString(info.cvm_id));
@@ -88,9 +93,10 @@ admit_fn make_admission(admission_config cfg) {
                                : std::string();
         decide(admission{
             .admitted = true,
-            .reason = fmt::format("{} evidence{} verified; measurement {}…",
+            .reason = fmt::format("{} evidence{}{} verified; measurement {}…",
                                   (*v)->product() ? (*v)->product()->str() : "",
-                                  (*v)->vtpm() ? " with vTPM quote" : "", measurement.substr(0, 16)),
+                                  (*v)->vtpm() ? " with vTPM quote" : "",
+                                  (*v)->dice() ? " with DICE chain" : "", measurement.substr(0, 16)),
             .valid_for = cfg.valid_for});
       };
       auto req = verify_request(info, policy);

@@ -21,5 +21,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
                   back->vtpm->quote != e->vtpm->quote || back->vtpm->signature != e->vtpm->signature ||
                   back->vtpm->pcrs != e->vtpm->pcrs || back->vtpm->event_log != e->vtpm->event_log))
     std::abort();
+  if (back->dice.has_value() != e->dice.has_value() ||
+      (e->dice &&
+       (back->dice->chain != e->dice->chain || back->dice->binding_signature != e->dice->binding_signature)))
+    std::abort();
   return 0;
 }

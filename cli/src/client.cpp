@@ -228,6 +228,12 @@ expected<saved_evidence> fetch_evidence(bus::connection& bus, const std::string&
       }
     out.vtpm = std::move(s);
   }
+  if (const auto* d = ev.dice(); d != nullptr) {
+    auto chain = span_of(d->chain());
+    auto sig = span_of(d->binding_signature());
+    out.dice =
+        saved_dice{std::string(chain.begin(), chain.end()), std::vector<uint8_t>(sig.begin(), sig.end())};
+  }
   return out;
 }
 
@@ -251,6 +257,12 @@ expected<attested_agent> verify_saved_evidence(const saved_evidence& ev, const a
     a.summary +=
         fmt::format("; vTPM quote by a bound {} AK over PCRs {}", checked->ak_type, fmt::join(pcrs, ","));
   }
+  if (checked->dice) {
+    std::vector<std::string> names;
+    for (const auto& l : *checked->dice) names.push_back(l.name);
+    a.summary += fmt::format("; DICE chain {} bound to the report", fmt::join(names, " -> "));
+  }
+  a.verified = std::move(*checked);
   return a;
 }
 

@@ -334,12 +334,12 @@ int run(int argc, char** argv) {
   auto* att_get = att->add_subcommand(
       "get",
       "Fetch evidence bound to a nonce, save it (for 'attestation validate --evidence') and verify it");
-  std::string att_mode = "sim", nonce_hex, report_out;
+  std::string att_mode = "sim", nonce_hex, report_out, dice_policy_path;
   bool no_verify = false;
   att_get
       ->add_option("--mode", att_mode,
                    "sim | snp | vtpm (any TEE report, must carry a vTPM quote) | snp-vtpm (hardware SEV-SNP "
-                   "with a vTPM quote); dice: the agent cannot produce it yet")
+                   "with a vTPM quote) | dice (must carry a DICE chain: simulated-TEE agents)")
       ->capture_default_str()
       ->check(CLI::IsMember({"sim", "snp", "vtpm", "snp-vtpm", "dice"}));
   att_get->add_option("--cvm", cvm_id, "CVM id")->required();
@@ -349,6 +349,10 @@ int run(int argc, char** argv) {
   att_get->add_option("--report", report_out, "Also write the raw 1184-byte report here");
   att_get->add_option("--policy", policy_path, "Attestation policy (default: <state>/sim/policy.json)");
   att_get->add_flag("--no-verify", no_verify, "Only save the evidence; do not verify it");
+  att_get
+      ->add_option("--dice-policy", dice_policy_path,
+                   "dice: DICE policy JSON (trusted root, layers' FWIDs); default: the policy's dice section")
+      ->check(CLI::ExistingFile);
   add_validate_command(*att, g.json_out);
 
   // ---- keys ----
@@ -509,12 +513,8 @@ int run(int argc, char** argv) {
       else
         std::cout << fmt::format("result decrypted to {}: {}\n", out_path, human_rate(st.bytes, st.elapsed));
     } else if (*att_get) {
-      if (att_mode == "dice")
-        throw failure{make_error(
-            errc::unavailable,
-            "--mode dice: the agent cannot produce dice evidence yet (its Evidence message carries "
-            "SEV-SNP-format reports and vTPM quotes); validate a saved chain with 'cove attestation "
-            "validate --mode dice'")};
+      if (!dice_policy_path.empty() && att_mode != "dice")
+        throw failure{make_error(errc::invalid_request, "--dice-policy applies to --mode dice only")};
       std::vector<uint8_t> nonce(32);
       if (nonce_hex.empty()) {
         crypto::random_bytes(nonce);
@@ -524,10 +524,30 @@ int run(int argc, char** argv) {
         nonce = std::move(*n);
       }
       attest::snp_policy policy;
-      if (!no_verify) policy = load_policy_or_default(policy_path);
+      if (!no_verify) {
+        policy = load_policy_or_default(policy_path);
+        // The mode's section must be checked, not merely tolerated.
+        if (att_mode == "vtpm" || att_mode == "snp-vtpm") policy.vtpm.required = true;
+        if (att_mode == "dice") {
+          if (!dice_policy_path.empty()) {
+            std::ifstream f(dice_policy_path, std::ios::binary);
+            std::stringstream ss;
+            ss << f.rdbuf();
+            auto dir = fs::path(dice_policy_path).parent_path();
+            auto dp = attest::load_dice_policy_json(ss.str(), dir.empty() ? "." : dir.string());
+            if (!dp) throw failure{make_error(dp.error().code, "--dice-policy: " + dp.error().message)};
+            policy.dice = attest::dice_evidence_policy{true, std::move(*dp)};
+          } else if (!policy.dice) {
+            throw failure{make_error(errc::invalid_request,
+                                     "--mode dice: the policy has no dice section; pass --dice-policy FILE "
+                                     "(the trusted DICE root and the layers' FWIDs) or --no-verify")};
+          }
+          policy.dice->required = true;
+        }
+      }
       auto ev = take(fetch_evidence(connect(g), cvm_id, nonce, g.options()));
       auto want = att_mode == "sim" ? "sim_snp" : "sev_snp";
-      if (att_mode != "vtpm" && ev.kind != want)
+      if (att_mode != "vtpm" && att_mode != "dice" && ev.kind != want)
         throw failure{make_error(
             errc::attestation_failed,
             fmt::format("CVM '{}' sent {} evidence, not {} (--mode {})", cvm_id, ev.kind, want, att_mode))};
@@ -537,6 +557,12 @@ int run(int argc, char** argv) {
                        fmt::format("CVM '{}' sent evidence without a vTPM section (--mode {}); is its "
                                    "agent running with --vtpm?",
                                    cvm_id, att_mode))};
+      if (att_mode == "dice" && !ev.dice)
+        throw failure{
+            make_error(errc::attestation_failed,
+                       fmt::format("CVM '{}' sent evidence without a DICE chain (--mode dice); only "
+                                   "simulated-TEE agents produce one",
+                                   cvm_id))};
       auto write = [](const std::string& path, std::span<const uint8_t> data) {
         auto tmp = path + ".tmp";
         {
@@ -552,28 +578,40 @@ int run(int argc, char** argv) {
       write(out_path, std::span(reinterpret_cast<const uint8_t*>(text.data()), text.size()));
       if (!report_out.empty()) write(report_out, ev.report);
       std::string summary;
+      std::optional<attest::verified_evidence> verified;
       if (!no_verify) {
         auto a = verify_saved_evidence(ev, policy);
         if (!a)
           throw failure{make_error(a.error().code, fmt::format("evidence saved to {} does not verify: {}",
                                                                out_path, a.error().message))};
         summary = a->summary;
+        verified = std::move(a->verified);
       }
-      if (g.json_out)
-        std::cout << json{{"verified", !no_verify},
-                          {"kind", ev.kind},
-                          {"vtpm", ev.vtpm.has_value()},
-                          {"summary", summary},
-                          {"output", out_path},
-                          {"nonce", crypto::to_hex(ev.nonce)},
-                          {"kx_public_key", crypto::to_hex(ev.kx_public_key)}}
-                         .dump()
-                  << '\n';
-      else if (no_verify)
+      if (g.json_out) {
+        json out{{"verified", !no_verify},
+                 {"mode", att_mode},
+                 {"kind", ev.kind},
+                 {"cvm", ev.cvm_id},
+                 {"vtpm", ev.vtpm.has_value()},
+                 {"dice", ev.dice.has_value()},
+                 {"summary", summary},
+                 {"output", out_path},
+                 {"nonce", crypto::to_hex(ev.nonce)},
+                 {"kx_public_key", crypto::to_hex(ev.kx_public_key)},
+                 {"sign_public_key", crypto::to_hex(ev.sign_public_key)}};
+        // The parsed fields of what was verified (as `attestation validate --json` prints them).
+        if (verified) {
+          out["report"] = report_to_json(verified->report);
+          if (verified->vtpm) out["vtpm_quote"] = vtpm_to_json(*verified->vtpm);
+          if (verified->dice) out["dice_chain"] = dice_to_json(*verified->dice);
+        }
+        std::cout << out.dump() << '\n';
+      } else if (no_verify) {
         std::cout << ev.kind << " evidence (not verified) written to " << out_path << '\n';
-      else
+      } else {
         std::cout << "evidence verified against the policy: " << summary << "\nevidence written to "
                   << out_path << '\n';
+      }
     } else if (*gen) {
       auto kt = key_type == "rsa"     ? crypto::key_type::rsa
                 : key_type == "ecdsa" ? crypto::key_type::ecdsa_p256

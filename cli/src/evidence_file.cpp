@@ -31,6 +31,9 @@ std::string evidence_to_json(const saved_evidence& e) {
                    {"pcrs", std::move(pcrs)},
                    {"event_log", crypto::base64_encode(e.vtpm->event_log)}};
   }
+  if (e.dice)
+    doc["dice"] = {{"chain", e.dice->chain},
+                   {"binding_signature", crypto::base64_encode(e.dice->binding_signature)}};
   return doc.dump(2) + "\n";
 }
 
@@ -77,6 +80,26 @@ expected<saved_vtpm> parse_vtpm(const json& v) {
   return out;
 }
 
+/// The "dice" object: a PEM chain (at most 64 KiB) and a base64 signature (at most 512 bytes).
+expected<saved_dice> parse_dice(const json& v) {
+  auto bad = [](const std::string& why) {
+    return make_error(errc::invalid_request, "evidence: dice." + why);
+  };
+  for (const auto& [k, val] : v.items())
+    if (k != "chain" && k != "binding_signature") return bad(fmt::format("{}: unknown key", k));
+  if (!v.contains("chain") || !v["chain"].is_string()) return bad("chain: a PEM string is required");
+  if (!v.contains("binding_signature") || !v["binding_signature"].is_string())
+    return bad("binding_signature: a base64 string is required");
+  saved_dice out;
+  out.chain = v["chain"].get<std::string>();
+  if (out.chain.empty() || out.chain.size() > 64 * 1024) return bad("chain: empty or over 64 KiB");
+  auto sig = crypto::base64_decode(v["binding_signature"].get<std::string>());
+  if (!sig) return bad("binding_signature is not valid base64");
+  if (sig->empty() || sig->size() > 512) return bad("binding_signature: empty or over 512 bytes");
+  out.binding_signature = std::move(*sig);
+  return out;
+}
+
 }  // namespace
 
 expected<saved_evidence> evidence_from_json(std::string_view text) {
@@ -85,10 +108,11 @@ expected<saved_evidence> evidence_from_json(std::string_view text) {
   if (doc.is_discarded() || !doc.is_object()) return bad("not a JSON object");
   for (const auto& [k, v] : doc.items()) {
     if (k != "format" && k != "kind" && k != "cvm" && k != "nonce" && k != "report" && k != "cert_chain" &&
-        k != "kx_public_key" && k != "sign_public_key" && k != "vtpm")
+        k != "kx_public_key" && k != "sign_public_key" && k != "vtpm" && k != "dice")
       return bad(fmt::format("unknown key '{}'", k));
-    if (k == "vtpm" ? !v.is_object() : !v.is_string())
-      return bad(k + (k == "vtpm" ? " must be an object" : " must be a string"));
+    const bool object = k == "vtpm" || k == "dice";
+    if (object ? !v.is_object() : !v.is_string())
+      return bad(k + (object ? " must be an object" : " must be a string"));
   }
   auto str = [&](const char* k) -> expected<std::string> {
     if (!doc.contains(k)) return bad(fmt::format("missing key '{}'", k));
@@ -140,14 +164,21 @@ expected<saved_evidence> evidence_from_json(std::string_view text) {
     if (!vt) return vt.error();
     e.vtpm = std::move(*vt);
   }
+  if (doc.contains("dice")) {
+    auto d = parse_dice(doc["dice"]);
+    if (!d) return d.error();
+    e.dice = std::move(*d);
+  }
   return e;
 }
 
 attest::agent_evidence agent_evidence_of(const saved_evidence& e) {
-  attest::agent_evidence a{e.report, e.cert_chain, e.kx_public_key, e.sign_public_key, std::nullopt};
+  attest::agent_evidence a{e.report,          e.cert_chain, e.kx_public_key,
+                           e.sign_public_key, std::nullopt, std::nullopt};
   if (e.vtpm)
     a.vtpm = attest::agent_vtpm_evidence{e.vtpm->ak_public, e.vtpm->ak_spki, e.vtpm->quote,
                                          e.vtpm->signature, e.vtpm->pcrs,    e.vtpm->event_log};
+  if (e.dice) a.dice = attest::agent_dice_evidence{e.dice->chain, e.dice->binding_signature};
   return a;
 }
 

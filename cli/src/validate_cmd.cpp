@@ -36,6 +36,8 @@ struct validate_args {
   std::string evidence, report, vcek, chain, policy, ark, measurement, report_data;
   // vtpm
   std::string quote, signature, ak_public, pcrs, eventlog, log_pcrs, tpm_policy, nonce;
+  // snp, snp-vtpm, vtpm --evidence: CRLs of the AMD chain (added to the policy's `crls`)
+  std::vector<std::string> crls;
 };
 
 /// Exit 1: with --json, {"valid": false, "error", "message"} on stdout; else stderr.
@@ -226,9 +228,8 @@ bytes parse_hex_arg(const std::string& flag, const std::string& text, size_t min
 
 /// The SNP part: report (+VCEK, ASK/ARK), policy, expected report_data. Returns the
 /// verified report. `binding` (snp-vtpm) replaces --report-data.
-attest::snp_report validate_snp(const validate_args& a, const taker& take,
-                                std::optional<std::array<uint8_t, 64>> binding,
-                                std::optional<attest::vtpm_verified>* evidence_vtpm = nullptr) {
+/// The SEV-SNP policy of --policy (or just the --ark root), with --measurement applied.
+attest::snp_policy snp_policy_of(const validate_args& a, const taker& take) {
   attest::snp_policy policy;
   if (!a.policy.empty()) {
     policy = take(attest::load_policy_file(a.policy));
@@ -237,6 +238,19 @@ attest::snp_report validate_snp(const validate_args& a, const taker& take,
   }
   if (!a.measurement.empty())
     policy.measurements = {parse_hex_arg("--measurement", a.measurement, 48, 48, take)};
+  for (const auto& path : a.crls) {
+    auto pem = attest::crls_to_pem(take(read_file(path)));
+    if (!pem) fail(make_error(pem.error().code, "--crl " + path + ": " + pem.error().message), take.json_out);
+    policy.crls.push_back(std::move(*pem));
+  }
+  return policy;
+}
+
+attest::snp_report validate_snp(const validate_args& a, const taker& take,
+                                std::optional<std::array<uint8_t, 64>> binding,
+                                std::optional<attest::vtpm_verified>* evidence_vtpm = nullptr,
+                                std::optional<std::vector<attest::dice_layer>>* evidence_dice = nullptr) {
+  auto policy = snp_policy_of(a, take);
   bytes report_data;
   if (!a.report_data.empty()) report_data = parse_hex_arg("--report-data", a.report_data, 64, 64, take);
 
@@ -251,6 +265,7 @@ attest::snp_report validate_snp(const validate_args& a, const taker& take,
     auto r = take(attest::verify_agent_evidence(agent_evidence_of(ev), policy,
                                                 {attest::evidence_binding::mode::nonce, ev.nonce, {}}));
     if (evidence_vtpm != nullptr) *evidence_vtpm = std::move(r.vtpm);
+    if (evidence_dice != nullptr) *evidence_dice = std::move(r.dice);
     return std::move(r.report);
   }
   auto report = bytes_of(take(read_file(a.report)));
@@ -323,7 +338,94 @@ std::string quoted_pcrs(const attest::tpm_attest& q) {
   return fmt::format("{}", fmt::join(s, ","));
 }
 
+/// --evidence (a file of `cove attestation get`) with --mode vtpm or dice.
+///  vtpm: verify_agent_evidence with the SEV-SNP --policy (or --ark), whose vtpm section then
+///        applies, and the evidence must carry a vTPM section;
+///  dice: DICE only, --policy is a DICE policy: the chain against it, the agent layer key's
+///        signature over the report's REPORT_DATA, and REPORT_DATA = the nonce construction over
+///        the saved agent keys and nonce (and AK name). The SEV-SNP report is not verified.
+void validate_evidence_file(const validate_args& a, bool json_out) {
+  taker take{json_out};
+  for (auto [v, f] : {std::pair{&a.report, "--report"},
+                      {&a.vcek, "--vcek"},
+                      {&a.chain, "--chain"},
+                      {&a.quote, "--quote"},
+                      {&a.signature, "--signature"},
+                      {&a.ak_public, "--ak-public"},
+                      {&a.pcrs, "--pcrs"},
+                      {&a.eventlog, "--eventlog"},
+                      {&a.log_pcrs, "--log-pcrs"},
+                      {&a.tpm_policy, "--tpm-policy"},
+                      {&a.nonce, "--nonce"},
+                      {&a.report_data, "--report-data"}})
+    if (!v->empty()) usage(fmt::format("{} does not apply with --evidence", f));
+  if (a.mode == "vtpm" && a.policy.empty() && a.ark.empty())
+    usage("--policy or --ark: name the AMD root (ARK) you trust");
+  if (a.mode == "dice") {
+    if (!a.crls.empty()) usage("--crl does not apply to --mode dice");
+    if (!a.ark.empty()) usage("--ark does not apply to --mode dice (the DICE --policy names the root)");
+    if (a.policy.empty()) usage("--mode dice needs --policy (DICE policy JSON naming the trusted root)");
+    if (!a.measurement.empty()) usage("--measurement does not apply to --mode dice (use the policy's fwids)");
+  }
+  auto ev = take(evidence_from_json(take(read_file(a.evidence))));
+  json out = {{"valid", true}, {"mode", a.mode}, {"cvm", ev.cvm_id}, {"nonce", hex(ev.nonce)}};
+  std::string human;
+  if (a.mode == "vtpm") {
+    if (!ev.vtpm)
+      fail(make_error(errc::attestation_failed,
+                      "evidence: no vTPM section (--mode vtpm); was the agent running with --vtpm?"),
+           json_out);
+    auto policy = snp_policy_of(a, take);
+    policy.vtpm.required = true;
+    auto r = take(attest::verify_agent_evidence(agent_evidence_of(ev), policy,
+                                                {attest::evidence_binding::mode::nonce, ev.nonce, {}}));
+    out["report"] = report_json(r.report);
+    out["vtpm"] = vtpm_json(*r.vtpm);
+    if (r.dice) out["dice"] = dice_json(*r.dice);
+    human = fmt::format(
+        "valid: SEV-SNP report v{}, measurement {}; TPM quote of pcrs [{}] by a {} AK the "
+        "report vouches for",
+        r.report.version, hex(r.report.measurement), quoted_pcrs(r.vtpm->quote), r.ak_type);
+  } else {
+    if (!ev.dice)
+      fail(make_error(errc::attestation_failed,
+                      "evidence: no DICE chain (--mode dice); only simulated-TEE agents produce one"),
+           json_out);
+    auto dir = fs::path(a.policy).parent_path();
+    auto dp =
+        take(attest::load_dice_policy_json(take(read_file(a.policy)), dir.empty() ? "." : dir.string()));
+    // Parsed, not verified: here the DICE chain vouches for REPORT_DATA, not the VCEK.
+    auto report = take(attest::parse_snp_report(ev.report));
+    bytes ak_name;
+    if (ev.vtpm) ak_name = take(attest::parse_tpm_public(ev.vtpm->ak_public)).name;
+    auto want = crypto::evidence_report_data(ev.kx_public_key, ev.sign_public_key, ev.nonce, ak_name);
+    if (report.report_data != want)
+      fail(make_error(errc::attestation_failed,
+                      fmt::format("report_data: got {}, expected {} ({} over the saved kx, sign, nonce{})",
+                                  hex(report.report_data), hex(want),
+                                  ak_name.empty() ? "cove-evidence-v1" : "cove-evidence-v2",
+                                  ak_name.empty() ? "" : " and AK name")),
+           json_out);
+    auto chain = take(attest::verify_dice_section({ev.dice->chain, ev.dice->binding_signature},
+                                                  report.report_data, {true, std::move(dp)}));
+    out["report_data"] = hex(report.report_data);
+    out["dice"] = dice_json(chain);
+    std::vector<std::string> names;
+    for (const auto& l : chain) names.push_back(l.name);
+    human = fmt::format(
+        "valid: DICE chain of {} layers ({}); the {} layer's key signed this evidence's REPORT_DATA, which "
+        "binds the agent keys and the nonce (the SEV-SNP report itself is not verified in this mode)",
+        chain.size(), fmt::join(names, " -> "), names.back());
+  }
+  if (json_out)
+    std::cout << out.dump() << '\n';
+  else
+    std::cout << human << '\n';
+}
+
 void run_validate(const validate_args& a, bool json_out) {
+  if (!a.evidence.empty() && (a.mode == "vtpm" || a.mode == "dice"))
+    return validate_evidence_file(a, json_out);
   taker take{json_out};
   const bool snp = a.mode == "snp" || a.mode == "snp-vtpm";
   const bool vtpm = a.mode == "vtpm" || a.mode == "snp-vtpm";
@@ -374,6 +476,7 @@ void run_validate(const validate_args& a, bool json_out) {
       refuse(*v, f);
   }
   if (a.mode == "vtpm") refuse(a.policy, "--policy (use --tpm-policy)");
+  if (!snp && !a.crls.empty()) usage(fmt::format("--crl does not apply to --mode {}", a.mode));
   if (a.mode == "dice") {
     need(a.chain, "--chain (the DICE certificate chain)");
     need(a.policy, "--policy (DICE policy JSON naming the trusted root)");
@@ -395,6 +498,7 @@ void run_validate(const validate_args& a, bool json_out) {
     bytes nonce;
     if (vtpm) nonce = parse_hex_arg("--nonce", a.nonce, 1, 64, take);
     std::optional<attest::vtpm_verified> tpm;
+    std::optional<std::vector<attest::dice_layer>> dice;  // --evidence with a policy dice section
     if (vtpm) tpm = validate_vtpm(a, take, nonce, a.mode == "snp-vtpm");
     std::optional<attest::snp_report> report;
     if (snp) {
@@ -405,7 +509,7 @@ void run_validate(const validate_args& a, bool json_out) {
                json_out);
         binding = attest::snp_vtpm_report_data(tpm->ak->name, nonce);
       }
-      report = validate_snp(a, take, binding, a.evidence.empty() ? nullptr : &tpm);
+      report = validate_snp(a, take, binding, a.evidence.empty() ? nullptr : &tpm, &dice);
       if (binding) take(attest::check_snp_vtpm_binding(*report, *tpm->ak, nonce));
       out["report"] = report_json(*report);
       human = fmt::format("valid: SEV-SNP report v{} ({}), measurement {}, reported TCB {}", report->version,
@@ -420,6 +524,13 @@ void run_validate(const validate_args& a, bool json_out) {
           tpm->log ? fmt::format(", event log of {} events", tpm->log->events.size()) : "",
           a.mode == "snp-vtpm" || !a.evidence.empty() ? "; the SEV-SNP report vouches for the AK" : "");
     }
+    if (dice) {
+      out["dice"] = dice_json(*dice);
+      std::vector<std::string> names;
+      for (const auto& l : *dice) names.push_back(l.name);
+      human += fmt::format("\nvalid: DICE chain of {} layers ({}), bound to the report", dice->size(),
+                           fmt::join(names, " -> "));
+    }
   }
   if (json_out)
     std::cout << out.dump() << '\n';
@@ -428,6 +539,16 @@ void run_validate(const validate_args& a, bool json_out) {
 }
 
 }  // namespace
+
+json report_to_json(const attest::snp_report& r) {
+  return report_json(r);
+}
+json vtpm_to_json(const attest::vtpm_verified& v) {
+  return vtpm_json(v);
+}
+json dice_to_json(const std::vector<attest::dice_layer>& chain) {
+  return dice_json(chain);
+}
 
 void add_validate_command(CLI::App& attestation, const bool& json_out) {
   auto a = std::make_shared<validate_args>();
@@ -441,14 +562,20 @@ void add_validate_command(CLI::App& attestation, const bool& json_out) {
     return v->add_option(name, dst, what)->check(CLI::ExistingFile);
   };
   file("--evidence", a->evidence,
-       "snp: evidence saved by 'cove attestation get' (checks the key binding and, when it carries one, the "
-       "vTPM quote against the policy's vtpm section)");
+       "snp, vtpm, dice: evidence saved by 'cove attestation get'. snp: the report, key binding and the "
+       "policy's vtpm/dice sections; vtpm: the same, a vTPM section required; dice: the DICE chain against a "
+       "DICE --policy and its signature over the report's REPORT_DATA");
   file("--report", a->report, "snp, snp-vtpm: attestation report (1184 bytes)");
   file("--vcek", a->vcek, "snp, snp-vtpm: VCEK certificate (DER or PEM)");
   file("--chain", a->chain, "snp, snp-vtpm: ASK + ARK bundle (PEM); dice: the DICE chain (PEM or DER)");
-  auto* pol = file("--policy", a->policy, "snp, snp-vtpm: SEV-SNP policy JSON; dice: DICE policy JSON");
+  auto* pol = file("--policy", a->policy,
+                   "snp, snp-vtpm, vtpm --evidence: SEV-SNP policy JSON; dice: DICE policy JSON");
   auto* ark = file("--ark", a->ark, "snp, snp-vtpm: trusted ARK (PEM) when no --policy names one");
   pol->excludes(ark);
+  v->add_option("--crl", a->crls,
+                "snp, snp-vtpm, vtpm --evidence: a CRL of the AMD chain (PEM or DER; repeatable), e.g. KDS "
+                "/vcek/v1/<product>/crl; a revoked ASK or VCEK, or a stale CRL, fails")
+      ->check(CLI::ExistingFile);
   v->add_option("--measurement", a->measurement, "Expected launch measurement (hex); overrides the policy's");
   v->add_option("--report-data", a->report_data, "snp: expected report_data (hex, 64 bytes)");
   file("--quote", a->quote, "vtpm, snp-vtpm: TPM2B_ATTEST (or TPMS_ATTEST) of the quote");

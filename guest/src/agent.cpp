@@ -23,6 +23,7 @@
 #include "cove/agent/runner.hpp"
 #include "cove/agent/tpm_provider.hpp"
 #include "cove/agent/work_queue.hpp"
+#include "cove/attest/dice.hpp"
 #include "cove/attest/sim_store.hpp"
 #include "cove/bridge/client.hpp"
 #include "cove/bus/connection.hpp"
@@ -190,6 +191,17 @@ class agent final : public cocos_backend {
     }
     chip_ = std::move(*tee);
     measurement_ = own_measurement();
+    // The simulated TEE's DICE identity: device (UDS from this chip's VCEK key) -> firmware
+    // -> kernel -> agent (FWID = the measurement). Its keys are deterministic: built once.
+    auto dice = attest::make_sim_agent_dice_chain(
+        std::span(reinterpret_cast<const uint8_t*>(chip_.chip.vcek_key_pem.data()),
+                  chip_.chip.vcek_key_pem.size()),
+        measurement_);
+    if (!dice) {
+      spdlog::critical("simulated DICE chain: {}", dice.error().to_string());
+      return 1;
+    }
+    dice_ = std::move(*dice);
     if (auto t = open_vtpm(); !t) {
       spdlog::critical("vtpm {}: {}", cfg_.vtpm_tcti, t.error().to_string());
       return 1;
@@ -362,8 +374,9 @@ class agent final : public cocos_backend {
   }
 
   /// Evidence whose REPORT_DATA is `report_data`: the simulated SEV-SNP report signed by
-  /// this CVM's VCEK, the VCEK→ASK→ARK chain, the agent's two public keys and, with a vTPM,
-  /// the AK and a quote over report_data (report_data must then bind ak_name_).
+  /// this CVM's VCEK, the VCEK→ASK→ARK chain, the agent's two public keys, the DICE chain with
+  /// the agent layer key's signature over report_data and, with a vTPM, the AK and a quote
+  /// over report_data (report_data must then bind ak_name_).
   expected<flatbuffers::Offset<v1::Evidence>> build_evidence(flatbuffers::FlatBufferBuilder& b,
                                                              const std::array<uint8_t, 64>& report_data) {
     auto report = attest::make_sim_report(chip_.chip, report_data, measurement_);
@@ -379,11 +392,16 @@ class agent final : public cocos_backend {
                                     b.CreateVector(q->attest), b.CreateVector(q->signature),
                                     b.CreateVector(pcrs), b.CreateVector(event_log_));
     }
+    auto dice_sig = attest::sign_dice_binding(dice_.leaf_key_pem, report_data);
+    if (!dice_sig) return dice_sig.error();
+    auto dice = v1::CreateDiceEvidence(
+        b, b.CreateVector(reinterpret_cast<const uint8_t*>(dice_.chain_pem.data()), dice_.chain_pem.size()),
+        b.CreateVector(*dice_sig));
     std::string chain = chip_.chip.vcek_pem + chip_.ask_pem + chip_.ark_pem;
     return v1::CreateEvidence(b, v1::EvidenceKind::sim_snp, b.CreateVector(*report),
                               b.CreateVector(reinterpret_cast<const uint8_t*>(chain.data()), chain.size()),
                               b.CreateVector(kx_.public_key.data(), kx_.public_key.size()),
-                              b.CreateVector(sign_pk_.data(), sign_pk_.size()), vtpm);
+                              b.CreateVector(sign_pk_.data(), sign_pk_.size()), vtpm, dice);
   }
 
   /// The first frame on a bridge link: evidence bound to that TLS session's exporter.
@@ -1180,6 +1198,7 @@ class agent final : public cocos_backend {
   std::array<uint8_t, crypto_sign_SECRETKEYBYTES> sign_sk_{};
   attest::sim_identity chip_;
   std::array<uint8_t, 48> measurement_{};
+  attest::sim_dice_chain dice_;  // immutable after start (bridge client threads read it)
   // --vtpm: set once before the bus link opens, then used under tpm_mu_ (bridge client threads
   // and the agent's queue both build evidence).
   std::optional<tpm_provider> tpm_;

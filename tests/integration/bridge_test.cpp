@@ -8,6 +8,7 @@
 
 #include "fixture.hpp"
 
+#include "cove/attest/dice.hpp"
 #include "cove/attest/sim.hpp"
 #include "cove/attest/sim_store.hpp"
 #include "cove/bridge/client.hpp"
@@ -359,6 +360,47 @@ TEST_CASE("bridge: a policy change closes the link; the agent is re-verified und
     auto missing = set_policy(c, "cvm-nope", good);
     check_error(missing, errc::not_found, "cvm-nope");
   }
+}
+
+/// The CVM's policy plus a `dice` section requiring the simulated TEE's chain: its device
+/// root (derived from the CVM's chip) and the FWIDs of firmware, kernel and agent.
+std::string policy_requiring_dice(cluster& c, const std::string& cvm, const std::string& agent_fwid_hex) {
+  auto tee = must(attest::load_sim_identity(c.state_dir() / "cvms" / cvm / "tee"), "tee");
+  auto measurement = must(attest::sha384_file(bin_dir() / "cove-agent"), "measurement");
+  auto dice = must(attest::make_sim_agent_dice_chain(
+                       std::span(reinterpret_cast<const uint8_t*>(tee.chip.vcek_key_pem.data()),
+                                 tee.chip.vcek_key_pem.size()),
+                       measurement),
+                   "dice");
+  auto j = nlohmann::json::parse(read_file(c.state_dir() / "sim" / "policy.json"));
+  j["dice"] = {{"required", true},
+               {"trusted_roots", {dice.root_pem}},
+               {"layers",
+                {{{"name", "firmware"}, {"fwids", {crypto::to_hex(attest::sim_dice_firmware_fwid())}}},
+                 {{"name", "kernel"}, {"fwids", {crypto::to_hex(attest::sim_dice_kernel_fwid())}}},
+                 {{"name", "agent"}, {"fwids", {agent_fwid_hex}}}}}};
+  return j.dump();
+}
+
+TEST_CASE("bridge: a policy requiring DICE admits the agent's chain and refuses a wrong agent FWID") {
+  cluster c;
+  event_log events(c);
+  auto cvm = c.create_cvm();
+  events.wait(cvm, "admitted");
+  auto measurement = must(attest::sha384_file(bin_dir() / "cove-agent"), "measurement");
+
+  // The agent's DICE chain (agent FWID = its measurement) is verified and admitted.
+  must(set_policy(c, cvm, policy_requiring_dice(c, cvm, crypto::to_hex(measurement))), "dice policy");
+  events.wait(cvm, "closed", "policy changed");
+  auto admitted = events.wait(cvm, "admitted", "with DICE chain", 1, 30s);
+  CHECK(admitted.find("evidence with DICE chain verified") != std::string::npos);
+  c.wait_for_state(cvm, "ReceivingManifest");
+
+  // Another agent FWID: refused, naming the layer.
+  must(set_policy(c, cvm, policy_requiring_dice(c, cvm, std::string(96, 'c'))), "wrong fwid");
+  events.wait(cvm, "closed", "policy changed", 2);
+  auto refused = events.wait(cvm, "refused", "fwid", 1, 30s);
+  CHECK(refused.find("dice: layer 3 (agent) fwid: got " + crypto::to_hex(measurement)) != std::string::npos);
 }
 
 TEST_CASE("bridge: a hello that is not a BridgeHello or names a bad CVM id is refused") {

@@ -12,6 +12,7 @@
 #include "cli_runner.hpp"
 #include "cove/attest/dice.hpp"
 #include "cove/attest/sim.hpp"
+#include "cove/attest/sim_store.hpp"
 #include "cove/attest/snp_report.hpp"
 #include "cove/attest/verify.hpp"
 #include "cove/attest/vtpm_evidence.hpp"
@@ -24,6 +25,7 @@
 using namespace cove;
 using namespace cove::itest;
 using json = nlohmann::json;
+using namespace std::chrono_literals;
 using bytes = std::vector<uint8_t>;
 
 namespace {
@@ -480,7 +482,7 @@ TEST_CASE("cove attestation get saves evidence that attestation validate reads b
        {std::pair{"vtpm", "cove: attestation_failed: CVM '" + id +
                               "' sent evidence without a vTPM section (--mode vtpm)"},
         {"snp-vtpm", "cove: attestation_failed: CVM '" + id + "' sent sim_snp evidence, not sev_snp"},
-        {"dice", std::string("cove: unavailable: --mode dice")}}) {
+        {"dice", std::string("cove: invalid_request: --mode dice: the policy has no dice section")}}) {
     auto r =
         cove.run({"attestation", "get", "--mode", mode, "--cvm", id, "-o", (c.dir() / "x.json").string()});
     CHECK(r.code == 1);
@@ -551,4 +553,146 @@ TEST_CASE("cove igvm build -> cove measure --igvm equals cove measure --mode snp
                 (dir.path() / "x.igvm").string()});
   CHECK(r.code == 1);
   CHECK(r.err.find("SEV metadata") != std::string::npos);
+}
+
+TEST_CASE(
+    "cove attestation get --mode dice saves the agent's DICE chain; validate --mode dice reads it back; "
+    "--crl") {
+  cluster c;
+  cove_cli cove(c);
+  auto id = c.create_cvm();
+  auto tee = must(attest::load_sim_identity(c.state_dir() / "cvms" / id / "tee"), "tee");
+  auto measurement = must(attest::sha384_file(bin_dir() / "cove-agent"), "measurement");
+  auto dice = must(attest::make_sim_agent_dice_chain(
+                       std::span(reinterpret_cast<const uint8_t*>(tee.chip.vcek_key_pem.data()),
+                                 tee.chip.vcek_key_pem.size()),
+                       measurement),
+                   "dice");
+  auto dice_policy = [&](const std::string& agent_fwid) {
+    return json{{"trusted_roots", {dice.root_pem}},
+                {"layers",
+                 {{{"name", "firmware"}, {"fwids", {crypto::to_hex(attest::sim_dice_firmware_fwid())}}},
+                  {{"name", "kernel"}, {"fwids", {crypto::to_hex(attest::sim_dice_kernel_fwid())}}},
+                  {{"name", "agent"}, {"fwids", {agent_fwid}}}}}};
+  };
+  auto good = c.dir() / "dice-policy.json";
+  auto wrong = c.dir() / "dice-wrong.json";
+  write_file(good, dice_policy(crypto::to_hex(measurement)).dump());
+  write_file(wrong, dice_policy(std::string(96, 'd')).dump());
+  auto ev_file = c.dir() / "evidence.json";
+
+  auto got = json::parse(cove.ok({"attestation", "get", "--mode", "dice", "--cvm", id, "--dice-policy",
+                                  good.string(), "-o", ev_file.string(), "--json"}));
+  CHECK(got.at("verified") == true);
+  CHECK(got.at("mode") == "dice");
+  CHECK(got.at("dice") == true);
+  CHECK(got.at("report").at("measurement") == crypto::to_hex(measurement));
+  REQUIRE(got.at("dice_chain").size() == 4);
+  CHECK(got.at("dice_chain")[3].at("name") == "agent");
+  CHECK(got.at("dice_chain")[3].at("fwids")[0].at("digest") == crypto::to_hex(measurement));
+  CHECK(got.at("summary").get<std::string>().find("DICE chain device -> firmware -> kernel -> agent") !=
+        std::string::npos);
+  auto ev = must(cli::evidence_from_json(read_file(ev_file)), "saved evidence");
+  REQUIRE(ev.dice);
+  // Same layers as the chain derived here (the certificates' ECDSA signatures differ).
+  auto layers = must(attest::parse_dice_chain(ev.dice->chain), "saved chain");
+  REQUIRE(layers.size() == 4);
+  CHECK(layers[3].fwids.at(0).digest == std::vector<uint8_t>(measurement.begin(), measurement.end()));
+
+  // Read back: DICE only, then DICE and the report together (a policy with a dice section).
+  auto v = json::parse(cove.ok({"attestation", "validate", "--mode", "dice", "--evidence", ev_file.string(),
+                                "--policy", good.string(), "--json"}));
+  CHECK(v.at("valid") == true);
+  CHECK(v.at("dice").size() == 4);
+  CHECK(v.at("report_data") ==
+        crypto::to_hex(crypto::evidence_report_data(ev.kx_public_key, ev.sign_public_key, ev.nonce)));
+  CHECK(cove.ok({"attestation", "validate", "--mode", "dice", "--evidence", ev_file.string(), "--policy",
+                 good.string()})
+            .find("valid: DICE chain of 4 layers (device -> firmware -> kernel -> agent)") !=
+        std::string::npos);
+  auto full_policy = json::parse(read_file(c.state_dir() / "sim" / "policy.json"));
+  full_policy["dice"] = dice_policy(crypto::to_hex(measurement));
+  full_policy["dice"]["required"] = true;
+  write_file(c.dir() / "full-policy.json", full_policy.dump());
+  auto full = json::parse(cove.ok({"attestation", "validate", "--evidence", ev_file.string(), "--policy",
+                                   (c.dir() / "full-policy.json").string(), "--json"}));
+  CHECK(full.at("valid") == true);
+  CHECK(full.at("dice").size() == 4);
+  // get with the dice section of --policy (no --dice-policy).
+  CHECK(cove.ok({"attestation", "get", "--mode", "dice", "--cvm", id, "--policy",
+                 (c.dir() / "full-policy.json").string(), "-o", (c.dir() / "e-full.json").string()})
+            .find("DICE chain") != std::string::npos);
+
+  // A wrong agent FWID: get saves and exits 1; validate exits 1; both name the layer.
+  auto bad_get = cove.run({"attestation", "get", "--mode", "dice", "--cvm", id, "--dice-policy",
+                           wrong.string(), "-o", (c.dir() / "e-wrong.json").string()});
+  CHECK(bad_get.code == 1);
+  CHECK(bad_get.err.find("does not verify: dice: layer 3 (agent) fwid: got " + crypto::to_hex(measurement)) !=
+        std::string::npos);
+  CHECK(fs::exists(c.dir() / "e-wrong.json"));
+  auto bad = cove.run({"attestation", "validate", "--mode", "dice", "--evidence", ev_file.string(),
+                       "--policy", wrong.string()});
+  CHECK(bad.code == 1);
+  CHECK(bad.err.find("dice: layer 3 (agent) fwid: got ") != std::string::npos);
+
+  // A chain from another session (another nonce's evidence) swapped in: the leaf signed another REPORT_DATA.
+  auto other = must(cli::evidence_from_json(read_file(c.dir() / "e-full.json")), "other");
+  auto swapped = ev;
+  swapped.dice = other.dice;
+  write_file(c.dir() / "swapped.json", cli::evidence_to_json(swapped));
+  for (const auto& mode : {"dice", "snp"}) {
+    auto r = cove.run(
+        {"attestation", "validate", "--mode", mode, "--evidence", (c.dir() / "swapped.json").string(),
+         "--policy", std::string(mode) == "dice" ? good.string() : (c.dir() / "full-policy.json").string()});
+    CHECK(r.code == 1);
+    INFO(r.err);
+    CHECK(r.err.find("dice.binding: the agent layer's key") != std::string::npos);
+  }
+  // Another agent key than the report binds: REPORT_DATA is not the nonce construction.
+  auto rekeyed = ev;
+  rekeyed.kx_public_key[0] ^= 1;
+  write_file(c.dir() / "rekeyed.json", cli::evidence_to_json(rekeyed));
+  auto rk = cove.run({"attestation", "validate", "--mode", "dice", "--evidence",
+                      (c.dir() / "rekeyed.json").string(), "--policy", good.string()});
+  CHECK(rk.code == 1);
+  CHECK(rk.err.find("report_data: got ") != std::string::npos);
+
+  // Usage: dice needs a DICE policy; vtpm needs a vTPM section; raw flags do not mix with --evidence.
+  CHECK(cove.run({"attestation", "validate", "--mode", "dice", "--evidence", ev_file.string()}).code == 2);
+  CHECK(cove.run({"attestation", "validate", "--mode", "dice", "--evidence", ev_file.string(), "--policy",
+                  good.string(), "--chain", good.string()})
+            .code == 2);
+  auto no_vtpm = cove.run({"attestation", "validate", "--mode", "vtpm", "--evidence", ev_file.string(),
+                           "--policy", (c.dir() / "full-policy.json").string()});
+  CHECK(no_vtpm.code == 1);
+  CHECK(no_vtpm.err.find("no vTPM section") != std::string::npos);
+  CHECK(cove.run({"attestation", "get", "--mode", "sim", "--cvm", id, "--dice-policy", good.string(), "-o",
+                  (c.dir() / "x.json").string()})
+            .code == 1);
+
+  // Revocation (--crl): CRLs generated here with the host's simulated ARK/ASK keys.
+  auto root = must(attest::load_sim_root(c.state_dir() / "sim"), "sim root");
+  auto now = std::chrono::system_clock::now();
+  auto sim_policy = (c.state_dir() / "sim" / "policy.json").string();
+  write_file(c.dir() / "crl-ok.pem", must(attest::make_sim_crl(root, true, {}, now - 1h, now + 24h), "crl"));
+  write_file(c.dir() / "crl-revoked.pem",
+             must(attest::make_sim_crl(root, true, {tee.chip.vcek_pem}, now - 1h, now + 24h), "crl"));
+  write_file(c.dir() / "crl-stale.pem",
+             must(attest::make_sim_crl(root, false, {}, now - 48h, now - 24h), "crl"));
+  CHECK(cove.ok({"attestation", "validate", "--evidence", ev_file.string(), "--policy", sim_policy, "--crl",
+                 (c.dir() / "crl-ok.pem").string()})
+            .find("valid: SEV-SNP report") != std::string::npos);
+  auto revoked =
+      cove.run({"attestation", "validate", "--evidence", ev_file.string(), "--policy", sim_policy, "--crl",
+                (c.dir() / "crl-ok.pem").string(), "--crl", (c.dir() / "crl-revoked.pem").string()});
+  CHECK(revoked.code == 1);
+  CHECK(revoked.err.find("cert chain: VCEK '") != std::string::npos);
+  CHECK(revoked.err.find("is revoked (serial 0x") != std::string::npos);
+  auto stale = cove.run({"attestation", "validate", "--evidence", ev_file.string(), "--policy", sim_policy,
+                         "--crl", (c.dir() / "crl-stale.pem").string()});
+  CHECK(stale.code == 1);
+  CHECK(stale.err.find("is stale (nextUpdate") != std::string::npos);
+  CHECK(cove.run({"attestation", "validate", "--mode", "dice", "--evidence", ev_file.string(), "--policy",
+                  good.string(), "--crl", (c.dir() / "crl-ok.pem").string()})
+            .code == 2);
 }

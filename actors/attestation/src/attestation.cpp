@@ -75,7 +75,8 @@ bytes encode(const verdict& v, bool cached) {
   auto reason = b.CreateString(v.reason);
   auto meas = b.CreateVector(v.measurement);
   auto product = b.CreateString(v.product);
-  auto body = v1::CreateVerifyResult(b, v.valid, reason, meas, v.report_version, product, cached, v.vtpm);
+  auto body =
+      v1::CreateVerifyResult(b, v.valid, reason, meas, v.report_version, product, cached, v.vtpm, v.dice);
   return bus::finish(b, body, {}, sender);
 }
 
@@ -117,8 +118,9 @@ void on_verify(self_ptr self, const bus::bus_msg& m) {
   self->request(worker, caf::infinite, atom::verify::value, m.data)
       .then(
           [self, key, d = *digest](bool valid, std::string& reason, bytes& measurement, uint32_t version,
-                                   std::string& product, bool vtpm) {
-            verdict v{valid, std::move(reason), std::move(measurement), version, std::move(product), vtpm};
+                                   std::string& product, bool vtpm, bool dice) {
+            verdict v{valid, std::move(reason), std::move(measurement), version, std::move(product), vtpm,
+                      dice};
             auto payload = encode(v, false);
             self->state.cache->put(d, std::move(v));
             answer_waiting(self, key, payload);
@@ -174,11 +176,20 @@ expected<verdict> verify_request(std::span<const uint8_t> envelope) {
   auto chain = span_of(ev.cert_chain());
   attest::agent_evidence agent{span_of(ev.report()),
                                std::string_view(reinterpret_cast<const char*>(chain.data()), chain.size()),
-                               kx, sign, std::nullopt};
+                               kx,
+                               sign,
+                               std::nullopt,
+                               std::nullopt};
   if (ev.vtpm() != nullptr) {
     auto section = vtpm_section(*ev.vtpm());
     if (!section) return reject(section.error().message);
     agent.vtpm = std::move(*section);
+  }
+  if (const auto* d = ev.dice(); d != nullptr) {
+    auto chain = span_of(d->chain());
+    agent.dice = attest::agent_dice_evidence{
+        std::string_view(reinterpret_cast<const char*>(chain.data()), chain.size()),
+        span_of(d->binding_signature())};
   }
   auto verified = attest::verify_agent_evidence(agent, *policy, binding);
   if (!verified) return reject(verified.error().message);
@@ -187,6 +198,7 @@ expected<verdict> verify_request(std::span<const uint8_t> envelope) {
   v.report_version = verified->report.version;
   v.product = std::string(attest::to_string(verified->report.product));
   v.vtpm = verified->vtpm.has_value();
+  v.dice = verified->dice.has_value();
   return v;
 }
 
@@ -231,6 +243,12 @@ std::optional<crypto::sha3_digest> cache_key(std::span<const uint8_t> envelope) 
         lp(span_of(p->value()));
       }
   }
+  if (const auto* d = ev.dice(); d != nullptr) {
+    constexpr std::string_view tag = "dice";
+    lp(std::span<const uint8_t>(reinterpret_cast<const uint8_t*>(tag.data()), tag.size()));
+    lp(span_of(d->chain()));
+    lp(span_of(d->binding_signature()));
+  }
   return h.finish();
 }
 
@@ -265,11 +283,16 @@ attestation_verifier_actor::behavior_type verifier(attestation_verifier_actor::p
   spdlog::debug("attestation: verifier {} started", index);
   return {
       [](atom::verify,
-         const bytes& request) -> caf::result<bool, std::string, bytes, uint32_t, std::string, bool> {
+         const bytes& request) -> caf::result<bool, std::string, bytes, uint32_t, std::string, bool, bool> {
         auto v = verify_request(request);
         if (!v) return caf::make_error(caf::sec::invalid_argument, v.error().to_string());
-        return {v->valid,          std::move(v->reason),  std::move(v->measurement),
-                v->report_version, std::move(v->product), v->vtpm};
+        return {v->valid,
+                std::move(v->reason),
+                std::move(v->measurement),
+                v->report_version,
+                std::move(v->product),
+                v->vtpm,
+                v->dice};
       },
   };
 }

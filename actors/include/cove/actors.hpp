@@ -67,8 +67,9 @@ using stats_sampler_actor = caf::typed_actor<caf::reacts_to<atom::sample, uint64
 
 /// A VERIFIER worker of the attestation service, spawned detached: certificate-chain and
 /// report-signature checks (RSA/ECDSA) block its own thread, never the service's.
-///  - (verify, VerifyRequest envelope) -> (valid, reason, measurement, report version, product)
+///  - (verify, VerifyRequest envelope) -> (valid, reason, measurement, report version, product,
+///    vtpm verified, dice verified)
 using attestation_verifier_actor = caf::typed_actor<caf::replies_to<atom::verify, std::vector<uint8_t>>::with<
-    bool, std::string, std::vector<uint8_t>, uint32_t, std::string, bool>>;
+    bool, std::string, std::vector<uint8_t>, uint32_t, std::string, bool, bool>>;
 
 }  // namespace cove

@@ -121,6 +121,9 @@ struct sim_dice_inputs {
   std::vector<uint8_t> uds = std::vector<uint8_t>(32, 0);  // exactly 32 bytes
   /// Measured bytes of each layer: firmware, kernel, agent.
   std::vector<uint8_t> firmware, kernel, agent;
+  /// A layer's SHA-384 measurement given directly (48 bytes; e.g. the agent's launch
+  /// measurement, already a SHA-384 of its binary): used instead of SHA-384(measured bytes).
+  std::vector<uint8_t> firmware_digest, kernel_digest, agent_digest;
   /// OperationalFlags per layer (firmware, kernel, agent).
   uint32_t firmware_flags = 0, kernel_flags = 0, agent_flags = 0;
   int64_t firmware_svn = 1, kernel_svn = 1, agent_svn = 1;
@@ -146,5 +149,43 @@ struct sim_dice_chain {
 /// svn, layer i, fwids [SHA-384(measured bytes)], flags} and is signed by key_{i-1}
 /// with ECDSA-SHA-256. Serial numbers are derived from the public key.
 expected<sim_dice_chain> make_sim_dice_chain(const sim_dice_inputs& inputs);
+
+// ---- DICE in an agent's evidence ------------------------------------------------------------
+
+/// The statement the agent layer's (leaf) key signs in an agent's evidence:
+///   "cove-dice-binding-v1" || lp(REPORT_DATA)      (lp = u32 big-endian length || bytes)
+/// REPORT_DATA is the 64 bytes of the TEE report of the same evidence, itself the session
+/// construction (common/include/cove/crypto/statements.hpp: agent keys, the verifier's nonce
+/// or the bridge's TLS exporter and CVM id, the vTPM AK name). So the signature ties this
+/// chain's leaf key to this session and these agent keys: a chain (with its signature) taken
+/// from another agent or session signs another REPORT_DATA and fails.
+inline constexpr std::string_view dice_binding_tag = "cove-dice-binding-v1";
+std::vector<uint8_t> dice_binding_message(std::span<const uint8_t> report_data);
+
+/// Signs dice_binding_message(report_data) with the leaf's private key (PKCS#8 PEM):
+/// ECDSA P-256/SHA-256, P-384/SHA-384 (DER ECDSA-Sig-Value) or Ed25519.
+expected<std::vector<uint8_t>> sign_dice_binding(std::string_view leaf_key_pem,
+                                                 std::span<const uint8_t> report_data);
+
+/// Checks `signature` over dice_binding_message(report_data) with the public key of the
+/// chain's last certificate (`leaf`). errc::attestation_failed
+/// ("dice.binding: the agent layer's key did not sign this evidence's REPORT_DATA ...").
+expected<void> verify_dice_binding(const dice_layer& leaf, std::span<const uint8_t> report_data,
+                                   std::span<const uint8_t> signature);
+
+/// The measured bytes of the simulated TEE's firmware and kernel layers (fixed strings:
+/// the process backend has no firmware or kernel of its own) and their SHA-384 FWIDs.
+inline constexpr std::string_view sim_dice_firmware_bytes = "cove simulated firmware v1";
+inline constexpr std::string_view sim_dice_kernel_bytes = "cove simulated kernel v1";
+std::vector<uint8_t> sim_dice_firmware_fwid();
+std::vector<uint8_t> sim_dice_kernel_fwid();
+
+/// The simulated TEE's DICE chain for an agent: UDS = HKDF-SHA-256(ikm = `uds_seed`,
+/// salt = "", info = "cove-sim-dice-uds-v1") (the agent uses its chip's VCEK private key
+/// PEM as the seed, so each simulated chip is one DICE device), firmware and kernel =
+/// the fixed strings above, agent layer digest = `agent_measurement` (the agent's launch
+/// measurement, so its FWID equals the report's MEASUREMENT).
+expected<sim_dice_chain> make_sim_agent_dice_chain(std::span<const uint8_t> uds_seed,
+                                                   std::span<const uint8_t> agent_measurement);
 
 }  // namespace cove::attest

@@ -12,6 +12,7 @@
 #include <string>
 #include <string_view>
 
+#include "cove/attest/dice.hpp"
 #include "cove/attest/policy.hpp"
 #include "cove/attest/snp_report.hpp"
 #include "cove/attest/vtpm_evidence.hpp"
@@ -40,6 +41,12 @@ struct agent_vtpm_evidence {
   std::span<const uint8_t> event_log;  // TCG crypto-agile log; empty = none
 };
 
+/// The DICE part of an agent's evidence (schemas/attestation.fbs DiceEvidence).
+struct agent_dice_evidence {
+  std::string_view chain;                      // PEM (or DER) certificates, any order
+  std::span<const uint8_t> binding_signature;  // leaf key over dice_binding_message(REPORT_DATA)
+};
+
 /// An agent's evidence as received (Evidence in schemas/attestation.fbs).
 struct agent_evidence {
   std::span<const uint8_t> report;
@@ -47,6 +54,7 @@ struct agent_evidence {
   std::span<const uint8_t> kx_public_key;
   std::span<const uint8_t> sign_public_key;
   std::optional<agent_vtpm_evidence> vtpm;
+  std::optional<agent_dice_evidence> dice;
 };
 
 /// What REPORT_DATA must bind (common/include/cove/crypto/statements.hpp), beside the
@@ -64,8 +72,9 @@ struct evidence_binding {
 
 struct verified_evidence {
   snp_report report;
-  std::optional<vtpm_verified> vtpm;  // set when the evidence carried a vTPM section
-  std::string ak_type;                // "ecc-p256", "rsa-2048", ... when vtpm is set
+  std::optional<vtpm_verified> vtpm;            // set when the evidence carried a vTPM section
+  std::string ak_type;                          // "ecc-p256", "rsa-2048", ... when vtpm is set
+  std::optional<std::vector<dice_layer>> dice;  // set when a DICE chain was verified (policy.dice)
 };
 
 /// "ecc-p256", "rsa-2048", "rsa-3072", "rsa-4096" (or "rsa-<bits>" / "ecc-unknown").
@@ -77,7 +86,9 @@ std::string ak_type_name(const tpm_public& ak);
 /// 3. the report: verify_sim_or_snp_evidence with REPORT_DATA = the binding's construction
 ///    (v2, with the AK name, when there is a vTPM section) — a report that does not vouch
 ///    for this AK fails on "report_data: ..." saying so;
-/// 4. the vTPM section: verify_vtpm_section against the report's REPORT_DATA.
+/// 4. the vTPM section: verify_vtpm_section against the report's REPORT_DATA;
+/// 5. with a policy `dice` section: verify_dice_section (a missing chain fails only when
+///    dice.required). Without one, a DICE chain in the evidence is not looked at.
 /// Errors are errc::attestation_failed naming the field, with got/expected values.
 expected<verified_evidence> verify_agent_evidence(const agent_evidence& ev, const snp_policy& policy,
                                                   const evidence_binding& binding);
@@ -90,5 +101,13 @@ expected<verified_evidence> verify_agent_evidence(const agent_evidence& ev, cons
 /// "vtpm.ak_types", "vtpm.event_log", "vtpm.quote", "vtpm.pcrs".
 expected<vtpm_verified> verify_vtpm_section(const agent_vtpm_evidence& v,
                                             std::span<const uint8_t> report_data, const vtpm_policy& policy);
+
+/// The DICE section against the REPORT_DATA of a verified report: parse_dice_chain
+/// ("dice.chain: ..."), verify_dice_chain with policy.chain at `now` ("dice: layer 3 (agent)
+/// fwid: ..."), then verify_dice_binding with the leaf ("dice.binding: ..."). Returns the
+/// layers, root first.
+expected<std::vector<dice_layer>> verify_dice_section(
+    const agent_dice_evidence& d, std::span<const uint8_t> report_data, const dice_evidence_policy& policy,
+    std::chrono::system_clock::time_point now = std::chrono::system_clock::now());
 
 }  // namespace cove::attest

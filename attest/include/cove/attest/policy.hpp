@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "cove/attest/dice.hpp"
 #include "cove/attest/snp_report.hpp"
 #include "cove/attest/tpm_quote.hpp"
 #include "cove/attest/verify.hpp"
@@ -33,6 +34,13 @@ struct vtpm_policy {
   }
 };
 
+/// The `dice` section: the DICE chain of an agent's evidence (attest/README.md "DICE in the
+/// agent's evidence"). Present = chains in evidence are verified against `chain`.
+struct dice_evidence_policy {
+  bool required = false;  // evidence without a DICE chain is refused
+  dice_policy chain;      // trusted roots (at least one), layers' FWIDs/SVNs/flags, algorithms
+};
+
 struct snp_policy {
   std::vector<std::vector<uint8_t>> measurements;  // 48 bytes each; empty = any
   std::optional<std::vector<uint8_t>> host_data;   // 32 bytes
@@ -44,15 +52,18 @@ struct snp_policy {
   std::optional<snp_product> product;              // nullopt = any
   uint32_t minimum_report_version = 2;
   uint32_t minimum_guest_svn = 0;
-  std::optional<uint32_t> vmpl;            // exact VMPL
-  std::vector<std::string> trusted_roots;  // ARK PEMs (file contents already read)
-  vtpm_policy vtpm;                        // the vTPM section (applies when evidence carries one)
+  std::optional<uint32_t> vmpl;              // exact VMPL
+  std::vector<std::string> trusted_roots;    // ARK PEMs (file contents already read)
+  std::vector<std::string> crls;             // CRLs (PEM) of the AMD chain; empty = no revocation check
+  vtpm_policy vtpm;                          // the vTPM section (applies when evidence carries one)
+  std::optional<dice_evidence_policy> dice;  // nullopt: a DICE chain in evidence is not checked
 };
 
 /// Parses policy JSON (keys: measurements, host_data, allow_debug, allow_smt,
 /// allow_migration_agent, minimum_tcb{bl,tee,snp,microcode,fmc}, chip_ids, product,
-/// minimum_report_version, minimum_guest_svn, vmpl, trusted_roots, vtpm{required, pcrs,
-/// ak_types, event_log_pcrs, require_event_log}). Unknown keys, wrong
+/// minimum_report_version, minimum_guest_svn, vmpl, trusted_roots, crls, vtpm{required, pcrs,
+/// ak_types, event_log_pcrs, require_event_log}, dice{required, trusted_roots, layers,
+/// allowed_signature_algorithms}). Unknown keys, wrong
 /// types and bad hex lengths are errc::invalid_request. A trusted_roots entry is inline PEM
 /// (starts with "-----BEGIN") or a file path, relative paths resolved against base_dir.
 expected<snp_policy> load_policy_json(std::string_view json, const std::filesystem::path& base_dir = {});
@@ -63,7 +74,8 @@ expected<snp_policy> load_inline_policy_json(std::string_view json);
 expected<snp_policy> load_policy_file(const std::filesystem::path& path);
 
 /// The policy as JSON in the load_policy_json format, every key present except unset
-/// `host_data` and `vmpl` and a default `vtpm` section (product "any" when unset);
+/// `host_data` and `vmpl`, a default `vtpm` section and an absent `dice` section (product
+/// "any" when unset);
 /// trusted_roots as inline PEMs.
 /// load_policy_json(policy_to_json(p)) gives back p. `indent` < 0: one line.
 std::string policy_to_json(const snp_policy& policy, int indent = 2);

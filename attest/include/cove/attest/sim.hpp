@@ -4,6 +4,7 @@
 // same verify_snp_evidence/check_policy path as real evidence and is accepted only when the
 // sim ARK is named in the trusted roots.
 #include <array>
+#include <chrono>
 #include <cstdint>
 #include <filesystem>
 #include <string>
@@ -40,6 +41,14 @@ struct sim_chip {
 /// Issues a VCEK for a fresh random chip id, signed by the root's ASK, with the AMD
 /// extensions (product name "Sim", bl/tee/snp/microcode SPLs, hwID = chip id).
 expected<sim_chip> issue_sim_vcek(const sim_root& root, const tcb_version& tcb = {3, 0, 8, 115, 0});
+
+/// A CRL like AMD KDS's /vcek/v1/<product>/crl, for tests of the revocation check:
+/// issued and signed (RSASSA-PSS SHA-384) by the root's ARK (`by_ask` false; it then
+/// revokes ASKs) or ASK (revokes VCEKs), listing the serial numbers of `revoked` (PEM
+/// certificates), thisUpdate = `this_update`, nextUpdate = `next_update`. Returns PEM.
+expected<std::string> make_sim_crl(const sim_root& root, bool by_ask, const std::vector<std::string>& revoked,
+                                   std::chrono::system_clock::time_point this_update,
+                                   std::chrono::system_clock::time_point next_update);
 
 struct sim_report_options {
   uint64_t policy = 0x30000;  // SMT allowed, reserved bit 17

@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <ctime>
 #include <optional>
 #include <span>
 #include <string>
@@ -23,7 +24,15 @@ struct verify_options {
   std::vector<std::string> trusted_ark_pems;
   /// Clock for certificate validity; system_clock::now() when unset.
   std::optional<std::chrono::system_clock::time_point> now;
+  /// Certificate revocation lists, PEM (one or more "X509 CRL" blocks) or one DER CRL per
+  /// string, e.g. AMD KDS's /vcek/v1/<product>/crl. Empty = no revocation check. See
+  /// check_crls.
+  std::vector<std::string> crls;
 };
+
+/// Parses CRLs (PEM blocks or one DER CRL) and returns them as PEM ("X509 CRL" blocks).
+/// errc::invalid_request when nothing parses or a block is malformed.
+expected<std::string> crls_to_pem(std::string_view pem_or_der);
 
 /// Splits a PEM bundle into DER certificates (in file order). Fails on an empty bundle or
 /// a malformed certificate.
@@ -57,9 +66,18 @@ expected<void> verify_snp_signature(const snp_report& report, const X509* vcek);
 expected<void> verify_snp_signature(const snp_report& report, std::span<const uint8_t> vcek_der);
 
 /// ARK self-signed and byte-equal to a trusted ARK; ARK signs ASK; ASK signs VCEK; every
-/// signature RSASSA-PSS with SHA-384; every certificate valid at opts.now; VCEK key P-384.
+/// signature RSASSA-PSS with SHA-384; every certificate valid at opts.now; VCEK key P-384;
+/// then, with opts.crls, check_crls.
 expected<void> verify_cert_chain(std::span<const uint8_t> vcek_der, std::span<const uint8_t> ask_der,
                                  std::span<const uint8_t> ark_der, const verify_options& opts);
+/// Revocation: every CRL in `crls` must be issued by the chain's ARK (it then lists revoked
+/// ASKs) or its ASK (revoked VCEKs) — by name, and its signature must verify with that key —
+/// and be current at `now` (thisUpdate passed, nextUpdate, when present, not passed). The
+/// ASK or VCEK on a CRL of its issuer fails: "ASK 'CN=SEV-Genoa…' is revoked (serial 0x…,
+/// CRL of 'CN=ARK-Genoa…')". Messages are prefixed "crl: " except the revocation itself.
+expected<void> check_crls(const X509* vcek, const X509* ask, const X509* ark,
+                          const std::vector<std::string>& crls, std::time_t now);
+
 /// Same, with ASK and ARK taken from a PEM bundle (any order).
 expected<void> verify_cert_chain(std::span<const uint8_t> vcek_der, std::string_view ask_ark_pem_bundle,
                                  const verify_options& opts);

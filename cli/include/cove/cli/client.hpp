@@ -36,10 +36,11 @@ expected<bus::connect_options> bus_options(const std::string& url, std::string n
 
 /// What a verified attestation tells us about an agent.
 struct attested_agent {
-  std::vector<uint8_t> report;           // the raw SEV-SNP-format report
-  std::vector<uint8_t> kx_public_key;    // X25519: uploads are sealed to it
-  std::vector<uint8_t> sign_public_key;  // Ed25519
-  std::string summary;                   // human-readable: measurement, chip, TCB
+  std::vector<uint8_t> report;                        // the raw SEV-SNP-format report
+  std::vector<uint8_t> kx_public_key;                 // X25519: uploads are sealed to it
+  std::vector<uint8_t> sign_public_key;               // Ed25519
+  std::string summary;                                // human-readable: measurement, chip, TCB
+  std::optional<attest::verified_evidence> verified;  // what verify_agent_evidence returned
 };
 
 /// Asks the agent for evidence bound to `nonce` (32..64 bytes) and returns it as received,

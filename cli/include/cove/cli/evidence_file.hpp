@@ -6,7 +6,8 @@
 //    "kx_public_key": "<hex>", "sign_public_key": "<hex>",
 //    "vtpm": {"ak_public": "<base64 TPM2B_PUBLIC>", "ak_spki": "<base64 DER>",
 //             "quote": "<base64 TPM2B_ATTEST>", "signature": "<base64 TPMT_SIGNATURE>",
-//             "pcrs": {"<index>": "<hex>", ...}, "event_log": "<base64>"}}   (vtpm optional)
+//             "pcrs": {"<index>": "<hex>", ...}, "event_log": "<base64>"},   (vtpm optional)
+//    "dice": {"chain": "<PEM, root first>", "binding_signature": "<base64>"}}   (dice optional)
 // The report's REPORT_DATA must be crypto::evidence_report_data(kx, sign, nonce[, AK name]).
 #include <cstdint>
 #include <string>
@@ -29,6 +30,12 @@ struct saved_vtpm {
   std::vector<uint8_t> event_log;
 };
 
+/// The DICE section (simulated-TEE agents).
+struct saved_dice {
+  std::string chain;  // PEM
+  std::vector<uint8_t> binding_signature;
+};
+
 struct saved_evidence {
   std::string kind;  // "sim_snp" or "sev_snp"
   std::string cvm_id;
@@ -37,6 +44,7 @@ struct saved_evidence {
   std::string cert_chain;  // PEM, VCEK first; may be empty (collateral fetched elsewhere)
   std::vector<uint8_t> kx_public_key, sign_public_key;
   std::optional<saved_vtpm> vtpm;
+  std::optional<saved_dice> dice;
 };
 
 /// Views of `e` for attest::verify_agent_evidence (valid while `e` lives).

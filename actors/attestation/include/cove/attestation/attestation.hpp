@@ -28,6 +28,7 @@ struct verdict {
   uint32_t report_version = 0;
   std::string product;
   bool vtpm = false;  // the evidence carried a vTPM quote and it verified
+  bool dice = false;  // the policy has a dice section and the evidence's DICE chain verified
 };
 
 /// Checks a VerifyRequest envelope's fields without verifying anything: evidence present,
@@ -41,7 +42,8 @@ expected<verdict> verify_request(std::span<const uint8_t> verify_request_envelop
 
 /// SHA3-256 over lp(kind) lp(report) lp(cert_chain) lp(kx) lp(sign) lp(SHA3-256(policy_json))
 /// lp(nonce) lp(binding) lp(cvm_id) and, with a vTPM section, lp("vtpm") lp(ak_public)
-/// lp(ak_spki) lp(quote) lp(signature) lp(event_log) and lp(index || value) per PCR, of a
+/// lp(ak_spki) lp(quote) lp(signature) lp(event_log) and lp(index || value) per PCR, and with
+/// a DICE section lp("dice") lp(chain) lp(binding_signature), of a
 /// VerifyRequest envelope (lp = 8-byte length prefix); nullopt when malformed.
 std::optional<crypto::sha3_digest> cache_key(std::span<const uint8_t> verify_request_envelope);
 
