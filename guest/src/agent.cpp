@@ -137,7 +137,8 @@ class bridge_link final : public bus_link {
   std::unique_ptr<bridge::client> client_;
 };
 
-/// An upload in progress: decrypt and hash chunk by chunk; a writer thread stores.
+/// An upload in progress: the queue thread decrypts chunk by chunk; a writer thread
+/// hashes and stores, so decrypting the next chunk overlaps both.
 struct upload_stream {
   std::string id;
   v1::FileRole role;
@@ -150,7 +151,6 @@ struct upload_stream {
   crypto::public_key signer;
   std::array<uint8_t, 32> sender_pk{};
   crypto::open_stream opener;
-  crypto::sha3_256 hasher;
   fs::path part_path;
   std::unique_ptr<file_writer> writer;
   std::chrono::steady_clock::time_point last_activity;
@@ -524,8 +524,12 @@ class agent final : public cocos_backend {
     if (!req) return reply_error(m, req.error());
     auto r = begin_upload(**req);
     if (!r) return reply_error(m, r.error());
-    flatbuffers::FlatBufferBuilder b(128);
-    auto ready = v1::CreateUploadReady(b, b.CreateString(*r), cfg_.window, cfg_.chunk_size);
+    // The manifest's hash for this file: the uploader signs it instead of hashing the file
+    // itself (docs/bus.md §8.2); the agent still hashes what it decrypts and compares.
+    const auto& declared = uploads_.at(*r).expected_hash;
+    flatbuffers::FlatBufferBuilder b(192);
+    auto ready = v1::CreateUploadReady(b, b.CreateString(*r), cfg_.window, cfg_.chunk_size,
+                                       b.CreateVector(declared.data(), declared.size()));
     reply(m, bus::finish(b, ready, {}, sender_));
   }
 
@@ -616,7 +620,7 @@ class agent final : public cocos_backend {
                     .part_path = part,
                     .writer = std::make_unique<file_writer>()};
     std::copy(sender_pk->begin(), sender_pk->end(), s.sender_pk.begin());
-    if (auto r = s.writer->open(part); !r) return r.error();
+    if (auto r = s.writer->open(part, 4, /*sha3=*/true); !r) return r.error();
     s.last_activity = std::chrono::steady_clock::now();
     uploads_.emplace(id, std::move(s));
     publish_event("upload", state_name(state_),
@@ -659,7 +663,6 @@ class agent final : public cocos_backend {
     s.received += plain.size();
     if (s.received > s.size) return fail(errc::too_large, "more bytes than announced");
     if (final != c.last()) return fail(errc::crypto_failed, "final tag and last flag disagree");
-    s.hasher.update(plain);
     if (auto w = s.writer->write(std::move(plain)); !w) return fail(w.error().code, w.error().message);
     ++s.next_seq;
     s.last_activity = std::chrono::steady_clock::now();
@@ -667,26 +670,29 @@ class agent final : public cocos_backend {
 
     if (s.received != s.size)
       return fail(errc::invalid_request, fmt::format("received {} bytes, announced {}", s.received, s.size));
-    auto digest = s.hasher.finish();
     auto* claimed = c.sha3_256();
     auto* sig = c.signature();
-    if (claimed == nullptr || claimed->size() != digest.size() || sig == nullptr)
+    if (claimed == nullptr || claimed->size() != s.expected_hash.size() || sig == nullptr)
       return fail(errc::invalid_request, "the last chunk must carry sha3_256 (32 bytes) and signature");
-    if (!std::equal(claimed->begin(), claimed->end(), digest.begin()))
-      return fail(errc::hash_mismatch,
-                  fmt::format("'{}': the SHA3-256 of the received bytes does not match the uploader's claim",
-                              s.filename));
+    // The writer thread hashed every byte it stored; finish() waits for the last one.
+    if (auto w = s.writer->finish(); !w) return fail(w.error().code, w.error().message);
+    auto digest = s.writer->digest().value_or(crypto::sha3_digest{});
     if (digest != s.expected_hash)
       return fail(
           errc::hash_mismatch,
           fmt::format("{} '{}': SHA3-256 of the received bytes {} does not match the manifest's {}",
                       s.role_name, s.filename, crypto::to_hex(digest), crypto::to_hex(s.expected_hash)));
+    // The claim is the manifest's hash (UploadReady.sha3_256; older clients send the hash
+    // they computed, which is the same value for genuine content).
+    if (!std::equal(claimed->begin(), claimed->end(), digest.begin()))
+      return fail(errc::hash_mismatch,
+                  fmt::format("'{}': the uploader's sha3_256 is not the manifest's hash for this file",
+                              s.filename));
     auto statement = crypto::upload_statement(manifest_->id, manifest_digest_, s.role_name, s.filename,
                                               digest, kx_.public_key, s.sender_pk);
     if (auto v = s.signer.verify(statement, {sig->data(), sig->size()}); !v)
       return fail(errc::unauthorized,
                   fmt::format("{} '{}': signature does not verify", s.role_name, s.filename));
-    if (auto w = s.writer->finish(); !w) return fail(w.error().code, w.error().message);
     if (auto r = accept_file(s); !r) return fail(r.error().code, r.error().message);
     reply(m, ack(id, c.seq(), true));
     uploads_.erase(id);
