@@ -21,6 +21,7 @@
 #include "cove/agent/eat.hpp"
 #include "cove/agent/file_writer.hpp"
 #include "cove/agent/runner.hpp"
+#include "cove/agent/sealed_reader.hpp"
 #include "cove/agent/tpm_provider.hpp"
 #include "cove/agent/work_queue.hpp"
 #include "cove/attest/sim_store.hpp"
@@ -156,12 +157,11 @@ struct upload_stream {
   std::chrono::steady_clock::time_point last_activity;
 };
 
-/// A result download in progress: sealed lazily, in order.
+/// A result download in progress: a reader thread reads and seals ahead, in order.
 struct result_stream {
   std::string id;
   std::string consumer_fingerprint;
-  crypto::seal_stream sealer;
-  std::ifstream in;
+  std::unique_ptr<sealed_reader> reader;
   uint64_t size = 0;
   uint64_t chunks = 0;
   uint64_t next_seq = 0;
@@ -685,9 +685,9 @@ class agent final : public cocos_backend {
     // The claim is the manifest's hash (UploadReady.sha3_256; older clients send the hash
     // they computed, which is the same value for genuine content).
     if (!std::equal(claimed->begin(), claimed->end(), digest.begin()))
-      return fail(errc::hash_mismatch,
-                  fmt::format("'{}': the uploader's sha3_256 is not the manifest's hash for this file",
-                              s.filename));
+      return fail(
+          errc::hash_mismatch,
+          fmt::format("'{}': the uploader's sha3_256 is not the manifest's hash for this file", s.filename));
     auto statement = crypto::upload_statement(manifest_->id, manifest_digest_, s.role_name, s.filename,
                                               digest, kx_.public_key, s.sender_pk);
     if (auto v = s.signer.verify(statement, {sig->data(), sig->size()}); !v)
@@ -851,6 +851,10 @@ class agent final : public cocos_backend {
       return make_error(errc::wrong_state,
                         fmt::format("results are not ready (state {})", state_name(state_)));
 
+    // Each stream has a read-ahead thread and up to 4 sealed chunks buffered.
+    if (results_.size() >= max_result_streams)
+      return make_error(errc::unavailable,
+                        fmt::format("{} result downloads are already in progress", results_.size()));
     auto file_key = crypto::secret_key::generate();
     auto wrapped = crypto::wrap_key(*key, file_key);
     if (!wrapped) return wrapped.error();
@@ -865,11 +869,11 @@ class agent final : public cocos_backend {
     std::string id = fmt::format("result-{}", ++stream_counter_);
     result_stream s{.id = id,
                     .consumer_fingerprint = key->fingerprint(),
-                    .sealer = std::move(*sealer),
+                    .reader = std::make_unique<sealed_reader>(),
                     .size = size,
                     .chunks = chunks};
-    s.in.open(path, std::ios::binary);
-    if (!s.in) return make_error(errc::internal, "cannot open the result file");
+    if (auto o = s.reader->open(path, std::move(*sealer), chunks, cfg_.chunk_size); !o)
+      return make_error(errc::internal, "cannot open the result file: " + o.error().message);
     s.last_activity = std::chrono::steady_clock::now();
     results_.erase(id);
     results_.emplace(id, std::move(s));
@@ -893,13 +897,16 @@ class agent final : public cocos_backend {
       results_.erase(it);
       return;
     }
-    plain_buf_.resize(cfg_.chunk_size);
-    s.in.read(reinterpret_cast<char*>(plain_buf_.data()), cfg_.chunk_size);
-    plain_buf_.resize(static_cast<size_t>(s.in.gcount()));
     bool last = s.next_seq + 1 == s.chunks;
-    if (auto r = s.sealer.push(plain_buf_, last, cipher_buf_); !r) return reply_error(m, r.error());
-    flatbuffers::FlatBufferBuilder b(cipher_buf_.size() + 256);
-    auto data = b.CreateVector(cipher_buf_);
+    auto sealed = s.reader->next();
+    if (!sealed) {
+      reply_error(m, sealed.error());
+      results_.erase(it);
+      return;
+    }
+    flatbuffers::FlatBufferBuilder b(sealed->size() + 256);
+    auto data = b.CreateVector(*sealed);
+    s.reader->recycle(std::move(*sealed));
     auto chunk = v1::CreateChunk(b, b.CreateString(id), s.next_seq, data, last);
     reply(m, bus::finish(b, chunk, {}, sender_));
     ++s.next_seq;
@@ -1204,11 +1211,12 @@ class agent final : public cocos_backend {
   static constexpr size_t max_streams_per_file = 4;
   static constexpr size_t max_streams = 64;
   std::map<std::string, result_stream> results_;
+  static constexpr size_t max_result_streams = 16;
   uint64_t stream_counter_ = 0;
   uint64_t run_generation_ = 0;
   std::shared_ptr<running_algorithm> running_;
   std::thread waiter_;
-  bytes plain_buf_, cipher_buf_;
+
   // cocos front door: type and args from the Algo upload's metadata (cocos semantics).
   std::optional<algo_type> run_type_;
   std::optional<std::vector<std::string>> run_args_;
