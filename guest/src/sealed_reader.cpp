@@ -22,6 +22,7 @@ expected<void> sealed_reader::open(const std::filesystem::path& path, crypto::se
     return make_error(errc::internal, std::string("cannot open the file: ") + std::strerror(errno));
   depth_ = depth == 0 ? 1 : depth;
   closing_ = false;
+  done_ = false;
   failure_.reset();
   ready_.clear();
   thread_ = std::thread(
@@ -31,8 +32,9 @@ expected<void> sealed_reader::open(const std::filesystem::path& path, crypto::se
 
 expected<std::vector<uint8_t>> sealed_reader::next() {
   std::unique_lock lock(mu_);
-  cv_.wait(lock, [&] { return !ready_.empty() || failure_; });
-  if (ready_.empty()) return *failure_;
+  cv_.wait(lock, [&] { return !ready_.empty() || failure_ || done_; });
+  if (ready_.empty())
+    return failure_ ? *failure_ : make_error(errc::wrong_state, "sealed_reader: every chunk was read");
   auto b = std::move(ready_.front());
   ready_.pop_front();
   cv_.notify_all();
@@ -76,6 +78,7 @@ void sealed_reader::run(crypto::seal_stream sealer, uint64_t chunks, size_t chun
     if (auto r = sealer.push(std::span(plain).first(got), last, out); !r) return fail(r.error());
     std::lock_guard lock(mu_);
     ready_.push_back(std::move(out));
+    if (last) done_ = true;
     cv_.notify_all();
   }
 }

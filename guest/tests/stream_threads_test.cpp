@@ -111,6 +111,9 @@ TEST_CASE("sealed_reader seals a file ahead, in order, with the final tag on the
       r.recycle(std::move(*c));
     }
     CHECK(got == data);
+    auto after = r.next();  // nothing more: an error, not a wait
+    REQUIRE_FALSE(after);
+    CHECK(after.error().code == errc::wrong_state);
   }
 }
 

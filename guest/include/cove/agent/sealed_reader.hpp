@@ -31,7 +31,8 @@ class sealed_reader {
                       size_t chunk_size, size_t depth = 4);
 
   /// The next sealed chunk, in order; waits until it is ready. The first read or
-  /// seal error, errc::internal if the file is shorter than announced.
+  /// seal error, errc::internal if the file is shorter than announced,
+  /// errc::wrong_state after the last chunk.
   expected<std::vector<uint8_t>> next();
 
   /// Returns a buffer from next() for reuse.
@@ -48,6 +49,7 @@ class sealed_reader {
   std::deque<std::vector<uint8_t>> ready_;
   std::vector<std::vector<uint8_t>> free_;
   bool closing_ = false;
+  bool done_ = false;  // the last chunk is sealed
   std::optional<error> failure_;
   std::thread thread_;
 };
