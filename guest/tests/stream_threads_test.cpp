@@ -33,7 +33,7 @@ struct temp_dir {
   }
 };
 
-std::vector<uint8_t> random_data(size_t n) {
+std::vector<uint8_t> random_payload(size_t n) {
   std::vector<uint8_t> v(n);
   crypto::random_bytes(v);
   return v;
@@ -49,7 +49,7 @@ std::vector<uint8_t> read_all(const fs::path& p) {
 TEST_CASE("file_writer with sha3 stores every buffer in order and hashes exactly those bytes") {
   REQUIRE(sodium_init() >= 0);
   temp_dir d;
-  auto data = random_data(10 * 4096 + 123);
+  auto data = random_payload(10 * 4096 + 123);
   file_writer w;
   REQUIRE(w.open(d.path / "f.part", 2, /*sha3=*/true));
   // Uneven pieces, more than the queue depth, through recycled buffers.
@@ -86,7 +86,7 @@ TEST_CASE("sealed_reader seals a file ahead, in order, with the final tag on the
   const size_t chunk = 1000;
   for (size_t size : {size_t{0}, size_t{999}, size_t{1000}, size_t{9 * 1000 + 1}}) {
     CAPTURE(size);
-    auto data = random_data(size);
+    auto data = random_payload(size);
     {
       std::ofstream out(d.path / "r.bin", std::ios::binary | std::ios::trunc);
       out.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size()));
@@ -129,7 +129,7 @@ TEST_CASE("sealed_reader reports a file shorter than announced and a missing fil
   auto sealer = crypto::seal_stream::create(key, header);
   REQUIRE(sealer);
   sealed_reader r;
-  REQUIRE(r.open(d.path / "short.bin", std::move(*sealer), 3, 8));  // 24 bytes announced, 16 there
+  REQUIRE(r.open(d.path / "short.bin", std::move(*sealer), 4, 8));  // 4 chunks announced, 2 there
   REQUIRE(r.next());                                                // bytes 0..7
   REQUIRE(r.next());                                                // bytes 8..15
   auto third = r.next();
@@ -148,7 +148,7 @@ TEST_CASE("sealed_reader reports a file shorter than announced and a missing fil
 TEST_CASE("sealed_reader stops cleanly with unread chunks waiting") {
   REQUIRE(sodium_init() >= 0);
   temp_dir d;
-  auto data = random_data(64 * 1000);
+  auto data = random_payload(64 * 1000);
   {
     std::ofstream out(d.path / "big.bin", std::ios::binary);
     out.write(reinterpret_cast<const char*>(data.data()), static_cast<std::streamsize>(data.size()));
