@@ -319,13 +319,29 @@ expected<upload_stats> upload(bus::connection& bus, const std::string& cvm_id, f
   uint32_t window = std::clamp<uint32_t>(ready->body->window(), 1, 256);
   if (chunk_size == 0 || chunk_size > 768 * 1024)
     return make_error(errc::invalid_request, "agent offered a bad chunk size");
+  // The client does not hash the file: it signs the manifest's hash for it, which the
+  // agent names in UploadReady, and the agent checks the decrypted bytes against it. The
+  // sealed stream is keyed to `eph`, which the signature covers (docs/security.md §5).
+  auto declared_span = span_of(ready->body->sha3_256());
+  if (declared_span.size() != 32)
+    return make_error(errc::invalid_request, "the agent's UploadReady does not name the manifest's SHA3-256");
+  sha3_digest declared{};
+  std::copy(declared_span.begin(), declared_span.end(), declared.begin());
+  if (agreed != nullptr) {
+    const sha3_digest* want = role == file_role::algorithm ? &agreed->algorithm.hash : nullptr;
+    for (const auto& d : agreed->datasets)
+      if (role == file_role::dataset && d.filename == filename) want = &d.hash;
+    if (want == nullptr || *want != declared)
+      return make_error(errc::attestation_failed,
+                        fmt::format("{} '{}': the agent expects SHA3-256 {}, not the agreed manifest's",
+                                    role_name, filename, crypto::to_hex(declared)));
+  }
 
-  // One pass: reading, hashing, sealing and sending overlap with the agent's work,
-  // at most `window` chunks unacknowledged. The last chunk carries hash and signature.
+  // One pass: reading, sealing and sending overlap with the agent's work, at most
+  // `window` chunks unacknowledged. The last chunk carries hash and signature.
   uint64_t chunks = size == 0 ? 1 : (size + chunk_size - 1) / chunk_size;
   window_gate gate(window);
   std::atomic<bool> done{false};
-  crypto::sha3_256 hasher;
   bytes plain(chunk_size), cipher;
   flatbuffers::FlatBufferBuilder cb(chunk_size + 1024);
   auto abort_with = [&](error e) -> expected<upload_stats> {
@@ -340,17 +356,15 @@ expected<upload_stats> upload(bus::connection& bus, const std::string& cvm_id, f
       return abort_with(
           make_error(errc::invalid_request, file.string() + " changed while it was being uploaded"));
     auto piece = std::span(plain).first(n);
-    hasher.update(piece);
     if (auto r = sealer->push(piece, last, cipher); !r) return abort_with(r.error());
     cb.Clear();
     auto data = cb.CreateVector(cipher);
     flatbuffers::Offset<flatbuffers::Vector<uint8_t>> digest_off, sig_off;
     if (last) {
-      auto digest = hasher.finish();
-      auto signature = key.sign(crypto::upload_statement(comp->id, comp->digest, role_name, filename, digest,
-                                                         agent->kx_public_key, eph.public_key));
+      auto signature = key.sign(crypto::upload_statement(comp->id, comp->digest, role_name, filename,
+                                                         declared, agent->kx_public_key, eph.public_key));
       if (!signature) return abort_with(signature.error());
-      digest_off = cb.CreateVector(digest.data(), digest.size());
+      digest_off = cb.CreateVector(declared.data(), declared.size());
       sig_off = cb.CreateVector(*signature);
     }
     auto chunk = v1::CreateChunk(cb, cb.CreateString(stream_id), seq, data, last, digest_off, sig_off);

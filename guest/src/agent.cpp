@@ -21,6 +21,7 @@
 #include "cove/agent/eat.hpp"
 #include "cove/agent/file_writer.hpp"
 #include "cove/agent/runner.hpp"
+#include "cove/agent/sealed_reader.hpp"
 #include "cove/agent/tpm_provider.hpp"
 #include "cove/agent/work_queue.hpp"
 #include "cove/attest/dice.hpp"
@@ -138,7 +139,8 @@ class bridge_link final : public bus_link {
   std::unique_ptr<bridge::client> client_;
 };
 
-/// An upload in progress: decrypt and hash chunk by chunk; a writer thread stores.
+/// An upload in progress: the queue thread decrypts chunk by chunk; a writer thread
+/// hashes and stores, so decrypting the next chunk overlaps both.
 struct upload_stream {
   std::string id;
   v1::FileRole role;
@@ -151,18 +153,16 @@ struct upload_stream {
   crypto::public_key signer;
   std::array<uint8_t, 32> sender_pk{};
   crypto::open_stream opener;
-  crypto::sha3_256 hasher;
   fs::path part_path;
   std::unique_ptr<file_writer> writer;
   std::chrono::steady_clock::time_point last_activity;
 };
 
-/// A result download in progress: sealed lazily, in order.
+/// A result download in progress: a reader thread reads and seals ahead, in order.
 struct result_stream {
   std::string id;
   std::string consumer_fingerprint;
-  crypto::seal_stream sealer;
-  std::ifstream in;
+  std::unique_ptr<sealed_reader> reader;
   uint64_t size = 0;
   uint64_t chunks = 0;
   uint64_t next_seq = 0;
@@ -542,8 +542,12 @@ class agent final : public cocos_backend {
     if (!req) return reply_error(m, req.error());
     auto r = begin_upload(**req);
     if (!r) return reply_error(m, r.error());
-    flatbuffers::FlatBufferBuilder b(128);
-    auto ready = v1::CreateUploadReady(b, b.CreateString(*r), cfg_.window, cfg_.chunk_size);
+    // The manifest's hash for this file: the uploader signs it instead of hashing the file
+    // itself (docs/bus.md §8.2); the agent still hashes what it decrypts and compares.
+    const auto& declared = uploads_.at(*r).expected_hash;
+    flatbuffers::FlatBufferBuilder b(192);
+    auto ready = v1::CreateUploadReady(b, b.CreateString(*r), cfg_.window, cfg_.chunk_size,
+                                       b.CreateVector(declared.data(), declared.size()));
     reply(m, bus::finish(b, ready, {}, sender_));
   }
 
@@ -634,7 +638,7 @@ class agent final : public cocos_backend {
                     .part_path = part,
                     .writer = std::make_unique<file_writer>()};
     std::copy(sender_pk->begin(), sender_pk->end(), s.sender_pk.begin());
-    if (auto r = s.writer->open(part); !r) return r.error();
+    if (auto r = s.writer->open(part, 4, /*sha3=*/true); !r) return r.error();
     s.last_activity = std::chrono::steady_clock::now();
     uploads_.emplace(id, std::move(s));
     publish_event("upload", state_name(state_),
@@ -677,7 +681,6 @@ class agent final : public cocos_backend {
     s.received += plain.size();
     if (s.received > s.size) return fail(errc::too_large, "more bytes than announced");
     if (final != c.last()) return fail(errc::crypto_failed, "final tag and last flag disagree");
-    s.hasher.update(plain);
     if (auto w = s.writer->write(std::move(plain)); !w) return fail(w.error().code, w.error().message);
     ++s.next_seq;
     s.last_activity = std::chrono::steady_clock::now();
@@ -685,26 +688,29 @@ class agent final : public cocos_backend {
 
     if (s.received != s.size)
       return fail(errc::invalid_request, fmt::format("received {} bytes, announced {}", s.received, s.size));
-    auto digest = s.hasher.finish();
     auto* claimed = c.sha3_256();
     auto* sig = c.signature();
-    if (claimed == nullptr || claimed->size() != digest.size() || sig == nullptr)
+    if (claimed == nullptr || claimed->size() != s.expected_hash.size() || sig == nullptr)
       return fail(errc::invalid_request, "the last chunk must carry sha3_256 (32 bytes) and signature");
-    if (!std::equal(claimed->begin(), claimed->end(), digest.begin()))
-      return fail(errc::hash_mismatch,
-                  fmt::format("'{}': the SHA3-256 of the received bytes does not match the uploader's claim",
-                              s.filename));
+    // The writer thread hashed every byte it stored; finish() waits for the last one.
+    if (auto w = s.writer->finish(); !w) return fail(w.error().code, w.error().message);
+    auto digest = s.writer->digest().value_or(crypto::sha3_digest{});
     if (digest != s.expected_hash)
       return fail(
           errc::hash_mismatch,
           fmt::format("{} '{}': SHA3-256 of the received bytes {} does not match the manifest's {}",
                       s.role_name, s.filename, crypto::to_hex(digest), crypto::to_hex(s.expected_hash)));
+    // The claim is the manifest's hash (UploadReady.sha3_256; older clients send the hash
+    // they computed, which is the same value for genuine content).
+    if (!std::equal(claimed->begin(), claimed->end(), digest.begin()))
+      return fail(
+          errc::hash_mismatch,
+          fmt::format("'{}': the uploader's sha3_256 is not the manifest's hash for this file", s.filename));
     auto statement = crypto::upload_statement(manifest_->id, manifest_digest_, s.role_name, s.filename,
                                               digest, kx_.public_key, s.sender_pk);
     if (auto v = s.signer.verify(statement, {sig->data(), sig->size()}); !v)
       return fail(errc::unauthorized,
                   fmt::format("{} '{}': signature does not verify", s.role_name, s.filename));
-    if (auto w = s.writer->finish(); !w) return fail(w.error().code, w.error().message);
     if (auto r = accept_file(s); !r) return fail(r.error().code, r.error().message);
     reply(m, ack(id, c.seq(), true));
     uploads_.erase(id);
@@ -863,6 +869,10 @@ class agent final : public cocos_backend {
       return make_error(errc::wrong_state,
                         fmt::format("results are not ready (state {})", state_name(state_)));
 
+    // Each stream has a read-ahead thread and up to 4 sealed chunks buffered.
+    if (results_.size() >= max_result_streams)
+      return make_error(errc::unavailable,
+                        fmt::format("{} result downloads are already in progress", results_.size()));
     auto file_key = crypto::secret_key::generate();
     auto wrapped = crypto::wrap_key(*key, file_key);
     if (!wrapped) return wrapped.error();
@@ -877,11 +887,11 @@ class agent final : public cocos_backend {
     std::string id = fmt::format("result-{}", ++stream_counter_);
     result_stream s{.id = id,
                     .consumer_fingerprint = key->fingerprint(),
-                    .sealer = std::move(*sealer),
+                    .reader = std::make_unique<sealed_reader>(),
                     .size = size,
                     .chunks = chunks};
-    s.in.open(path, std::ios::binary);
-    if (!s.in) return make_error(errc::internal, "cannot open the result file");
+    if (auto o = s.reader->open(path, std::move(*sealer), chunks, cfg_.chunk_size); !o)
+      return make_error(errc::internal, "cannot open the result file: " + o.error().message);
     s.last_activity = std::chrono::steady_clock::now();
     results_.erase(id);
     results_.emplace(id, std::move(s));
@@ -905,13 +915,16 @@ class agent final : public cocos_backend {
       results_.erase(it);
       return;
     }
-    plain_buf_.resize(cfg_.chunk_size);
-    s.in.read(reinterpret_cast<char*>(plain_buf_.data()), cfg_.chunk_size);
-    plain_buf_.resize(static_cast<size_t>(s.in.gcount()));
     bool last = s.next_seq + 1 == s.chunks;
-    if (auto r = s.sealer.push(plain_buf_, last, cipher_buf_); !r) return reply_error(m, r.error());
-    flatbuffers::FlatBufferBuilder b(cipher_buf_.size() + 256);
-    auto data = b.CreateVector(cipher_buf_);
+    auto sealed = s.reader->next();
+    if (!sealed) {
+      reply_error(m, sealed.error());
+      results_.erase(it);
+      return;
+    }
+    flatbuffers::FlatBufferBuilder b(sealed->size() + 256);
+    auto data = b.CreateVector(*sealed);
+    s.reader->recycle(std::move(*sealed));
     auto chunk = v1::CreateChunk(b, b.CreateString(id), s.next_seq, data, last);
     reply(m, bus::finish(b, chunk, {}, sender_));
     ++s.next_seq;
@@ -1217,11 +1230,12 @@ class agent final : public cocos_backend {
   static constexpr size_t max_streams_per_file = 4;
   static constexpr size_t max_streams = 64;
   std::map<std::string, result_stream> results_;
+  static constexpr size_t max_result_streams = 16;
   uint64_t stream_counter_ = 0;
   uint64_t run_generation_ = 0;
   std::shared_ptr<running_algorithm> running_;
   std::thread waiter_;
-  bytes plain_buf_, cipher_buf_;
+
   // cocos front door: type and args from the Algo upload's metadata (cocos semantics).
   std::optional<algo_type> run_type_;
   std::optional<std::vector<std::string>> run_args_;

@@ -12,8 +12,11 @@ file_writer::~file_writer() {
   stop();
 }
 
-expected<void> file_writer::open(const std::filesystem::path& path, size_t depth) {
+expected<void> file_writer::open(const std::filesystem::path& path, size_t depth, bool sha3) {
   stop();
+  digest_.reset();
+  hasher_.reset();
+  if (sha3) hasher_.emplace();
   fd_ = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
   if (fd_ < 0)
     return make_error(errc::internal, std::string("cannot create the upload file: ") + std::strerror(errno));
@@ -46,9 +49,13 @@ expected<void> file_writer::finish() {
     std::unique_lock lock(mu_);
     cv_.wait(lock, [&] { return failure_ || (queue_.empty() && !busy_); });
   }
-  stop();
+  stop();  // joins the thread: the hasher is ours now
   std::lock_guard lock(mu_);
   if (failure_) return *failure_;
+  if (hasher_) {
+    digest_ = hasher_->finish();
+    hasher_.reset();
+  }
   return ok();
 }
 
@@ -63,6 +70,7 @@ void file_writer::run() {
       queue_.pop_front();
       busy_ = true;
     }
+    if (hasher_) hasher_->update(buf);
     size_t off = 0;
     std::optional<error> err;
     while (off < buf.size()) {

@@ -236,6 +236,44 @@ std::optional<uint64_t> proc_status_field(pid_t pid, std::string_view key) {
   return std::nullopt;
 }
 
+/// CPU seconds (user + system, all threads) a process has used: /proc/<pid>/stat
+/// fields 14 and 15. 0 when it cannot be read.
+double cpu_seconds(pid_t pid) {
+  std::ifstream in(fmt::format("/proc/{}/stat", pid));
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto close = stat.rfind(')');  // the command name may contain spaces
+  if (close == std::string::npos) return 0;
+  std::istringstream fields(stat.substr(close + 2));
+  std::string f;
+  unsigned long long utime = 0, stime = 0;
+  for (int i = 3; i <= 15 && fields >> f; ++i) {
+    if (i == 14) utime = std::strtoull(f.c_str(), nullptr, 10);
+    if (i == 15) stime = std::strtoull(f.c_str(), nullptr, 10);
+  }
+  return static_cast<double>(utime + stime) / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+/// CPU used by each process of a transfer between two snapshots, in ns per byte: unlike
+/// the rates, this hardly depends on what else the machine runs.
+struct cpu_meter {
+  std::vector<std::pair<std::string, pid_t>> procs;
+  std::vector<double> start;
+  void begin() {
+    start.clear();
+    for (const auto& [name, pid] : procs) start.push_back(cpu_seconds(pid));
+  }
+  /// Total ns/B; `detail` gets "name x.xx" per process.
+  double end(uint64_t bytes, std::string& detail) const {
+    double total = 0;
+    for (size_t i = 0; i < procs.size(); ++i) {
+      double ns = (cpu_seconds(procs[i].second) - start[i]) * 1e9 / static_cast<double>(bytes);
+      total += ns;
+      detail += fmt::format("{}{} {:.2f}", detail.empty() ? "" : ", ", procs[i].first, ns);
+    }
+    return total;
+  }
+};
+
 size_t open_fds(pid_t pid) {
   std::error_code ec;
   size_t n = 0;
@@ -390,6 +428,7 @@ class cluster {
   bus::connection& bus() { return *bus_; }
   const attest::snp_policy& policy() const { return policy_; }
   pid_t coved_pid() const { return coved_.pid(); }
+  pid_t nats_pid() const { return nats_->pid(); }
 
   struct cvm {
     std::string id;
@@ -653,12 +692,20 @@ void section_upload_result_rtt_launch(results& res, const config& cfg) {
                     "64 MiB upload");
     res.at_least("upload_sealed_64MiB_MBps", static_cast<double>(s64.bytes) / mb / seconds(s64.elapsed),
                  "MB/s", "sha3_256_MBps", 0.70);
+    // The client is this process (its other threads are idle meanwhile); coved relays
+    // the bridge.
+    cpu_meter cpu{
+        {{"client", ::getpid()}, {"agent", cvm.pid}, {"coved", c.coved_pid()}, {"nats", c.nats_pid()}}};
+    cpu.begin();
     auto sbig = must(cli::upload(c.bus(), cvm.id, cli::file_role::dataset, big, data_owner.key, c.policy()),
                      "large upload");
+    std::string upload_cpu;
+    double upload_ns = cpu.end(sbig.bytes, upload_cpu);
     res.at_least(fmt::format("upload_sealed_{}MiB_MBps", cfg.upload_mib),
                  static_cast<double>(sbig.bytes) / mb / seconds(sbig.elapsed), "MB/s", "sha3_256_MBps", 0.70);
     res.relative("upload_vs_raw_nats", static_cast<double>(sbig.bytes) / mb / seconds(sbig.elapsed), "MB/s",
                  "raw_nats_chunked_MBps");
+    res.info("upload_cpu_ns_per_byte", upload_ns, "ns/B", upload_cpu);
     auto hwm = proc_status_field(cvm.pid, "VmHWM");
     if (!hwm) throw bench_failure(fmt::format("no /proc/{}/status for the agent", cvm.pid));
     res.below("agent_rss_peak_MiB", static_cast<double>(*hwm) / 1024.0, "MiB", 64);
@@ -681,7 +728,11 @@ void section_upload_result_rtt_launch(results& res, const config& cfg) {
 
     must(wait_for_state(c.bus(), cvm.id, "ConsumingResults", 300s), "run");
     auto out = c.dir() / "result.zip";
+    cpu.begin();
     auto r = must(cli::fetch_result(c.bus(), cvm.id, consumer.key, c.policy(), out), "result");
+    std::string result_cpu;
+    double result_ns = cpu.end(r.bytes, result_cpu);
+    res.info("result_cpu_ns_per_byte", result_ns, "ns/B", result_cpu);
     if (r.bytes < cfg.result_mib * mib) throw bench_failure("result smaller than written");
     res.at_least(fmt::format("result_sealed_{}MiB_MBps", cfg.result_mib),
                  static_cast<double>(r.bytes) / mb / seconds(r.elapsed), "MB/s", "sha3_256_MBps", 0.70);

@@ -9,6 +9,7 @@
 
 #include "cove/attest/sim.hpp"
 #include "cove/crypto/encoding.hpp"
+#include "cove/crypto/hash.hpp"
 #include "cove/crypto/seal.hpp"
 #include "cove/crypto/statements.hpp"
 #include "cove/zip.hpp"
@@ -47,6 +48,7 @@ struct raw_outcome {
   std::string stage;  // "begin" (UploadBegin refused), "chunk" (a chunk refused) or "done"
   uint64_t seq = 0;   // the refused chunk
   std::optional<error> err;
+  bytes announced_hash;  // UploadReady.sha3_256: the manifest's hash the agent expects
 };
 
 raw_outcome raw_upload(cluster& c, const std::string& cvm, const raw_upload_spec& s) {
@@ -78,6 +80,8 @@ raw_outcome raw_upload(cluster& c, const std::string& cvm, const raw_upload_spec
   if (!ready) return {"begin", 0, ready.error()};
   REQUIRE(ready->body->stream_id() != nullptr);
   std::string stream_id = ready->body->stream_id()->str();
+  bytes announced;
+  if (const auto* h = ready->body->sha3_256(); h != nullptr) announced.assign(h->begin(), h->end());
 
   REQUIRE(!s.chunks.empty());
   for (uint64_t seq = 0; seq < s.chunks.size(); ++seq) {
@@ -98,10 +102,10 @@ raw_outcome raw_upload(cluster& c, const std::string& cvm, const raw_upload_spec
     auto chunk = v1::CreateChunk(cb, cb.CreateString(stream_id), seq, data, last, hash_off, sig_off);
     auto ack = bus::request_typed<v1::ChunkAck>(c.bus(), *bus::cvm_subject(cvm, "chunk"),
                                                 bus::finish(cb, chunk, {}, "itest"), 10s);
-    if (!ack) return {"chunk", seq, ack.error()};
+    if (!ack) return {"chunk", seq, ack.error(), announced};
     CHECK(ack->body->done() == last);
   }
-  return {"done", s.chunks.size(), std::nullopt};
+  return {"done", s.chunks.size(), std::nullopt, announced};
 }
 
 /// Checks a refusal: the expected stage, error code and a part of the message.
@@ -171,7 +175,20 @@ TEST_CASE(
                       .declared_size = 6,
                       .chunks = {"1\n2", "\n4\n"},
                       .signer = &p.hospital_a.key};
-  check_refused(raw_upload(c, cvm, lie), "chunk", errc::hash_mismatch, "SHA3-256 of the received bytes");
+  auto lied = raw_upload(c, cvm, lie);
+  check_refused(lied, "chunk", errc::hash_mismatch, "SHA3-256 of the received bytes");
+  // UploadReady names the manifest's hash: what the CLI signs instead of hashing the file.
+  CHECK(lied.announced_hash == bytes(m.datasets[0].hash.begin(), m.datasets[0].hash.end()));
+
+  // The genuine bytes, but a claim (and signature) over another hash than the manifest's.
+  raw_upload_spec wrong_claim{.computation_id = m.id,
+                              .filename = "a.txt",
+                              .declared_hash = crypto::sha3_256_of(std::string_view("not the manifest's")),
+                              .declared_size = 6,
+                              .chunks = {"1\n2\n3\n"},
+                              .signer = &p.hospital_a.key};
+  check_refused(raw_upload(c, cvm, wrong_claim), "chunk", errc::hash_mismatch,
+                "the uploader's sha3_256 is not the manifest's hash");
   auto wd = work_dir(c, cvm);
   CHECK_FALSE(fs::exists(wd / "datasets" / "a.txt"));
   CHECK(dir_empty(wd / "incoming"));             // the partial file is gone

@@ -304,8 +304,13 @@ async function upload(
   const window = Math.min(Math.max(ready.window(), 1), 256);
   if (chunkSize === 0 || chunkSize > 768 * 1024) throw new CoveError(ErrorCode.invalid_request, "agent offered a bad chunk size");
 
+  // docs/bus.md §8.2: sign the manifest's hash of the file, which the agent names in
+  // UploadReady; the agent hashes what it decrypts and compares. Check it is our manifest's.
+  const hash = ready.sha3256Array() ?? new Uint8Array();
+  const ours = role === "algorithm" ? m.algorithm.hash : m.datasets.find((d) => d.filename === filename)?.hash;
+  if (hash.length !== 32 || ours === undefined || !Buffer.from(hash).equals(Buffer.from(ours)))
+    throw new CoveError(ErrorCode.attestation_failed, `${role} '${filename}': the agent expects another SHA3-256 than our manifest's`);
   const chunks = data.length === 0 ? 1 : Math.ceil(data.length / chunkSize);
-  const hash = cc.sha3(data);
   const signature = cc.sign(owner, cc.uploadStatement(m.id, digest, role, filename, hash, agentKx, sealer.ephemeralPk));
   const inFlight = new Set<Promise<void>>();
   let done = false;

@@ -1,7 +1,8 @@
 #pragma once
-// Writes a stream of buffers to a file on its own thread, so that storing an
-// upload overlaps decrypting and hashing the next chunk. At most `depth` buffers
-// wait; the producer blocks beyond that (memory stays flat). Buffers are recycled.
+// Writes a stream of buffers to a file on its own thread, and optionally hashes them
+// there (SHA3-256), so that hashing and storing an upload overlap decrypting the next
+// chunk. At most `depth` buffers wait; the producer blocks beyond that (memory stays
+// flat). Buffers are recycled.
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -11,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "cove/crypto/hash.hpp"
 #include "cove/expected.hpp"
 
 namespace cove::agent {
@@ -23,8 +25,9 @@ class file_writer {
   /// Stops the thread and closes the file (the file is left as it is).
   ~file_writer();
 
-  /// Creates (truncates) `path` with mode 0600 and starts the writer thread.
-  expected<void> open(const std::filesystem::path& path, size_t depth = 4);
+  /// Creates (truncates) `path` with mode 0600 and starts the writer thread. With
+  /// `sha3`, the thread also hashes every byte before it writes it (see digest()).
+  expected<void> open(const std::filesystem::path& path, size_t depth = 4, bool sha3 = false);
 
   /// A buffer to fill (recycled from earlier writes when possible).
   std::vector<uint8_t> take_buffer();
@@ -35,6 +38,10 @@ class file_writer {
 
   /// Waits for every queued buffer and closes the file.
   expected<void> finish();
+
+  /// After a successful finish() of a writer opened with `sha3`: the SHA3-256 of
+  /// every byte written. Empty (std::nullopt) otherwise.
+  std::optional<crypto::sha3_digest> digest() const { return digest_; }
 
  private:
   void run();
@@ -49,6 +56,8 @@ class file_writer {
   bool closing_ = false;
   bool busy_ = false;
   std::optional<error> failure_;
+  std::optional<crypto::sha3_256> hasher_;  // touched by the writer thread only, until finish()
+  std::optional<crypto::sha3_digest> digest_;
   std::thread thread_;
 };
 
