@@ -154,29 +154,6 @@ std::pair<std::string, std::string> plaintext_exchange(int port) {
   return {info, answer};
 }
 
-/// coved's embedded nats-server is coved's child: a clean coved stops it, but
-/// a test that fails midway kills coved with SIGKILL. This kills the server it
-/// left behind, by the PID in its ports file name (nats-server_<pid>.ports).
-class embedded_server_reaper {
- public:
-  explicit embedded_server_reaper(fs::path state) : dir_(std::move(state) / "nats") {}
-  ~embedded_server_reaper() {
-    std::error_code ec;
-    for (const auto& e : fs::directory_iterator(dir_, ec)) {
-      auto name = e.path().filename().string();
-      auto us = name.rfind('_');
-      if (e.path().extension() != ".ports" || us == std::string::npos) continue;
-      pid_t pid = static_cast<pid_t>(std::atoi(name.substr(us + 1).c_str()));
-      if (pid > 1) ::kill(pid, SIGKILL);
-    }
-  }
-  embedded_server_reaper(const embedded_server_reaper&) = delete;
-  embedded_server_reaper& operator=(const embedded_server_reaper&) = delete;
-
- private:
-  fs::path dir_;
-};
-
 std::shared_ptr<const bus::nkeys::user_key> ed25519_nkey(const participant& p) {
   return std::make_shared<const bus::nkeys::user_key>(
       must(bus::nkeys::user_key::from_private_key(p.key), "nkey"));

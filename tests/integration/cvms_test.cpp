@@ -424,21 +424,7 @@ TEST_CASE("cvms: manager.ManagerService onto the bus, each rpc and its errors") 
 TEST_CASE("cvms: on coved's locked embedded bus the orchestrator role is all the front doors need") {
   test::temp_dir dir("cove-cvms-locked");
   auto state = dir.path() / "state";
-  // coved's embedded nats-server is its child; if the test fails midway and
-  // coved is SIGKILLed, kill the server it left by the PID in its ports file.
-  struct reaper {
-    fs::path nats;
-    ~reaper() {
-      std::error_code ec;
-      for (const auto& e : fs::directory_iterator(nats, ec)) {
-        auto name = e.path().filename().string();
-        auto us = name.rfind('_');
-        if (e.path().extension() != ".ports" || us == std::string::npos) continue;
-        pid_t pid = static_cast<pid_t>(std::atoi(name.substr(us + 1).c_str()));
-        if (pid > 1) ::kill(pid, SIGKILL);
-      }
-    }
-  } reap{state / "nats"};
+  embedded_server_reaper reap{state};  // runs after coved is gone
   test_cvms_server srv;
   auto coved = must(
       test::child_process::spawn({(bin_dir() / "coved").string(), "--listen", "127.0.0.1:0", "--state-dir",

@@ -5,6 +5,10 @@
 // and killed by PID; every wait has a deadline.
 #include <doctest/doctest.h>
 
+#include <sys/types.h>
+
+#include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -59,6 +63,29 @@ struct participant {
   crypto::private_key key;
   fs::path key_file;
   std::vector<uint8_t> der() const { return key.public_key().der(); }
+};
+
+/// coved's embedded nats-server is coved's child: a clean coved stops it, but a
+/// test that fails midway may kill coved with SIGKILL. This kills the server it
+/// left behind, by the PID in its ports file name (<state>/nats/nats-server_<pid>.ports).
+class embedded_server_reaper {
+ public:
+  explicit embedded_server_reaper(const fs::path& state) : dir_(state / "nats") {}
+  ~embedded_server_reaper() {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(dir_, ec)) {
+      auto name = e.path().filename().string();
+      auto us = name.rfind('_');
+      if (e.path().extension() != ".ports" || us == std::string::npos) continue;
+      auto pid = static_cast<pid_t>(std::strtol(name.substr(us + 1).c_str(), nullptr, 10));
+      if (pid > 1) ::kill(pid, SIGKILL);
+    }
+  }
+  embedded_server_reaper(const embedded_server_reaper&) = delete;
+  embedded_server_reaper& operator=(const embedded_server_reaper&) = delete;
+
+ private:
+  fs::path dir_;
 };
 
 /// nats-server + coved, torn down in reverse order.
