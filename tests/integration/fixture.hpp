@@ -158,6 +158,14 @@ class cluster {
                                            bus::finish(b, req, {}, "itest"), 5s);
   }
 
+  /// cove.v1.manager.remove: the reply comes once the agent has exited and its files are gone.
+  expected<bus::reply<v1::CvmInfo>> remove_cvm(const std::string& id, std::chrono::seconds limit = 10s) {
+    flatbuffers::FlatBufferBuilder b(64);
+    auto req = v1::CreateCvmRef(b, b.CreateString(id));
+    return bus::request_typed<v1::CvmInfo>(*bus_, bus::subjects::manager_remove,
+                                           bus::finish(b, req, {}, "itest"), limit);
+  }
+
   participant make_participant(const std::string& name, crypto::key_type type = crypto::key_type::ed25519) {
     auto key = must(crypto::private_key::generate(type, 2048), "keygen");
     auto file = dir_.path() / (name + ".key");
