@@ -41,7 +41,7 @@ T must(expected<T> r, const char* what = "") {
   if (!r) FAIL(what << ": " << r.error().to_string());
   return std::move(*r);
 }
-inline void must(expected<void> r, const char* what = "") {
+inline void must(const expected<void>& r, const char* what = "") {
   if (!r) FAIL(what << ": " << r.error().to_string());
 }
 

@@ -32,7 +32,7 @@ void send_error(self_ptr self, const std::string& subject, const error& e) {
 /// Forwards `payload` to the agent's `leaf` subject and relays its answer (or a
 /// typed error) to `reply` without blocking the actor.
 void forward(self_ptr self, const std::string& cvm_id, std::string_view leaf, bytes payload,
-             std::string reply) {
+             const std::string& reply) {
   auto subject = bus::cvm_subject(cvm_id, leaf);
   if (!subject)
     return send_error(self, reply, make_error(errc::invalid_request, "cvm_id: must match [a-z0-9-]{1,64}"));
