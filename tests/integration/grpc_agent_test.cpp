@@ -27,6 +27,7 @@
 #include "cove/test/nats_server.hpp"
 #include "cove/test/process.hpp"
 #include "cove/zip.hpp"
+#include "fixture.hpp"
 #include "grpc_health.hpp"
 
 namespace {
@@ -37,24 +38,9 @@ using namespace cove;
 using bytes = std::vector<uint8_t>;
 using cove::itest::health_status;
 
-template <class T>
-T must(expected<T> r, const char* what = "") {
-  if (!r) FAIL(what << ": " << r.error().to_string());
-  return std::move(*r);
-}
-void must(expected<void> r, const char* what = "") {
-  if (!r) FAIL(what << ": " << r.error().to_string());
-}
-
-void write_file(const fs::path& p, std::string_view content) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f << content;
-}
-
-std::string read_file(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
-}
+using cove::itest::must;
+using cove::itest::read_file;
+using cove::itest::write_file;
 
 std::string signature(const crypto::private_key& k, cove::agent::cocos::role r) {
   return crypto::base64_encode(must(cove::agent::cocos::sign_role(k, r), "sign"));
