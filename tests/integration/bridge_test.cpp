@@ -15,7 +15,6 @@
 #include "cove/crypto/encoding.hpp"
 #include "cove/crypto/statements.hpp"
 #include "cove/schemas/bridge_generated.h"
-#include "cove/zip.hpp"
 
 using namespace cove;
 using namespace cove::itest;
@@ -108,11 +107,7 @@ TEST_CASE("bridge: an attested agent joins through the bridge and runs a computa
   must(cli::upload(c.bus(), cvm, cli::file_role::algorithm, algo, owner.key, c.policy()), "algo");
   must(cli::upload(c.bus(), cvm, cli::file_role::dataset, data, owner.key, c.policy()), "data");
   c.wait_for_state(cvm, "ConsumingResults");
-  auto out = c.dir() / "result.zip";
-  must(cli::fetch_result(c.bus(), cvm, consumer.key, c.policy(), out), "result");
-  auto extracted = c.dir() / "result";
-  must(extract_zip(out, extracted), "unzip");
-  CHECK(read_file(extracted / "lines") == "3\n");
+  CHECK(c.fetch_result_file(cvm, consumer, "lines") == "3\n");
   CHECK(events.count(cvm, "denied") == 0);
 }
 

@@ -25,6 +25,7 @@
 #include "cove/schemas/envelope_generated.h"
 #include "cove/test/nats_server.hpp"
 #include "cove/test/process.hpp"
+#include "cove/zip.hpp"
 
 namespace cove::itest {
 
@@ -192,6 +193,18 @@ class cluster {
                                                        bus::finish(b, req, {}, "itest"), 10s);
     if (!r) return r.error();
     return std::string(v1::EnumNameAgentState(r->body->state()));
+  }
+
+  /// Fetches the result as `consumer` (attesting the CVM first), unzips it into a fresh
+  /// <dir>/result and returns the text of `name` from it.
+  std::string fetch_result_file(const std::string& cvm_id, const participant& consumer,
+                                const std::string& name, const cli::client_options& opt = {}) {
+    auto out = dir_.path() / "result.zip";
+    must(cli::fetch_result(*bus_, cvm_id, consumer.key, policy_, out, nullptr, opt), "result");
+    auto extracted = dir_.path() / "result";
+    fs::remove_all(extracted);
+    must(extract_zip(out, extracted), "unzip");
+    return read_file(extracted / name);
   }
 
   /// Polls the agent's status until `state` (or Failed) is reached.

@@ -18,8 +18,6 @@
 #include "event_log.hpp"
 #include "fixture.hpp"
 
-#include "cove/zip.hpp"
-
 using namespace cove;
 using namespace cove::itest;
 
@@ -133,11 +131,7 @@ TEST_CASE("libvirt: a CVM boots EOS, its agent joins through the bridge and runs
        "data");
   auto st = c.wait_for_state(cvm, "ConsumingResults", 120s);
   REQUIRE_MESSAGE(st.state == "ConsumingResults", st.message);
-  auto out = c.dir() / "result.zip";
-  must(cli::fetch_result(c.bus(), cvm, consumer.key, c.policy(), out, nullptr, slow_guest), "result");
-  auto extracted = c.dir() / "result";
-  must(extract_zip(out, extracted), "unzip");
-  CHECK(read_file(extracted / "lines") == "3\n");
+  CHECK(c.fetch_result_file(cvm, consumer, "lines", slow_guest) == "3\n");
 
   // Remove: the domain is destroyed and the CVM's files (share, console) are gone.
   auto r0 = std::chrono::steady_clock::now();

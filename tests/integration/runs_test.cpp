@@ -11,7 +11,6 @@
 #include <cstdlib>
 
 #include "cove/crypto/statements.hpp"
-#include "cove/zip.hpp"
 
 using namespace cove;
 using namespace cove::itest;
@@ -84,16 +83,6 @@ simple_run launch(cluster& c, const std::string& cvm, const std::string& id, std
   return r;
 }
 
-/// Fetches the result as `consumer` and returns the extracted file `name`.
-std::string fetch(cluster& c, const std::string& cvm, const participant& consumer, const std::string& name) {
-  auto out = c.dir() / "result.zip";
-  must(cli::fetch_result(c.bus(), cvm, consumer.key, c.policy(), out), "result");
-  auto extracted = c.dir() / "result";
-  fs::remove_all(extracted);
-  must(extract_zip(out, extracted), "unzip");
-  return read_file(extracted / name);
-}
-
 constexpr std::string_view count_script =
     "#!/bin/sh\n"
     "cat datasets/* | wc -l | tr -d ' ' > results/lines.txt\n";
@@ -142,7 +131,7 @@ TEST_CASE(
   must(cli::upload(c.bus(), cvm, cli::file_role::algorithm, algo, next_owner.key, c.policy()), "algo");
   must(cli::upload(c.bus(), cvm, cli::file_role::dataset, data, next_hospital.key, c.policy()), "data");
   c.wait_for_state(cvm, "ConsumingResults");
-  CHECK(fetch(c, cvm, next_consumer, "lines.txt") == "4\n");
+  CHECK(c.fetch_result_file(cvm, next_consumer, "lines.txt") == "4\n");
   CHECK(must(cli::computation_status(c.bus(), cvm)).state == "Complete");
 }
 
@@ -214,7 +203,7 @@ TEST_CASE("only a declared result consumer gets the result") {
               errc::unauthorized, "signature does not verify");
 
   CHECK(must(cli::computation_status(c.bus(), cvm), "status").state == "ConsumingResults");
-  CHECK(fetch(c, cvm, r.consumer, "lines.txt") == "3\n");
+  CHECK(c.fetch_result_file(cvm, r.consumer, "lines.txt") == "3\n");
   CHECK(must(cli::computation_status(c.bus(), cvm)).state == "Complete");
 }
 
@@ -227,7 +216,7 @@ TEST_CASE("a bin algorithm receives the manifest's arguments") {
                   "for a in \"$@\"; do printf '[%s]\\n' \"$a\" >> results/args.txt; done\n",
                   0, {"--alpha=1", "two words", "x;y$z*"});
   c.wait_for_state(cvm, "ConsumingResults");
-  CHECK(fetch(c, cvm, r.consumer, "args.txt") == "argc=3\n[--alpha=1]\n[two words]\n[x;y$z*]\n");
+  CHECK(c.fetch_result_file(cvm, r.consumer, "args.txt") == "argc=3\n[--alpha=1]\n[two words]\n[x;y$z*]\n");
 }
 
 TEST_CASE("stopping a running computation kills the algorithm and wipes its files") {
@@ -321,7 +310,7 @@ TEST_CASE("a CVM removed after its computation completed reports no failure") {
   auto cvm = c.create_cvm();
   auto r = launch(c, cvm, "done", count_script);
   c.wait_for_state(cvm, "ConsumingResults");
-  CHECK(fetch(c, cvm, r.consumer, "lines.txt") == "3\n");
+  CHECK(c.fetch_result_file(cvm, r.consumer, "lines.txt") == "3\n");
   c.wait_for_state(cvm, "Complete");
   auto mark = events.size();
   must(c.remove_cvm(cvm), "remove");
