@@ -80,6 +80,7 @@ class embedded_nats {
       args.push_back(config.string());
     }
     std::vector<char*> argv;
+    argv.reserve(args.size() + 1);
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
     posix_spawnattr_t attr;

@@ -123,7 +123,9 @@ struct secure_server {
     must(keys.write_config(), "write config");
     return must(test::nats_server::start_with_config(keys.config_file()), "nats-server");
   }
-  bus::connect_options as(role r) { return keys.credentials(r, {.url = nats.url(), .name = "authz-test"}); }
+  bus::connect_options as(role r) const {
+    return keys.credentials(r, {.url = nats.url(), .name = "authz-test"});
+  }
 };
 
 /// Speaks the NATS protocol in the clear: returns the server's INFO line and
@@ -595,7 +597,7 @@ TEST_CASE("authz: coved's embedded bus is locked down by default and admits part
   auto events_text = [&] {
     std::lock_guard lock(mu);
     std::string out;
-    for (const auto& [cvm, msg] : authz_events) out += cvm + ": " + msg + "\n";
+    for (const auto& [cvm, msg] : authz_events) out.append(cvm).append(": ").append(msg).append("\n");
     return out;
   };
   INFO("authz events:\n"

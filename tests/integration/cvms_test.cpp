@@ -360,7 +360,7 @@ TEST_CASE("cvms: manager.ManagerService onto the bus, each rpc and its errors") 
         return !address.empty() && address.back() == '\n';
       },
       test::deadline_in(20s)));
-  address.erase(address.find_last_not_of("\n") + 1);
+  address.erase(address.find_last_not_of('\n') + 1);
   auto stub =
       ::manager::ManagerService::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
   auto ctx = [] {
@@ -522,7 +522,7 @@ TEST_CASE("cvms: bad orchestrator flags are refused with a clear message") {
 
 TEST_CASE("cvms: over TLS, coved verifies the server against --cvms-ca") {
   test::temp_dir tls("cove-cvms-tls");
-  auto p = tls.path();
+  const auto& p = tls.path();
   must(
       bus::authz::generate_tls(p / "ca.pem", p / "ca.key", p / "server.pem", p / "server.key", {"127.0.0.1"}),
       "tls");
@@ -541,7 +541,7 @@ TEST_CASE("cvms: over TLS, coved verifies the server against --cvms-ca") {
 
 TEST_CASE("cvms: a server whose certificate another CA signed gets no stream") {
   test::temp_dir tls("cove-cvms-tls");
-  auto p = tls.path();
+  const auto& p = tls.path();
   must(bus::authz::generate_tls(p / "ca.pem", p / "ca.key", p / "a.pem", p / "a.key", {"127.0.0.1"}), "tls");
   must(bus::authz::generate_tls(p / "other-ca.pem", p / "other-ca.key", p / "b.pem", p / "b.key",
                                 {"127.0.0.1"}),
