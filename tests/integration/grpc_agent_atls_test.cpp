@@ -91,7 +91,7 @@ struct atls_agent {
     m.result_consumers.push_back(key.public_key().der());
     { std::ofstream(dir.path() / "manifest.json") << to_json(m); }
     auto port_file = dir.path() / "port";
-    std::vector<std::string> argv = {COVE_BIN_DIR "/cove-agent",
+    std::vector<std::string> argv = {(cove::itest::bin_dir() / "cove-agent").string(),
                                      "--manifest",
                                      (dir.path() / "manifest.json").string(),
                                      "--grpc-listen",

@@ -50,9 +50,9 @@ std::string signature(const crypto::private_key& k, cove::agent::cocos::role r) 
 class agent_process {
  public:
   agent_process(const fs::path& dir, const fs::path& manifest, std::vector<std::string> extra = {},
-                std::string name = "agent") {
+                const std::string& name = "agent") {
     port_file_ = dir / (name + ".port");
-    std::vector<std::string> argv = {COVE_BIN_DIR "/cove-agent",
+    std::vector<std::string> argv = {(cove::itest::bin_dir() / "cove-agent").string(),
                                      "--tee",
                                      "sim",
                                      "--manifest",
@@ -369,7 +369,8 @@ TEST_CASE("cocos front door: oversized uploads and a failing algorithm") {
 TEST_CASE("cove-agent refuses a bad front door configuration clearly") {
   test::temp_dir dir("cove-grpc-agent-cfg");
   auto run = [&](std::vector<std::string> extra, const std::string& name) {
-    std::vector<std::string> argv = {COVE_BIN_DIR "/cove-agent", "--grpc-listen", "127.0.0.1:0"};
+    std::vector<std::string> argv = {(cove::itest::bin_dir() / "cove-agent").string(), "--grpc-listen",
+                                     "127.0.0.1:0"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     auto p = must(test::child_process::spawn(argv, {}, dir.path(), name), "spawn");
     auto status = p.wait_for_exit(test::deadline_in(30s));
