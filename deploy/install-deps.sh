@@ -65,7 +65,12 @@ if ls "$eos_cache/${kpkg}_"*_amd64.deb >/dev/null 2>&1; then
 else
   echo "install-deps: downloading $kpkg (EOS guest kernel) into $eos_cache"
   $SUDO mkdir -p "$eos_cache"
-  (cd "$eos_cache" && { $SUDO apt-get download -q "$kpkg" 2>&1 | grep -v 'unsandboxed as root'; } || true)
+  (
+    cd "$eos_cache" || exit 1
+    # grep -v fails when apt said nothing else, apt when the download failed: the
+    # check below judges the download, so neither stops the script here.
+    $SUDO apt-get download -q "$kpkg" 2>&1 | grep -v 'unsandboxed as root' || true
+  )
   ls "$eos_cache/${kpkg}_"*_amd64.deb >/dev/null 2>&1 || { echo "install-deps: apt-get download $kpkg failed" >&2; exit 1; }
 fi
 

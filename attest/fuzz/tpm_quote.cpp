@@ -7,24 +7,17 @@
 
 #include "cove/attest/tpm_quote.hpp"
 
-namespace {
-std::span<const uint8_t> take(std::span<const uint8_t>& in) {
-  if (in.size() < 2) return {};
-  std::size_t n = (std::size_t{in[0]} << 8) | in[1];
-  if (n > in.size() - 2) n = in.size() - 2;
-  auto out = in.subspan(2, n);
-  in = in.subspan(2 + n);
-  return out;
-}
-}  // namespace
+#include "fuzz_input.hpp"
+
+using cove::fuzz::take_u16_prefixed;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::span<const uint8_t> in(data, size);
   (void)cove::attest::parse_tpm_attest(in);
   (void)cove::attest::parse_tpm_signature(in);
   (void)cove::attest::parse_tpm_public(in);
-  auto attest = take(in);
-  auto sig = take(in);
+  auto attest = take_u16_prefixed(in);
+  auto sig = take_u16_prefixed(in);
   auto pub = in;
   cove::attest::tpm_pcr_values pcrs;
   for (uint32_t i = 0; i < 24; ++i) pcrs[i] = std::vector<uint8_t>(32, 0);

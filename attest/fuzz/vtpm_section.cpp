@@ -8,24 +8,17 @@
 
 #include "cove/attest/evidence.hpp"
 
-namespace {
-std::span<const uint8_t> take(std::span<const uint8_t>& in) {
-  if (in.size() < 2) return {};
-  std::size_t n = (std::size_t{in[0]} << 8) | in[1];
-  if (n > in.size() - 2) n = in.size() - 2;
-  auto out = in.subspan(2, n);
-  in = in.subspan(2 + n);
-  return out;
-}
-}  // namespace
+#include "fuzz_input.hpp"
+
+using cove::fuzz::take_u16_prefixed;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   std::span<const uint8_t> in(data, size);
   cove::attest::agent_vtpm_evidence ev;
-  ev.ak_public = take(in);
-  ev.quote = take(in);
-  ev.signature = take(in);
-  ev.ak_spki = take(in);
+  ev.ak_public = take_u16_prefixed(in);
+  ev.quote = take_u16_prefixed(in);
+  ev.signature = take_u16_prefixed(in);
+  ev.ak_spki = take_u16_prefixed(in);
   if (!in.empty()) {
     std::size_t count = in[0];
     in = in.subspan(1);

@@ -120,7 +120,7 @@ permissions role_permissions(role r, const inboxes& all) {
       p.publish = {"cove.v1.events.>",   "cove.v1.cvm.*.manifest", "cove.v1.cvm.*.status",
                    "cove.v1.cvm.*.stop", inbox_of(role::admin),    inbox_of(role::orchestrator)};
       participants(p.publish);
-      p.subscribe = {"cove.v1.computation.>", "cove.v1.cvm.*.events"};
+      p.subscribe = {"cove.v1.computation.>", "cove.v1.cvm.*.events", std::string(subjects::cvm_events)};
       break;
     case role::attestation:
       p.publish = {inbox_of(role::admin), inbox_of(role::bridge)};

@@ -165,8 +165,16 @@ expected<status> computation_status(bus::connection& bus, const std::string& cvm
   if (!subject) return subject.error();
   flatbuffers::FlatBufferBuilder b(128);
   auto req = v1::CreateStatusRequest(b, b.CreateString(cvm_id));
-  auto r = bus::request_typed<v1::ComputationStatus>(bus, *subject, bus::finish(b, req, {}, sender),
-                                                     opt.request_timeout);
+  auto payload = bus::finish(b, req, {}, sender);
+  auto r = bus::request_typed<v1::ComputationStatus>(bus, *subject, payload, opt.request_timeout);
+  if (!r && r.error().code == errc::unavailable) {
+    // No agent: the computation service knows why when the CVM crashed or stopped (it
+    // answers its computation Failed with the reason, or wrong_state); otherwise the
+    // agent's silence stands.
+    auto known = bus::request_typed<v1::ComputationStatus>(bus, bus::subjects::computation_status, payload,
+                                                           opt.request_timeout);
+    if (known || known.error().code == errc::wrong_state) r = std::move(known);
+  }
   if (!r) {
     auto e = r.error();
     if (e.code == errc::unavailable) e.message = fmt::format("no agent answers for CVM '{}'", cvm_id);

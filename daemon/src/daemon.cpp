@@ -80,6 +80,7 @@ class embedded_nats {
       args.push_back(config.string());
     }
     std::vector<char*> argv;
+    argv.reserve(args.size() + 1);
     for (auto& a : args) argv.push_back(a.data());
     argv.push_back(nullptr);
     posix_spawnattr_t attr;
@@ -791,9 +792,10 @@ int run(const daemon_config& cfg) {
         auto conn = cc.bus;
         auto h = sys.spawn(computation::computation, std::move(cc));
         computation_handle = caf::actor_cast<caf::actor>(h);
-        ok_start = subscribe(*conn, computation_handle,
-                             {bus::subjects::computation_start, bus::subjects::computation_stop,
-                              bus::subjects::computation_status, "cove.v1.cvm.*.events"});
+        ok_start =
+            subscribe(*conn, computation_handle,
+                      {bus::subjects::computation_start, bus::subjects::computation_stop,
+                       bus::subjects::computation_status, bus::subjects::cvm_events, "cove.v1.cvm.*.events"});
       }
     }
     if (ok_start && cfg.services.count("attestation")) {

@@ -76,13 +76,14 @@ lint() {  # tree
 
   # defconfig syntax and paths into the external tree.
   for f in "$t"/configs/*_defconfig; do
-    local n=0
+    local n=0 base
+    base=$(basename "$f")
     while IFS= read -r line; do
       n=$((n + 1))
       case "$line" in
         '' | '#'*) ;;
-        BR2_*=*) [[ "$line" =~ ^BR2_[A-Za-z0-9_]+=(y|[0-9]+|\".*\")$ ]] || err "$(basename "$f"):$n: bad value: $line" ;;
-        *) err "$(basename "$f"):$n: not a BR2_ assignment: $line" ;;
+        BR2_*=*) [[ "$line" =~ ^BR2_[A-Za-z0-9_]+=(y|[0-9]+|\".*\")$ ]] || err "$base:$n: bad value: $line" ;;
+        *) err "$base:$n: not a BR2_ assignment: $line" ;;
       esac
     done < "$f"
     while IFS= read -r path; do

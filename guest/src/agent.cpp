@@ -173,7 +173,7 @@ class agent final : public cocos_backend {
  public:
   explicit agent(agent_config cfg) : cfg_(std::move(cfg)) {}
   // The bridge link first: its threads build hellos (bridge_hello uses tpm_, kx_, ...).
-  ~agent() { link_.reset(); }
+  ~agent() override { link_.reset(); }
   agent(const agent&) = delete;
   agent& operator=(const agent&) = delete;
 
@@ -465,7 +465,7 @@ class agent final : public cocos_backend {
 
   /// Removes the run's files; `recreate` then sets up empty datasets/ and incoming/. Not at
   /// shutdown: the manager may already have removed the work dir, which must stay gone.
-  void wipe_run_files(bool recreate = true) {
+  void wipe_run_files(bool recreate = true) const {
     std::error_code ec;
     for (const char* p : {"datasets", "results", "algo", "incoming", "result.zip", "logs"})
       fs::remove_all(cfg_.work_dir / p, ec);
@@ -1218,7 +1218,7 @@ class agent final : public cocos_backend {
   std::mutex tpm_mu_;
   bytes ak_name_;    // the AK's TPM name; empty without a vTPM
   bytes event_log_;  // the firmware's TCG event log, if the guest exposes one
-  static constexpr size_t max_event_log = 256 * 1024;  // evidence must fit a 1 MiB bus message
+  static constexpr size_t max_event_log = size_t{256} * 1024;  // evidence must fit a 1 MiB bus message
 
   AgentState state_ = AgentState::Idle;
   std::optional<manifest> manifest_;

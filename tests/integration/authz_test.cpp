@@ -123,7 +123,9 @@ struct secure_server {
     must(keys.write_config(), "write config");
     return must(test::nats_server::start_with_config(keys.config_file()), "nats-server");
   }
-  bus::connect_options as(role r) { return keys.credentials(r, {.url = nats.url(), .name = "authz-test"}); }
+  bus::connect_options as(role r) const {
+    return keys.credentials(r, {.url = nats.url(), .name = "authz-test"});
+  }
 };
 
 /// Speaks the NATS protocol in the clear: returns the server's INFO line and
@@ -153,29 +155,6 @@ std::pair<std::string, std::string> plaintext_exchange(int port) {
   ::close(fd);
   return {info, answer};
 }
-
-/// coved's embedded nats-server is coved's child: a clean coved stops it, but
-/// a test that fails midway kills coved with SIGKILL. This kills the server it
-/// left behind, by the PID in its ports file name (nats-server_<pid>.ports).
-class embedded_server_reaper {
- public:
-  explicit embedded_server_reaper(fs::path state) : dir_(std::move(state) / "nats") {}
-  ~embedded_server_reaper() {
-    std::error_code ec;
-    for (const auto& e : fs::directory_iterator(dir_, ec)) {
-      auto name = e.path().filename().string();
-      auto us = name.rfind('_');
-      if (e.path().extension() != ".ports" || us == std::string::npos) continue;
-      pid_t pid = static_cast<pid_t>(std::atoi(name.substr(us + 1).c_str()));
-      if (pid > 1) ::kill(pid, SIGKILL);
-    }
-  }
-  embedded_server_reaper(const embedded_server_reaper&) = delete;
-  embedded_server_reaper& operator=(const embedded_server_reaper&) = delete;
-
- private:
-  fs::path dir_;
-};
 
 std::shared_ptr<const bus::nkeys::user_key> ed25519_nkey(const participant& p) {
   return std::make_shared<const bus::nkeys::user_key>(
@@ -618,7 +597,7 @@ TEST_CASE("authz: coved's embedded bus is locked down by default and admits part
   auto events_text = [&] {
     std::lock_guard lock(mu);
     std::string out;
-    for (const auto& [cvm, msg] : authz_events) out += cvm + ": " + msg + "\n";
+    for (const auto& [cvm, msg] : authz_events) out.append(cvm).append(": ").append(msg).append("\n");
     return out;
   };
   INFO("authz events:\n"

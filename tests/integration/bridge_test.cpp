@@ -6,6 +6,7 @@
 #include <mutex>
 #include <nlohmann/json.hpp>
 
+#include "event_log.hpp"
 #include "fixture.hpp"
 
 #include "cove/attest/dice.hpp"
@@ -15,62 +16,11 @@
 #include "cove/crypto/encoding.hpp"
 #include "cove/crypto/statements.hpp"
 #include "cove/schemas/bridge_generated.h"
-#include "cove/zip.hpp"
 
 using namespace cove;
 using namespace cove::itest;
 
 namespace {
-
-struct seen_event {
-  std::string cvm_id, state, message;
-};
-
-/// Collects cove.v1.events.bridge (and .cvm) events.
-class event_log {
- public:
-  explicit event_log(cluster& c) {
-    sub_ = must(c.bus().subscribe(bus::subjects::all_events,
-                                  [this](bus::message&& m) {
-                                    auto ev = bus::body_as<v1::Event>(m.data);
-                                    if (!ev) return;
-                                    std::lock_guard lock(mu_);
-                                    events_.push_back({(*ev)->cvm_id() ? (*ev)->cvm_id()->str() : "",
-                                                       (*ev)->state() ? (*ev)->state()->str() : "",
-                                                       (*ev)->message() ? (*ev)->message()->str() : ""});
-                                  }),
-                "subscribe events");
-    must(c.bus().flush(5s), "flush");
-  }
-  size_t count(const std::string& cvm, const std::string& state, std::string_view text = {}) {
-    std::lock_guard lock(mu_);
-    size_t n = 0;
-    for (const auto& e : events_)
-      if (e.cvm_id == cvm && e.state == state && e.message.find(text) != std::string::npos) ++n;
-    return n;
-  }
-  /// Waits until at least `n` matching events arrived; returns the last one's message.
-  std::string wait(const std::string& cvm, const std::string& state, std::string_view text = {}, size_t n = 1,
-                   std::chrono::seconds limit = 20s) {
-    bool ok = test::wait_until([&] { return count(cvm, state, text) >= n; }, test::deadline_in(limit));
-    std::lock_guard lock(mu_);
-    if (!ok) {
-      std::string all;
-      for (const auto& e : events_) all += e.cvm_id + "/" + e.state + ": " + e.message + "\n";
-      FAIL("no " << n << " '" << state << "' event(s) for " << cvm << " containing '" << text << "'; saw:\n"
-                 << all);
-    }
-    for (auto it = events_.rbegin(); it != events_.rend(); ++it)
-      if (it->cvm_id == cvm && it->state == state && it->message.find(text) != std::string::npos)
-        return it->message;
-    return {};
-  }
-
- private:
-  std::mutex mu_;
-  std::vector<seen_event> events_;
-  bus::subscription sub_;
-};
 
 std::string bridge_address(cluster& c) {
   auto text = read_file(c.state_dir() / "bridge" / "address");
@@ -138,7 +88,7 @@ expected<bus::reply<v1::CvmInfo>> set_policy(cluster& c, const std::string& cvm,
 
 TEST_CASE("bridge: an attested agent joins through the bridge and runs a computation") {
   cluster c;
-  event_log events(c);
+  event_log events(c.bus());
   auto cvm = c.create_cvm();
   auto admitted = events.wait(cvm, "admitted");
   CHECK(admitted.find("evidence verified") != std::string::npos);
@@ -158,17 +108,13 @@ TEST_CASE("bridge: an attested agent joins through the bridge and runs a computa
   must(cli::upload(c.bus(), cvm, cli::file_role::algorithm, algo, owner.key, c.policy()), "algo");
   must(cli::upload(c.bus(), cvm, cli::file_role::dataset, data, owner.key, c.policy()), "data");
   c.wait_for_state(cvm, "ConsumingResults");
-  auto out = c.dir() / "result.zip";
-  must(cli::fetch_result(c.bus(), cvm, consumer.key, c.policy(), out), "result");
-  auto extracted = c.dir() / "result";
-  must(extract_zip(out, extracted), "unzip");
-  CHECK(read_file(extracted / "lines") == "3\n");
+  CHECK(c.fetch_result_file(cvm, consumer, "lines") == "3\n");
   CHECK(events.count(cvm, "denied") == 0);
 }
 
 TEST_CASE("bridge: an agent whose measurement is not in the CVM's policy is refused") {
   cluster c;
-  event_log events(c);
+  event_log events(c.bus());
   flatbuffers::FlatBufferBuilder b(4096);
   auto policy = policy_with_measurement(c, std::string(96, 'a'));
   auto req = v1::CreateCvmCreate(b, v1::Backend::process, v1::Tee::sim, 0, b.CreateString(policy));
@@ -200,7 +146,7 @@ TEST_CASE("bridge: a policy that names files or does not parse is refused at cre
 
 TEST_CASE("bridge: evidence replayed from another TLS session is refused") {
   cluster c;
-  event_log events(c);
+  event_log events(c.bus());
   auto cvm = c.create_cvm();
   events.wait(cvm, "admitted");
   impostor agent(c, cvm);
@@ -264,7 +210,7 @@ TEST_CASE("bridge: evidence replayed from another TLS session is refused") {
 
 TEST_CASE("bridge: an admitted agent can reach only its own CVM's subjects (authz)") {
   cluster c;
-  event_log events(c);
+  event_log events(c.bus());
   auto mine = c.create_cvm();
   auto other = c.create_cvm();
   events.wait(mine, "admitted");
@@ -326,7 +272,7 @@ TEST_CASE("bridge: an admitted agent can reach only its own CVM's subjects (auth
 
 TEST_CASE("bridge: expired evidence closes the link and the agent re-attests") {
   cluster c({"--bridge-evidence-ttl", "2"});
-  event_log events(c);
+  event_log events(c.bus());
   auto cvm = c.create_cvm();
   events.wait(cvm, "admitted");
   auto closed = events.wait(cvm, "closed", "validity window", 1, 30s);
@@ -338,7 +284,7 @@ TEST_CASE("bridge: expired evidence closes the link and the agent re-attests") {
 
 TEST_CASE("bridge: a policy change closes the link; the agent is re-verified under the new policy") {
   cluster c;
-  event_log events(c);
+  event_log events(c.bus());
   auto cvm = c.create_cvm();
   events.wait(cvm, "admitted");
   auto good = read_file(c.state_dir() / "sim" / "policy.json");
@@ -405,7 +351,7 @@ TEST_CASE("bridge: a policy requiring DICE admits the agent's chain and refuses 
 
 TEST_CASE("bridge: a hello that is not a BridgeHello or names a bad CVM id is refused") {
   cluster c;
-  event_log events(c);
+  event_log events(c.bus());
   auto cvm = c.create_cvm();
   auto garbage = dial(c, [](const std::array<uint8_t, 32>&) -> expected<std::vector<uint8_t>> {
     return std::vector<uint8_t>{1, 2, 3, 4, 5, 6, 7, 8};

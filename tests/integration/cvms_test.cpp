@@ -360,7 +360,7 @@ TEST_CASE("cvms: manager.ManagerService onto the bus, each rpc and its errors") 
         return !address.empty() && address.back() == '\n';
       },
       test::deadline_in(20s)));
-  address.erase(address.find_last_not_of("\n") + 1);
+  address.erase(address.find_last_not_of('\n') + 1);
   auto stub =
       ::manager::ManagerService::NewStub(grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
   auto ctx = [] {
@@ -424,21 +424,7 @@ TEST_CASE("cvms: manager.ManagerService onto the bus, each rpc and its errors") 
 TEST_CASE("cvms: on coved's locked embedded bus the orchestrator role is all the front doors need") {
   test::temp_dir dir("cove-cvms-locked");
   auto state = dir.path() / "state";
-  // coved's embedded nats-server is its child; if the test fails midway and
-  // coved is SIGKILLed, kill the server it left by the PID in its ports file.
-  struct reaper {
-    fs::path nats;
-    ~reaper() {
-      std::error_code ec;
-      for (const auto& e : fs::directory_iterator(nats, ec)) {
-        auto name = e.path().filename().string();
-        auto us = name.rfind('_');
-        if (e.path().extension() != ".ports" || us == std::string::npos) continue;
-        pid_t pid = static_cast<pid_t>(std::atoi(name.substr(us + 1).c_str()));
-        if (pid > 1) ::kill(pid, SIGKILL);
-      }
-    }
-  } reap{state / "nats"};
+  embedded_server_reaper reap{state};  // runs after coved is gone
   test_cvms_server srv;
   auto coved = must(
       test::child_process::spawn({(bin_dir() / "coved").string(), "--listen", "127.0.0.1:0", "--state-dir",
@@ -536,7 +522,7 @@ TEST_CASE("cvms: bad orchestrator flags are refused with a clear message") {
 
 TEST_CASE("cvms: over TLS, coved verifies the server against --cvms-ca") {
   test::temp_dir tls("cove-cvms-tls");
-  auto p = tls.path();
+  const auto& p = tls.path();
   must(
       bus::authz::generate_tls(p / "ca.pem", p / "ca.key", p / "server.pem", p / "server.key", {"127.0.0.1"}),
       "tls");
@@ -555,7 +541,7 @@ TEST_CASE("cvms: over TLS, coved verifies the server against --cvms-ca") {
 
 TEST_CASE("cvms: a server whose certificate another CA signed gets no stream") {
   test::temp_dir tls("cove-cvms-tls");
-  auto p = tls.path();
+  const auto& p = tls.path();
   must(bus::authz::generate_tls(p / "ca.pem", p / "ca.key", p / "a.pem", p / "a.key", {"127.0.0.1"}), "tls");
   must(bus::authz::generate_tls(p / "other-ca.pem", p / "other-ca.key", p / "b.pem", p / "b.key",
                                 {"127.0.0.1"}),

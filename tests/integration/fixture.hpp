@@ -5,6 +5,10 @@
 // and killed by PID; every wait has a deadline.
 #include <doctest/doctest.h>
 
+#include <sys/types.h>
+
+#include <csignal>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <string>
@@ -21,6 +25,7 @@
 #include "cove/schemas/envelope_generated.h"
 #include "cove/test/nats_server.hpp"
 #include "cove/test/process.hpp"
+#include "cove/zip.hpp"
 
 namespace cove::itest {
 
@@ -37,7 +42,7 @@ T must(expected<T> r, const char* what = "") {
   if (!r) FAIL(what << ": " << r.error().to_string());
   return std::move(*r);
 }
-inline void must(expected<void> r, const char* what = "") {
+inline void must(const expected<void>& r, const char* what = "") {
   if (!r) FAIL(what << ": " << r.error().to_string());
 }
 
@@ -59,6 +64,29 @@ struct participant {
   crypto::private_key key;
   fs::path key_file;
   std::vector<uint8_t> der() const { return key.public_key().der(); }
+};
+
+/// coved's embedded nats-server is coved's child: a clean coved stops it, but a
+/// test that fails midway may kill coved with SIGKILL. This kills the server it
+/// left behind, by the PID in its ports file name (<state>/nats/nats-server_<pid>.ports).
+class embedded_server_reaper {
+ public:
+  explicit embedded_server_reaper(const fs::path& state) : dir_(state / "nats") {}
+  ~embedded_server_reaper() {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(dir_, ec)) {
+      auto name = e.path().filename().string();
+      auto us = name.rfind('_');
+      if (e.path().extension() != ".ports" || us == std::string::npos) continue;
+      auto pid = static_cast<pid_t>(std::strtol(name.substr(us + 1).c_str(), nullptr, 10));
+      if (pid > 1) ::kill(pid, SIGKILL);
+    }
+  }
+  embedded_server_reaper(const embedded_server_reaper&) = delete;
+  embedded_server_reaper& operator=(const embedded_server_reaper&) = delete;
+
+ private:
+  fs::path dir_;
 };
 
 /// nats-server + coved, torn down in reverse order.
@@ -131,6 +159,14 @@ class cluster {
                                            bus::finish(b, req, {}, "itest"), 5s);
   }
 
+  /// cove.v1.manager.remove: the reply comes once the agent has exited and its files are gone.
+  expected<bus::reply<v1::CvmInfo>> remove_cvm(const std::string& id, std::chrono::seconds limit = 10s) {
+    flatbuffers::FlatBufferBuilder b(64);
+    auto req = v1::CreateCvmRef(b, b.CreateString(id));
+    return bus::request_typed<v1::CvmInfo>(*bus_, bus::subjects::manager_remove,
+                                           bus::finish(b, req, {}, "itest"), limit);
+  }
+
   participant make_participant(const std::string& name, crypto::key_type type = crypto::key_type::ed25519) {
     auto key = must(crypto::private_key::generate(type, 2048), "keygen");
     auto file = dir_.path() / (name + ".key");
@@ -157,6 +193,18 @@ class cluster {
                                                        bus::finish(b, req, {}, "itest"), 10s);
     if (!r) return r.error();
     return std::string(v1::EnumNameAgentState(r->body->state()));
+  }
+
+  /// Fetches the result as `consumer` (attesting the CVM first), unzips it into a fresh
+  /// <dir>/result and returns the text of `name` from it.
+  std::string fetch_result_file(const std::string& cvm_id, const participant& consumer,
+                                const std::string& name, const cli::client_options& opt = {}) {
+    auto out = dir_.path() / "result.zip";
+    must(cli::fetch_result(*bus_, cvm_id, consumer.key, policy_, out, nullptr, opt), "result");
+    auto extracted = dir_.path() / "result";
+    fs::remove_all(extracted);
+    must(extract_zip(out, extracted), "unzip");
+    return read_file(extracted / name);
   }
 
   /// Polls the agent's status until `state` (or Failed) is reached.

@@ -25,6 +25,7 @@
 #include "cove/crypto/keys.hpp"
 #include "cove/manifest.hpp"
 #include "cove/test/process.hpp"
+#include "fixture.hpp"
 
 namespace {
 
@@ -33,19 +34,8 @@ using namespace std::chrono_literals;
 using namespace cove;
 using bytes = std::vector<uint8_t>;
 
-template <class T>
-T must(expected<T> r, const char* what = "") {
-  if (!r) FAIL(what << ": " << r.error().to_string());
-  return std::move(*r);
-}
-void must(expected<void> r, const char* what = "") {
-  if (!r) FAIL(what << ": " << r.error().to_string());
-}
-
-std::string read_file(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
-}
+using cove::itest::must;
+using cove::itest::read_file;
 
 int tcp_connect(int port) {
   int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -101,7 +91,7 @@ struct atls_agent {
     m.result_consumers.push_back(key.public_key().der());
     { std::ofstream(dir.path() / "manifest.json") << to_json(m); }
     auto port_file = dir.path() / "port";
-    std::vector<std::string> argv = {COVE_BIN_DIR "/cove-agent",
+    std::vector<std::string> argv = {(cove::itest::bin_dir() / "cove-agent").string(),
                                      "--manifest",
                                      (dir.path() / "manifest.json").string(),
                                      "--grpc-listen",

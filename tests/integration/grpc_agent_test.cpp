@@ -27,6 +27,7 @@
 #include "cove/test/nats_server.hpp"
 #include "cove/test/process.hpp"
 #include "cove/zip.hpp"
+#include "fixture.hpp"
 #include "grpc_health.hpp"
 
 namespace {
@@ -37,24 +38,9 @@ using namespace cove;
 using bytes = std::vector<uint8_t>;
 using cove::itest::health_status;
 
-template <class T>
-T must(expected<T> r, const char* what = "") {
-  if (!r) FAIL(what << ": " << r.error().to_string());
-  return std::move(*r);
-}
-void must(expected<void> r, const char* what = "") {
-  if (!r) FAIL(what << ": " << r.error().to_string());
-}
-
-void write_file(const fs::path& p, std::string_view content) {
-  std::ofstream f(p, std::ios::binary | std::ios::trunc);
-  f << content;
-}
-
-std::string read_file(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  return {std::istreambuf_iterator<char>(f), std::istreambuf_iterator<char>()};
-}
+using cove::itest::must;
+using cove::itest::read_file;
+using cove::itest::write_file;
 
 std::string signature(const crypto::private_key& k, cove::agent::cocos::role r) {
   return crypto::base64_encode(must(cove::agent::cocos::sign_role(k, r), "sign"));
@@ -64,9 +50,9 @@ std::string signature(const crypto::private_key& k, cove::agent::cocos::role r) 
 class agent_process {
  public:
   agent_process(const fs::path& dir, const fs::path& manifest, std::vector<std::string> extra = {},
-                std::string name = "agent") {
+                const std::string& name = "agent") {
     port_file_ = dir / (name + ".port");
-    std::vector<std::string> argv = {COVE_BIN_DIR "/cove-agent",
+    std::vector<std::string> argv = {(cove::itest::bin_dir() / "cove-agent").string(),
                                      "--tee",
                                      "sim",
                                      "--manifest",
@@ -383,7 +369,8 @@ TEST_CASE("cocos front door: oversized uploads and a failing algorithm") {
 TEST_CASE("cove-agent refuses a bad front door configuration clearly") {
   test::temp_dir dir("cove-grpc-agent-cfg");
   auto run = [&](std::vector<std::string> extra, const std::string& name) {
-    std::vector<std::string> argv = {COVE_BIN_DIR "/cove-agent", "--grpc-listen", "127.0.0.1:0"};
+    std::vector<std::string> argv = {(cove::itest::bin_dir() / "cove-agent").string(), "--grpc-listen",
+                                     "127.0.0.1:0"};
     argv.insert(argv.end(), extra.begin(), extra.end());
     auto p = must(test::child_process::spawn(argv, {}, dir.path(), name), "spawn");
     auto status = p.wait_for_exit(test::deadline_in(30s));

@@ -2,8 +2,6 @@
 // data -> run -> fetch and decrypt the result.
 #include "fixture.hpp"
 
-#include "cove/zip.hpp"
-
 using namespace cove;
 using namespace cove::itest;
 
@@ -31,10 +29,6 @@ TEST_CASE("a python computation runs end to end and only the consumer can read t
   must(cli::upload(c.bus(), cvm, cli::file_role::dataset, b, hospital_b.key, c.policy()), "data b");
   c.wait_for_state(cvm, "ConsumingResults");
 
-  auto out = c.dir() / "result.zip";
-  must(cli::fetch_result(c.bus(), cvm, consumer.key, c.policy(), out), "result");
-  auto extracted = c.dir() / "result";
-  must(extract_zip(out, extracted), "unzip");
-  CHECK(read_file(extracted / "total.txt") == "36\n");
+  CHECK(c.fetch_result_file(cvm, consumer, "total.txt") == "36\n");
   CHECK(must(cli::computation_status(c.bus(), cvm)).state == "Complete");
 }

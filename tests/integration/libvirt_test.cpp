@@ -12,66 +12,16 @@
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
-#include <mutex>
 
 #include <nlohmann/json.hpp>
 
+#include "event_log.hpp"
 #include "fixture.hpp"
-
-#include "cove/zip.hpp"
 
 using namespace cove;
 using namespace cove::itest;
 
 namespace {
-
-struct seen_event {
-  std::string cvm_id, state, message;
-};
-
-/// Collects every cove.v1.events.* event.
-class event_log {
- public:
-  explicit event_log(cluster& c) {
-    sub_ = must(c.bus().subscribe(
-                    bus::subjects::all_events,
-                    [this](bus::message&& m) {
-                      auto ev = bus::body_as<v1::Event>(m.data);
-                      if (!ev) return;
-                      auto str = [](const flatbuffers::String* s) { return s ? s->str() : std::string(); };
-                      std::lock_guard lock(mu_);
-                      events_.push_back({str((*ev)->cvm_id()), str((*ev)->state()), str((*ev)->message())});
-                    }),
-                "subscribe events");
-    must(c.bus().flush(5s), "flush");
-  }
-  std::string wait(const std::string& cvm, const std::string& state, std::chrono::seconds limit) {
-    std::string found;
-    bool ok = test::wait_until(
-        [&] {
-          std::lock_guard lock(mu_);
-          for (const auto& e : events_)
-            if (e.cvm_id == cvm && e.state == state) {
-              found = e.message;
-              return true;
-            }
-          return false;
-        },
-        test::deadline_in(limit));
-    if (!ok) {
-      std::lock_guard lock(mu_);
-      std::string all;
-      for (const auto& e : events_) all += e.cvm_id + "/" + e.state + ": " + e.message + "\n";
-      FAIL("no '" << state << "' event for " << cvm << "; saw:\n" << all);
-    }
-    return found;
-  }
-
- private:
-  std::mutex mu_;
-  std::vector<seen_event> events_;
-  bus::subscription sub_;
-};
 
 fs::path eos_image() {
   const char* dir = std::getenv("COVE_EOS_IMAGE");
@@ -130,13 +80,6 @@ expected<bus::reply<v1::CvmInfo>> create_vm(cluster& c, const std::string& polic
                                          bus::finish(b, req, {}, "itest"), 240s);
 }
 
-expected<bus::reply<v1::CvmInfo>> remove_vm(cluster& c, const std::string& id) {
-  flatbuffers::FlatBufferBuilder b(64);
-  return bus::request_typed<v1::CvmInfo>(c.bus(), bus::subjects::manager_remove,
-                                         bus::finish(b, v1::CreateCvmRef(b, b.CreateString(id)), {}, "itest"),
-                                         30s);
-}
-
 const cli::client_options slow_guest{.request_timeout = 60s, .chunk_timeout = 60s};
 
 }  // namespace
@@ -144,7 +87,7 @@ const cli::client_options slow_guest{.request_timeout = 60s, .chunk_timeout = 60
 TEST_CASE("libvirt: a CVM boots EOS, its agent joins through the bridge and runs a computation") {
   vm_cluster v;
   auto& c = *v.c;
-  event_log events(c);
+  event_log events(c.bus());
   // The bridge admits the agent only with a vTPM quote from the VM's emulated TPM
   // (libvirt's swtpm), its AK bound into the report (coved's default --guest-vtpm-tcti).
   auto policy = nlohmann::json::parse(read_file(c.state_dir() / "sim" / "policy.json"));
@@ -161,7 +104,8 @@ TEST_CASE("libvirt: a CVM boots EOS, its agent joins through the bridge and runs
   CHECK(created->body->backend() == v1::Backend::libvirt);
   CHECK(created->body->pid() > 0);  // QEMU's
   CHECK(domain_exists(cvm));
-  CHECK(events.wait(cvm, "admitted", 30s).find("evidence with vTPM quote verified") != std::string::npos);
+  CHECK(events.wait(cvm, "admitted", {}, 1, 30s).find("evidence with vTPM quote verified") !=
+        std::string::npos);
 
   // The share QEMU exports: agent.conf, the bridge certificate (not its key), the sim identity.
   auto share = c.state_dir() / "cvms" / cvm / "config";
@@ -187,15 +131,11 @@ TEST_CASE("libvirt: a CVM boots EOS, its agent joins through the bridge and runs
        "data");
   auto st = c.wait_for_state(cvm, "ConsumingResults", 120s);
   REQUIRE_MESSAGE(st.state == "ConsumingResults", st.message);
-  auto out = c.dir() / "result.zip";
-  must(cli::fetch_result(c.bus(), cvm, consumer.key, c.policy(), out, nullptr, slow_guest), "result");
-  auto extracted = c.dir() / "result";
-  must(extract_zip(out, extracted), "unzip");
-  CHECK(read_file(extracted / "lines") == "3\n");
+  CHECK(c.fetch_result_file(cvm, consumer, "lines", slow_guest) == "3\n");
 
   // Remove: the domain is destroyed and the CVM's files (share, console) are gone.
   auto r0 = std::chrono::steady_clock::now();
-  auto removed = remove_vm(c, cvm);
+  auto removed = c.remove_cvm(cvm, 30s);
   REQUIRE_MESSAGE(removed, (removed ? "" : removed.error().to_string()));
   auto remove_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - r0).count();
@@ -208,7 +148,7 @@ TEST_CASE("libvirt: a CVM boots EOS, its agent joins through the bridge and runs
 TEST_CASE("libvirt: killing QEMU mid-run gives a crashed event and a clean failure") {
   vm_cluster v;
   auto& c = *v.c;
-  event_log events(c);
+  event_log events(c.bus());
   auto created = create_vm(c);
   REQUIRE_MESSAGE(created, (created ? "" : created.error().to_string()) << "; coved log in " << c.dir());
   const std::string cvm = created->body->id()->str();
@@ -231,7 +171,7 @@ TEST_CASE("libvirt: killing QEMU mid-run gives a crashed event and a clean failu
   c.wait_for_state(cvm, "Running", 60s);
 
   REQUIRE(::kill(qemu, SIGKILL) == 0);
-  auto crashed = events.wait(cvm, "crashed", 60s);
+  auto crashed = events.wait(cvm, "crashed", {}, 1, 60s);
   CHECK(crashed.find("QEMU failed or was killed") != std::string::npos);
   CHECK(crashed.find("last lines:") != std::string::npos);
   CHECK(crashed.find("console.log") != std::string::npos);
@@ -241,12 +181,13 @@ TEST_CASE("libvirt: killing QEMU mid-run gives a crashed event and a clean failu
   CHECK(info.body->detail()->str().find("QEMU failed or was killed") != std::string::npos);
   CHECK_FALSE(domain_exists(cvm));
 
-  // The user asking for the run gets an error, not a hang.
-  auto status = cli::computation_status(c.bus(), cvm, {.request_timeout = 5s});
-  REQUIRE_FALSE(status);
-  CHECK((status.error().code == errc::unavailable || status.error().code == errc::timeout));
+  // The user asking for the run learns it failed, and why (the computation service).
+  auto failed = events.wait(cvm, "Failed", "CVM crashed: QEMU failed or was killed", 1, 10s);
+  auto status = must(cli::computation_status(c.bus(), cvm, {.request_timeout = 5s}), "status");
+  CHECK(status.state == "Failed");
+  CHECK(status.message == failed);
   // A crashed CVM is forgotten at once on remove, its files with it.
-  auto removed = remove_vm(c, cvm);
+  auto removed = c.remove_cvm(cvm, 30s);
   REQUIRE(removed);
   CHECK(removed->body->state() == v1::CvmState::removed);
   CHECK_FALSE(fs::exists(c.state_dir() / "cvms" / cvm));

@@ -1,12 +1,12 @@
 // CVM lifecycle through the manager: create, list, info, remove, crashes, TTL
 // expiry, a killed daemon, and coved's --services switch.
+#include "event_log.hpp"
 #include "fixture.hpp"
 
 #include <sys/prctl.h>
 #include <sys/wait.h>
 
 #include <csignal>
-#include <mutex>
 
 using namespace cove;
 using namespace cove::itest;
@@ -35,55 +35,6 @@ bool listed(bus::connection& conn, const std::string& id) {
   auto ids = cvm_ids(conn);
   return std::find(ids.begin(), ids.end(), id) != ids.end();
 }
-
-expected<bus::reply<v1::CvmInfo>> remove_cvm(bus::connection& conn, const std::string& id) {
-  flatbuffers::FlatBufferBuilder b(64);
-  return bus::request_typed<v1::CvmInfo>(conn, bus::subjects::manager_remove,
-                                         bus::finish(b, v1::CreateCvmRef(b, b.CreateString(id)), {}, "itest"),
-                                         10s);
-}
-
-/// Collects cove.v1.events.cvm events (cvm id, state, message).
-class cvm_events {
- public:
-  explicit cvm_events(bus::connection& conn) {
-    sub_ = must(
-        conn.subscribe("cove.v1.events.cvm",
-                       [this](bus::message&& m) {
-                         auto ev = bus::body_as<v1::Event>(m.data);
-                         if (!ev) return;
-                         auto str = [](const flatbuffers::String* s) { return s ? s->str() : std::string(); };
-                         std::lock_guard lock(mu_);
-                         seen_.push_back({str((*ev)->cvm_id()), str((*ev)->state()), str((*ev)->message())});
-                       }),
-        "subscribe events");
-    must(conn.flush(5s), "flush");
-  }
-
-  struct event {
-    std::string cvm_id, state, message;
-  };
-
-  /// Waits (bounded) for an event of `cvm_id` in `state`.
-  std::optional<event> wait_for(const std::string& cvm_id, std::string_view state,
-                                std::chrono::seconds limit = 15s) {
-    std::optional<event> found;
-    test::wait_until(
-        [&] {
-          std::lock_guard lock(mu_);
-          for (const auto& e : seen_)
-            if (e.cvm_id == cvm_id && e.state == state) found = e;
-          return found.has_value();
-        },
-        test::deadline_in(limit));
-    return found;
-  }
-
- private:
-  std::mutex mu_;
-  std::vector<event> seen_;
-  bus::subscription sub_;  // last: unsubscribed before the vector goes away
-};
 
 }  // namespace
 
@@ -114,7 +65,7 @@ TEST_CASE("cvm create, list, info and remove; remove kills the agent and wipes i
   auto dir = c.state_dir() / "cvms" / a;
   CHECK(fs::is_directory(dir));
 
-  auto removed = must(remove_cvm(c.bus(), a), "remove");
+  auto removed = must(c.remove_cvm(a), "remove");
   CHECK(removed.body->id()->str() == a);
   CHECK(removed.body->state() == v1::CvmState::removed);
   // The reply comes once the agent is gone and its files are wiped.
@@ -125,10 +76,10 @@ TEST_CASE("cvm create, list, info and remove; remove kills the agent and wipes i
   auto gone = c.cvm_info(a);
   REQUIRE_FALSE(gone);
   CHECK(gone.error().code == errc::not_found);
-  auto unknown = remove_cvm(c.bus(), "cvm-does-not-exist");
+  auto unknown = c.remove_cvm("cvm-does-not-exist");
   REQUIRE_FALSE(unknown);
   CHECK(unknown.error().code == errc::not_found);
-  auto again = remove_cvm(c.bus(), a);
+  auto again = c.remove_cvm(a);
   REQUIRE_FALSE(again);
   CHECK(again.error().code == errc::not_found);
   // The surviving CVM is untouched.
@@ -137,13 +88,13 @@ TEST_CASE("cvm create, list, info and remove; remove kills the agent and wipes i
 
 TEST_CASE("a crashed agent is reaped and reported, and the manager keeps serving") {
   cluster c;
-  cvm_events events(c.bus());
+  event_log events(c.bus());
   auto id = c.create_cvm();
   pid_t pid = static_cast<pid_t>(must(c.cvm_info(id), "info").body->pid());
   REQUIRE(pid > 0);
   REQUIRE(::kill(pid, SIGKILL) == 0);
 
-  auto ev = events.wait_for(id, "crashed");
+  auto ev = events.wait_for("cvm", id, "crashed", 0, 15s);
   REQUIRE(ev);
   CHECK(ev->message.find("killed by signal 9") != std::string::npos);
   auto info = must(c.cvm_info(id), "info");
@@ -157,7 +108,7 @@ TEST_CASE("a crashed agent is reaped and reported, and the manager keeps serving
   auto other = c.create_cvm();
   CHECK(must(cli::computation_status(c.bus(), other), "status").state == "ReceivingManifest");
   // A crashed CVM is removed at once.
-  auto removed = must(remove_cvm(c.bus(), id), "remove crashed");
+  auto removed = must(c.remove_cvm(id), "remove crashed");
   CHECK(removed.body->state() == v1::CvmState::removed);
   CHECK_FALSE(listed(c.bus(), id));
   CHECK_FALSE(fs::exists(c.state_dir() / "cvms" / id));
@@ -165,10 +116,10 @@ TEST_CASE("a crashed agent is reaped and reported, and the manager keeps serving
 
 TEST_CASE("a CVM whose TTL passes expires and disappears") {
   cluster c;
-  cvm_events events(c.bus());
+  event_log events(c.bus());
   auto id = c.create_cvm(1);
   pid_t pid = static_cast<pid_t>(must(c.cvm_info(id), "info").body->pid());
-  auto ev = events.wait_for(id, "expired", 15s);
+  auto ev = events.wait_for("cvm", id, "expired", 0, 15s);
   REQUIRE(ev);
   CHECK_FALSE(listed(c.bus(), id));
   CHECK_FALSE(process_exists(pid));

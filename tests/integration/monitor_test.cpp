@@ -3,66 +3,16 @@
 // the cove CLI. Short heartbeat and sampling periods keep it fast; every wait has a
 // deadline.
 #include <csignal>
-#include <mutex>
 #include <nlohmann/json.hpp>
 
 #include "cli_runner.hpp"
+#include "event_log.hpp"
 #include "fixture.hpp"
 
 using namespace cove;
 using namespace cove::itest;
 
 namespace {
-
-/// Every event on cove.v1.events.>, in arrival order.
-class event_log {
- public:
-  struct event {
-    std::string kind, cvm_id, state, message;
-  };
-
-  explicit event_log(bus::connection& conn) {
-    sub_ = must(conn.subscribe(bus::subjects::all_events,
-                               [this](bus::message&& m) {
-                                 auto ev = bus::body_as<v1::Event>(m.data);
-                                 if (!ev) return;
-                                 auto str = [](const flatbuffers::String* s) {
-                                   return s ? s->str() : std::string();
-                                 };
-                                 std::lock_guard lock(mu_);
-                                 seen_.push_back({str((*ev)->kind()), str((*ev)->cvm_id()),
-                                                  str((*ev)->state()), str((*ev)->message())});
-                               }),
-                "subscribe events");
-    must(conn.flush(5s), "flush");
-  }
-
-  size_t size() {
-    std::lock_guard lock(mu_);
-    return seen_.size();
-  }
-
-  /// Waits (bounded) for an event of `kind` for `cvm_id` in `state`, at index >= from.
-  std::optional<event> wait_for(std::string_view kind, const std::string& cvm_id, std::string_view state,
-                                size_t from = 0, std::chrono::seconds limit = 10s) {
-    std::optional<event> found;
-    test::wait_until(
-        [&] {
-          std::lock_guard lock(mu_);
-          for (size_t i = from; i < seen_.size() && !found; ++i)
-            if (seen_[i].kind == kind && seen_[i].cvm_id == cvm_id && seen_[i].state == state)
-              found = seen_[i];
-          return found.has_value();
-        },
-        test::deadline_in(limit));
-    return found;
-  }
-
- private:
-  std::mutex mu_;
-  std::vector<event> seen_;
-  bus::subscription sub_;
-};
 
 struct stats_view {
   v1::Health health = v1::Health::unknown;

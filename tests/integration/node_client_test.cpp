@@ -15,28 +15,6 @@ using namespace cove::itest;
 
 namespace {
 
-/// coved's embedded nats-server is coved's child; a test that fails midway may
-/// leave it behind. Kills it by the PID in its ports file name (nats-server_<pid>.ports).
-class embedded_server_reaper {
- public:
-  explicit embedded_server_reaper(const fs::path& state) : dir_(state / "nats") {}
-  ~embedded_server_reaper() {
-    std::error_code ec;
-    for (const auto& e : fs::directory_iterator(dir_, ec)) {
-      auto name = e.path().filename().string();
-      auto us = name.rfind('_');
-      if (e.path().extension() != ".ports" || us == std::string::npos) continue;
-      pid_t pid = static_cast<pid_t>(std::strtol(name.substr(us + 1).c_str(), nullptr, 10));
-      if (pid > 1) ::kill(pid, SIGKILL);
-    }
-  }
-  embedded_server_reaper(const embedded_server_reaper&) = delete;
-  embedded_server_reaper& operator=(const embedded_server_reaper&) = delete;
-
- private:
-  fs::path dir_;
-};
-
 std::vector<std::string> lines_of(const std::string& text) {
   std::vector<std::string> out;
   std::istringstream in(text);

@@ -1,6 +1,8 @@
 // Algorithm runs that go wrong (non-zero exit, timeout, crash), result requests by
-// the wrong party, arguments, and stopping a computation: each ends in a clear
-// state or error, the agent stays usable and no algorithm process outlives its run.
+// the wrong party, arguments, stopping a computation and a CVM that crashes mid-run:
+// each ends in a clear state or error, the agent stays usable and no algorithm
+// process outlives its run.
+#include "event_log.hpp"
 #include "fixture.hpp"
 
 #include <signal.h>
@@ -9,7 +11,6 @@
 #include <cstdlib>
 
 #include "cove/crypto/statements.hpp"
-#include "cove/zip.hpp"
 
 using namespace cove;
 using namespace cove::itest;
@@ -82,16 +83,6 @@ simple_run launch(cluster& c, const std::string& cvm, const std::string& id, std
   return r;
 }
 
-/// Fetches the result as `consumer` and returns the extracted file `name`.
-std::string fetch(cluster& c, const std::string& cvm, const participant& consumer, const std::string& name) {
-  auto out = c.dir() / "result.zip";
-  must(cli::fetch_result(c.bus(), cvm, consumer.key, c.policy(), out), "result");
-  auto extracted = c.dir() / "result";
-  fs::remove_all(extracted);
-  must(extract_zip(out, extracted), "unzip");
-  return read_file(extracted / name);
-}
-
 constexpr std::string_view count_script =
     "#!/bin/sh\n"
     "cat datasets/* | wc -l | tr -d ' ' > results/lines.txt\n";
@@ -140,7 +131,7 @@ TEST_CASE(
   must(cli::upload(c.bus(), cvm, cli::file_role::algorithm, algo, next_owner.key, c.policy()), "algo");
   must(cli::upload(c.bus(), cvm, cli::file_role::dataset, data, next_hospital.key, c.policy()), "data");
   c.wait_for_state(cvm, "ConsumingResults");
-  CHECK(fetch(c, cvm, next_consumer, "lines.txt") == "4\n");
+  CHECK(c.fetch_result_file(cvm, next_consumer, "lines.txt") == "4\n");
   CHECK(must(cli::computation_status(c.bus(), cvm)).state == "Complete");
 }
 
@@ -212,7 +203,7 @@ TEST_CASE("only a declared result consumer gets the result") {
               errc::unauthorized, "signature does not verify");
 
   CHECK(must(cli::computation_status(c.bus(), cvm), "status").state == "ConsumingResults");
-  CHECK(fetch(c, cvm, r.consumer, "lines.txt") == "3\n");
+  CHECK(c.fetch_result_file(cvm, r.consumer, "lines.txt") == "3\n");
   CHECK(must(cli::computation_status(c.bus(), cvm)).state == "Complete");
 }
 
@@ -225,7 +216,7 @@ TEST_CASE("a bin algorithm receives the manifest's arguments") {
                   "for a in \"$@\"; do printf '[%s]\\n' \"$a\" >> results/args.txt; done\n",
                   0, {"--alpha=1", "two words", "x;y$z*"});
   c.wait_for_state(cvm, "ConsumingResults");
-  CHECK(fetch(c, cvm, r.consumer, "args.txt") == "argc=3\n[--alpha=1]\n[two words]\n[x;y$z*]\n");
+  CHECK(c.fetch_result_file(cvm, r.consumer, "args.txt") == "argc=3\n[--alpha=1]\n[two words]\n[x;y$z*]\n");
 }
 
 TEST_CASE("stopping a running computation kills the algorithm and wipes its files") {
@@ -269,4 +260,64 @@ TEST_CASE("stopping a running computation kills the algorithm and wipes its file
   // The stopped run's consumer gets nothing: there is no computation any more.
   check_error(cli::fetch_result(c.bus(), cvm, r.consumer.key, c.policy(), c.dir() / "late.zip", &r.m),
               errc::wrong_state, "has no computation");
+}
+
+TEST_CASE("a CVM that crashes mid-run fails its computation at once, with the reason") {
+  cluster c;
+  event_log events(c.bus());
+  auto cvm = c.create_cvm();
+  auto pid_file = c.dir() / "algo.pid";
+  auto r = launch(c, cvm, "crash-me", "#!/bin/sh\necho $$ > '" + pid_file.string() + "'\nexec sleep 1000\n");
+  auto algo_pid = wait_for_pid_file(pid_file);
+  CHECK(c.wait_for_state(cvm, "Running").state == "Running");
+
+  auto agent = static_cast<pid_t>(must(c.cvm_info(cvm), "info").body->pid());
+  REQUIRE(agent > 1);
+  auto mark = events.size();
+  REQUIRE(::kill(agent, SIGKILL) == 0);
+  auto crashed = events.wait_for("cvm", cvm, "crashed", mark, 10s);
+  REQUIRE(crashed);
+  // Right after the manager's event, not after some client's request timeout.
+  auto failed = events.wait_for("computation", cvm, "Failed", mark, 5s);
+  REQUIRE(failed);
+  CHECK(failed->computation_id == r.m.id);
+  CHECK(failed->message.starts_with("CVM crashed: "));
+  CHECK(failed->message.find("signal 9") != std::string::npos);
+  CHECK(failed->message == "CVM crashed: " + crashed->message.substr(0, crashed->message.find('\n')));
+
+  // `cove computation status` (the agent is gone: the computation service answers).
+  auto st = must(cli::computation_status(c.bus(), cvm, {.request_timeout = 5s}), "status");
+  CHECK(st.state == "Failed");
+  CHECK(st.computation_id == r.m.id);
+  CHECK(st.message == failed->message);
+  // A new computation cannot start on it.
+  check_error(c.start_computation(cvm, r.m), errc::wrong_state, "has no agent: CVM crashed: ");
+
+  // Removed, the CVM is forgotten: no agent answers, no second Failed event.
+  must(c.remove_cvm(cvm), "remove");
+  REQUIRE(events.wait_for("cvm", cvm, "removed", mark));
+  check_error(cli::computation_status(c.bus(), cvm, {.request_timeout = 5s}), errc::unavailable,
+              "no agent answers");
+  CHECK(events.count(cvm, "Failed") == 1);
+
+  // The algorithm may outlive its SIGKILLed agent; this test cleans up what it started.
+  if (!process_gone(algo_pid)) ::kill(algo_pid, SIGKILL);
+}
+
+TEST_CASE("a CVM removed after its computation completed reports no failure") {
+  cluster c;
+  event_log events(c.bus());
+  auto cvm = c.create_cvm();
+  auto r = launch(c, cvm, "done", count_script);
+  c.wait_for_state(cvm, "ConsumingResults");
+  CHECK(c.fetch_result_file(cvm, r.consumer, "lines.txt") == "3\n");
+  c.wait_for_state(cvm, "Complete");
+  auto mark = events.size();
+  must(c.remove_cvm(cvm), "remove");
+  REQUIRE(events.wait_for("cvm", cvm, "removed", mark));
+  // The computation service handled the removal (events reach it in order) without
+  // a Failed event: a status request after it gets no answer from a record.
+  check_error(cli::computation_status(c.bus(), cvm, {.request_timeout = 5s}), errc::unavailable,
+              "no agent answers");
+  CHECK(events.count(cvm, "Failed") == 0);
 }

@@ -12,7 +12,6 @@
 #include "cove/crypto/hash.hpp"
 #include "cove/crypto/seal.hpp"
 #include "cove/crypto/statements.hpp"
-#include "cove/zip.hpp"
 
 using namespace cove;
 using namespace cove::itest;
@@ -124,12 +123,7 @@ std::vector<std::string> pending_of(cluster& c, const std::string& cvm) {
 /// Waits for the run and checks the consumer's total.
 void check_total(cluster& c, const std::string& cvm, const participant& consumer, std::string_view total) {
   c.wait_for_state(cvm, "ConsumingResults");
-  auto out = c.dir() / "result.zip";
-  must(cli::fetch_result(c.bus(), cvm, consumer.key, c.policy(), out), "result");
-  auto extracted = c.dir() / "result";
-  fs::remove_all(extracted);
-  must(extract_zip(out, extracted), "unzip");
-  CHECK(read_file(extracted / "total.txt") == std::string(total) + "\n");
+  CHECK(c.fetch_result_file(cvm, consumer, "total.txt") == std::string(total) + "\n");
   CHECK(must(cli::computation_status(c.bus(), cvm)).state == "Complete");
 }
 

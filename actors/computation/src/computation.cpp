@@ -32,7 +32,7 @@ void send_error(self_ptr self, const std::string& subject, const error& e) {
 /// Forwards `payload` to the agent's `leaf` subject and relays its answer (or a
 /// typed error) to `reply` without blocking the actor.
 void forward(self_ptr self, const std::string& cvm_id, std::string_view leaf, bytes payload,
-             std::string reply) {
+             const std::string& reply) {
   auto subject = bus::cvm_subject(cvm_id, leaf);
   if (!subject)
     return send_error(self, reply, make_error(errc::invalid_request, "cvm_id: must match [a-z0-9-]{1,64}"));
@@ -75,6 +75,12 @@ std::vector<bus::nkeys::raw_public> participant_keys(const manifest& man) {
   return out;
 }
 
+/// The record of a CVM whose agent is gone, or null.
+const run_record* ended_run(self_ptr self, const std::string& cvm_id) {
+  auto it = self->state.runs.find(cvm_id);
+  return it != self->state.runs.end() && !it->second.cvm_ended.empty() ? &it->second : nullptr;
+}
+
 void on_start(self_ptr self, const bus::bus_msg& m) {
   auto req = bus::request_as<v1::ComputationStart>(m.data);
   if (!req) return send_error(self, m.reply, req.error());
@@ -83,6 +89,10 @@ void on_start(self_ptr self, const bus::bus_msg& m) {
     return send_error(self, m.reply, make_error(errc::invalid_request, "cvm_id: invalid"));
   if ((*req)->manifest() == nullptr)
     return send_error(self, m.reply, make_error(errc::invalid_request, "manifest missing"));
+  if (const auto* ended = ended_run(self, cvm_id))
+    return send_error(
+        self, m.reply,
+        make_error(errc::wrong_state, fmt::format("CVM '{}' has no agent: {}", cvm_id, ended->cvm_ended)));
   auto man = from_fbs((*req)->manifest());
   if (!man) return send_error(self, m.reply, man.error());
   // Re-encode: the agent receives exactly the manifest this service validated.
@@ -101,6 +111,12 @@ void on_start(self_ptr self, const bus::bus_msg& m) {
   forward(self, cvm_id, "manifest", std::move(payload), m.reply);
 }
 
+/// Event kinds coved's own services publish. An agent's event of such a kind is not
+/// republished: it would speak for the manager (lifecycle), bridge, monitor or coved.
+bool reserved_kind(std::string_view kind) {
+  return kind == "cvm" || kind == "bridge" || kind == "health" || kind == "stats" || kind == "authz";
+}
+
 void on_agent_event(self_ptr self, const bus::bus_msg& m) {
   auto id = bus::cvm_id_of(m.subject);
   if (!id) return;
@@ -109,14 +125,76 @@ void on_agent_event(self_ptr self, const bus::bus_msg& m) {
     spdlog::warn("computation: malformed event from {}: {}", *id, ev.error().to_string());
     return;
   }
+  auto kind = (*ev)->kind() ? (*ev)->kind()->str() : "computation";
+  if (reserved_kind(kind)) {
+    spdlog::warn("computation: dropped an event of kind '{}' from the agent of {}", kind, *id);
+    return;
+  }
   auto& r = self->state.runs[*id];
+  if (!r.cvm_ended.empty()) return;  // a straggler from an agent already reported gone
   if ((*ev)->computation_id()) r.computation_id = (*ev)->computation_id()->str();
   if ((*ev)->state()) r.state = (*ev)->state()->str();
   if ((*ev)->message()) r.message = (*ev)->message()->str();
+  if (r.state == "Idle") r.computation_id.clear();  // stopped: no computation loaded
   // Agents may only publish under their own CVM subject; this service fans the
   // events out on the public events subject.
-  auto kind = (*ev)->kind() ? (*ev)->kind()->str() : "computation";
   if (auto subject = bus::events_subject(kind)) send(self, *subject, m.data);
+}
+
+/// "CVM crashed: <the first line of the manager's reason>".
+std::string ended_reason(const std::string& state, std::string_view detail) {
+  detail = detail.substr(0, detail.find('\n'));
+  if (detail.empty() || detail == state) return "CVM " + state;
+  return fmt::format("CVM {}: {}", state, detail);
+}
+
+/// The manager's lifecycle events (cove.v1.events.cvm): a CVM that crashed, stopped,
+/// was removed or expired while its computation was unfinished fails that computation
+/// at once, with the reason, as an Event{kind:"computation", state:"Failed"}; `status`
+/// then answers from this record, as no agent will.
+void on_cvm_event(self_ptr self, const bus::bus_msg& m) {
+  auto ev = bus::body_as<v1::Event>(m.data);
+  if (!ev || !(*ev)->cvm_id() || !(*ev)->state()) return;
+  auto id = (*ev)->cvm_id()->str();
+  auto state = (*ev)->state()->str();
+  auto& runs = self->state.runs;
+  auto it = runs.find(id);
+  if (it == runs.end()) return;
+  bool gone = state == "removed" || state == "expired";
+  if (state == "crashed" || state == "stopped" || gone) {
+    auto& r = it->second;
+    bool unfinished = !r.computation_id.empty() && r.state != "Complete" && r.state != "Failed";
+    if (r.cvm_ended.empty())
+      r.cvm_ended = ended_reason(state, (*ev)->message() ? (*ev)->message()->string_view() : "");
+    if (unfinished) {
+      r.state = v1::EnumNameAgentState(v1::AgentState::Failed);
+      r.message = r.cvm_ended;
+      spdlog::info("computation: '{}' on {} failed: {}", r.computation_id, id, r.message);
+      flatbuffers::FlatBufferBuilder b(256);
+      auto out = v1::CreateEventDirect(b, "computation", id.c_str(), r.computation_id.c_str(),
+                                       r.state.c_str(), r.message.c_str(), bus::now_ns());
+      send(self, *bus::events_subject("computation"), bus::finish(b, out, {}, sender));
+    }
+    if (gone) runs.erase(it);  // the CVM id is gone: nothing left to answer for
+  } else if (state == "starting" || state == "running") {
+    if (!it->second.cvm_ended.empty()) runs.erase(it);  // a new CVM under that id
+  }
+}
+
+/// `status` for a CVM whose agent is gone, from the record: its computation's last
+/// state (Failed with the reason when it was unfinished), or `wrong_state` naming why.
+void answer_ended(self_ptr self, const std::string& cvm_id, const run_record& r, const std::string& reply) {
+  if (r.computation_id.empty())
+    return send_error(
+        self, reply,
+        make_error(errc::wrong_state, fmt::format("CVM '{}' has no agent: {}", cvm_id, r.cvm_ended)));
+  auto state = v1::AgentState::Failed;
+  for (auto s : v1::EnumValuesAgentState())
+    if (r.state == v1::EnumNameAgentState(s)) state = s;
+  flatbuffers::FlatBufferBuilder b(256);
+  auto body = v1::CreateComputationStatusDirect(b, cvm_id.c_str(), r.computation_id.c_str(), state,
+                                                r.message.c_str());
+  send(self, reply, bus::finish(b, body, {}, sender));
 }
 
 void on_bus(self_ptr self, const bus::bus_msg& m) {
@@ -131,8 +209,10 @@ void on_bus(self_ptr self, const bus::bus_msg& m) {
     auto req = bus::request_as<v1::StatusRequest>(m.data);
     if (!req) return send_error(self, m.reply, req.error());
     std::string cvm_id = (*req)->cvm_id() ? (*req)->cvm_id()->str() : "";
+    if (const auto* r = ended_run(self, cvm_id)) return answer_ended(self, cvm_id, *r, m.reply);
     return forward(self, cvm_id, "status", m.data, m.reply);
   }
+  if (m.subject == bus::subjects::cvm_events) return on_cvm_event(self, m);
   if (m.subject.ends_with(".events")) return on_agent_event(self, m);
   send_error(self, m.reply, make_error(errc::invalid_request, "unknown subject"));
 }

@@ -20,7 +20,7 @@ namespace cove::bus {
 namespace v1 = cove::v1;
 
 /// NATS's default max_payload: larger buffers are rejected before verification.
-inline constexpr size_t max_envelope_size = 1024 * 1024;
+inline constexpr size_t max_envelope_size = size_t{1024} * 1024;
 
 /// Unix epoch nanoseconds.
 int64_t now_ns() noexcept;

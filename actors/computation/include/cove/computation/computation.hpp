@@ -2,6 +2,8 @@
 // The computation service: accepts manifests, delivers them to agents, tracks
 // each CVM's run state and republishes agent events.
 // Subjects: cove.v1.computation.{start,stop,status}; events on cove.v1.events.computation.
+// Listens to the manager's lifecycle events (cove.v1.events.cvm): a CVM that crashes,
+// stops or is removed mid-run fails its computation at once, with the reason.
 #include <chrono>
 #include <functional>
 #include <map>
@@ -30,6 +32,9 @@ struct run_record {
   std::string computation_id;
   std::string state;  // agent state name
   std::string message;
+  /// Set when the manager reported the CVM crashed or stopped ("CVM crashed: <why>"):
+  /// the agent is gone, so this service answers `status` for it from this record.
+  std::string cvm_ended;
 };
 
 struct computation_state {
