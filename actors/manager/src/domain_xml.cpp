@@ -307,7 +307,8 @@ expected<std::vector<std::string>> qemu_passthrough_args(const domain_spec& s) {
     for (const auto& f : s.forwards)
       netdev += ",hostfwd=tcp:" + f.host_address + ":" + std::to_string(f.host_port) +
                 "-:" + std::to_string(f.guest_port);
-    std::string dev = "virtio-net-pci,netdev=covenet0,bus=pcie.0,addr=0x10,disable-legacy=on";
+    // romfile= (none): no iPXE option ROM, whose banner waits ~2 s at every boot.
+    std::string dev = "virtio-net-pci,netdev=covenet0,bus=pcie.0,addr=0x10,disable-legacy=on,romfile=";
     if (s.tee != domain_tee::none) dev += ",iommu_platform=on";
     args.insert(args.end(), {"-netdev", netdev, "-device", dev});
   }
@@ -390,11 +391,18 @@ expected<std::string> to_domain_xml(const domain_spec& s) {
   line(3, "<source dir='" + esc(s.config_dir) + "'/>");
   line(3, "<target dir='" + std::string(config_mount_tag) + "'/>");
   line(3, "<readonly/>");
+  // On the root bus (an integrated endpoint), not behind a pcie-root-port as libvirt
+  // places it by default: a fast boot (PVH kernel) probed virtio_pci while the root
+  // ports' hotplug slots were still powering up ("Unable to change power state from
+  // D3cold to D0") and the guest had neither share nor NIC.
+  line(3, "<address type='pci' domain='0x0000' bus='0x00' slot='0x08' function='0x0'/>");
   line(2, "</filesystem>");
   if (s.network && s.forwards.empty()) {
     line(2, "<interface type='user'>");
     line(3, "<model type='virtio'/>");
     if (tee) line(3, "<driver" + iommu + "/>");
+    line(3, "<rom enabled='no'/>");  // no iPXE: its banner waits ~2 s at every boot
+    line(3, "<address type='pci' domain='0x0000' bus='0x00' slot='0x09' function='0x0'/>");  // see above
     line(2, "</interface>");
   }
   line(2, "<serial type='file'>");
