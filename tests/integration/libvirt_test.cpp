@@ -16,6 +16,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli_runner.hpp"
 #include "fixture.hpp"
 
 #include "cove/zip.hpp"
@@ -26,32 +27,36 @@ using namespace cove::itest;
 namespace {
 
 struct seen_event {
-  std::string cvm_id, state, message;
+  std::string kind, cvm_id, state, message;
 };
 
 /// Collects every cove.v1.events.* event.
 class event_log {
  public:
   explicit event_log(cluster& c) {
-    sub_ = must(c.bus().subscribe(
-                    bus::subjects::all_events,
-                    [this](bus::message&& m) {
-                      auto ev = bus::body_as<v1::Event>(m.data);
-                      if (!ev) return;
-                      auto str = [](const flatbuffers::String* s) { return s ? s->str() : std::string(); };
-                      std::lock_guard lock(mu_);
-                      events_.push_back({str((*ev)->cvm_id()), str((*ev)->state()), str((*ev)->message())});
-                    }),
+    sub_ = must(c.bus().subscribe(bus::subjects::all_events,
+                                  [this](bus::message&& m) {
+                                    auto ev = bus::body_as<v1::Event>(m.data);
+                                    if (!ev) return;
+                                    auto str = [](const flatbuffers::String* s) {
+                                      return s ? s->str() : std::string();
+                                    };
+                                    std::lock_guard lock(mu_);
+                                    events_.push_back({str((*ev)->kind()), str((*ev)->cvm_id()),
+                                                       str((*ev)->state()), str((*ev)->message())});
+                                  }),
                 "subscribe events");
     must(c.bus().flush(5s), "flush");
   }
-  std::string wait(const std::string& cvm, const std::string& state, std::chrono::seconds limit) {
+  /// The message of the first event for `cvm` in `state` (of `kind`, when given).
+  std::string wait(const std::string& cvm, const std::string& state, std::chrono::seconds limit,
+                   const std::string& kind = {}) {
     std::string found;
     bool ok = test::wait_until(
         [&] {
           std::lock_guard lock(mu_);
           for (const auto& e : events_)
-            if (e.cvm_id == cvm && e.state == state) {
+            if (e.cvm_id == cvm && e.state == state && (kind.empty() || e.kind == kind)) {
               found = e.message;
               return true;
             }
@@ -61,7 +66,7 @@ class event_log {
     if (!ok) {
       std::lock_guard lock(mu_);
       std::string all;
-      for (const auto& e : events_) all += e.cvm_id + "/" + e.state + ": " + e.message + "\n";
+      for (const auto& e : events_) all += e.kind + " " + e.cvm_id + "/" + e.state + ": " + e.message + "\n";
       FAIL("no '" << state << "' event for " << cvm << "; saw:\n" << all);
     }
     return found;
@@ -72,6 +77,10 @@ class event_log {
   std::vector<seen_event> events_;
   bus::subscription sub_;
 };
+
+std::string snp_ovmf() {
+  return std::string(COVE_FIXTURES_DIR) + "/snp-measure/ovmf_AmdSev_suffix.bin";
+}
 
 fs::path eos_image() {
   const char* dir = std::getenv("COVE_EOS_IMAGE");
@@ -113,10 +122,13 @@ struct vm_cluster {
   std::unique_ptr<cluster> c;
   vm_cluster() {
     auto image = eos_image();
-    for (const char* f : {"vmlinuz", "initrd.img", "cmdline", "agent.sha384"})
+    for (const char* f : {"vmlinuz", "vmlinux", "initrd.img", "cmdline", "agent.sha384"})
       if (fs::exists(image / f)) fs::copy_file(image / f, private_image.path() / f);
     ::chmod(private_image.path().c_str(), 0700);
-    c = std::make_unique<cluster>(std::vector<std::string>{"--eos-dir", private_image.path().string()});
+    // The monitor samples every 500 ms (the stats checks); the AmdSev OVMF fixture lets
+    // the manager compute the expected SEV-SNP measurement of the image.
+    c = std::make_unique<cluster>(std::vector<std::string>{
+        "--eos-dir", private_image.path().string(), "--stats-interval", "500", "--snp-ovmf", snp_ovmf()});
     ::chmod(c->dir().c_str(), 0711);
   }
 };
@@ -230,6 +242,36 @@ TEST_CASE("libvirt: killing QEMU mid-run gives a crashed event and a clean failu
        "data");
   c.wait_for_state(cvm, "Running", 60s);
 
+  // The monitor's libvirt source (virDomainGetInfo through the manager's backend):
+  // a stats event, the monitor's answer and `cove cvm info` show the running domain.
+  CHECK(events.wait(cvm, "running", 30s, "stats").find("1 vCPUs") != std::string::npos);
+  flatbuffers::FlatBufferBuilder rb(64);
+  auto ref = bus::finish(rb, v1::CreateCvmRef(rb, rb.CreateString(cvm)), {}, "itest");
+  auto stats =
+      must(bus::request_typed<v1::CvmStats>(c.bus(), bus::subjects::monitor_stats, ref, 10s), "stats");
+  CHECK(stats.body->source()->str() == "libvirt");
+  CHECK(stats.body->run_state()->str() == "running");
+  CHECK(stats.body->sampled_at_ns() > 0);
+  CHECK(stats.body->processes() == 1);                            // vCPUs (coved --vm-vcpus 1)
+  CHECK(stats.body->memory_max_bytes() == 512ull * 1024 * 1024);  // --vm-memory 512 MiB
+  CHECK(stats.body->memory_bytes() > 0);
+  CHECK(stats.body->memory_bytes() <= stats.body->memory_max_bytes());
+  CHECK(stats.body->cpu_time_ns() > 1'000'000'000ull);  // booting under TCG alone takes seconds
+  cove_cli cli(c);
+  auto text = cli.ok({"cvm", "info", cvm});
+  CHECK(text.find("stats (libvirt") != std::string::npos);
+  CHECK(text.find("1 vCPUs") != std::string::npos);
+  CHECK(text.find("of 512 MiB") != std::string::npos);
+  auto j = nlohmann::json::parse(cli.ok({"--json", "cvm", "info", cvm}));
+  CHECK(j["monitor"]["source"] == "libvirt");
+  CHECK(j["monitor"]["run_state"] == "running");
+  CHECK(j["monitor"]["processes"] == 1);
+  // The simulated measurement the agent reports: the image's (stripped) agent.
+  auto agent_sha = read_file(eos_image() / "agent.sha384");
+  agent_sha.erase(agent_sha.find_last_not_of('\n') + 1);
+  CHECK(j["launch_measurement"] == agent_sha);
+  CHECK(text.find("launch measurement (simulated) " + agent_sha) != std::string::npos);
+
   REQUIRE(::kill(qemu, SIGKILL) == 0);
   auto crashed = events.wait(cvm, "crashed", 60s);
   CHECK(crashed.find("QEMU failed or was killed") != std::string::npos);
@@ -276,6 +318,20 @@ TEST_CASE("libvirt: tee values this host cannot run are refused") {
   flatbuffers::FlatBufferBuilder b(64);
   auto req = v1::CreateCvmCreate(b, v1::Backend::libvirt, v1::Tee::sev_snp, 0);
   auto r = bus::request_typed<v1::CvmInfo>(v.c->bus(), bus::subjects::manager_create,
-                                           bus::finish(b, req, {}, "itest"), 10s);
+                                           bus::finish(b, req, {}, "itest"), 30s);
   check_error(r, errc::unavailable, "needs SEV-SNP/TDX hardware");
+  // The launch plan needs no hardware: the manager says what an SNP host would
+  // measure, which is what `cove measure` computes for the image, OVMF and vCPUs.
+  auto image = eos_image();
+  auto cmdline = read_file(image / "cmdline");
+  cmdline.erase(cmdline.find_last_not_of('\n') + 1);
+  cove_cli cli(*v.c);
+  auto want = cli.ok({"measure", "--mode", "snp", "--vcpus", "1", "--vcpu-type", "EPYC-v4", "--ovmf",
+                      snp_ovmf(), "--kernel", (image / "vmlinuz").string(), "--initrd",
+                      (image / "initrd.img").string(), "--append", cmdline});
+  want.erase(want.find_last_not_of('\n') + 1);
+  REQUIRE(want.size() == 96);
+  REQUIRE_FALSE(r);
+  CHECK(r.error().message.find("expected launch measurement (SEV-SNP) would be " + want) !=
+        std::string::npos);
 }

@@ -391,18 +391,12 @@ expected<std::string> to_domain_xml(const domain_spec& s) {
   line(3, "<source dir='" + esc(s.config_dir) + "'/>");
   line(3, "<target dir='" + std::string(config_mount_tag) + "'/>");
   line(3, "<readonly/>");
-  // On the root bus (an integrated endpoint), not behind a pcie-root-port as libvirt
-  // places it by default: a fast boot (PVH kernel) probed virtio_pci while the root
-  // ports' hotplug slots were still powering up ("Unable to change power state from
-  // D3cold to D0") and the guest had neither share nor NIC.
-  line(3, "<address type='pci' domain='0x0000' bus='0x00' slot='0x08' function='0x0'/>");
   line(2, "</filesystem>");
   if (s.network && s.forwards.empty()) {
     line(2, "<interface type='user'>");
     line(3, "<model type='virtio'/>");
     if (tee) line(3, "<driver" + iommu + "/>");
     line(3, "<rom enabled='no'/>");  // no iPXE: its banner waits ~2 s at every boot
-    line(3, "<address type='pci' domain='0x0000' bus='0x00' slot='0x09' function='0x0'/>");  // see above
     line(2, "</interface>");
   }
   line(2, "<serial type='file'>");
