@@ -4,9 +4,11 @@
 #   eos/build.sh --agent PATH [--out DIR] [--kernel-deb PATH] [--python full|minimal|none]
 #                [--cove PATH] [--no-measure]
 #
-# Output in DIR (default build/eos/): vmlinuz, initrd.img (gzip'd newc cpio),
-# cmdline (the kernel command line the image expects), initrd.files (the
-# sorted file list of the initramfs) and SHA256SUMS. Reproducible: the same
+# Output in DIR (default build/eos/): vmlinuz, vmlinux (the same kernel
+# uncompressed: an ELF with a PVH entry point that QEMU boots directly),
+# initrd.img (uncompressed newc cpio), cmdline (the kernel command line the
+# image expects), initrd.files (the sorted file list of the initramfs) and
+# SHA256SUMS. Reproducible: the same
 # inputs (agent binary, kernel .deb, host packages, SOURCE_DATE_EPOCH) give
 # byte-identical files. See eos/README.md.
 set -euo pipefail
@@ -45,8 +47,8 @@ py=/usr/bin/python3.11  # Debian's interpreter; never a pyenv/venv python3 from 
 [ -x "$busybox" ] || die "$busybox missing (apt-get install busybox-static)"
 if ldd "$busybox" >/dev/null 2>&1; then die "$busybox is dynamically linked: install busybox-static, not busybox"; fi
 { [ -x "$depmod" ] && [ -x "$modprobe" ]; } || die "depmod/modprobe missing (apt-get install kmod)"
-for t in cpio dpkg-deb gzip ldd sha256sum sha384sum strip; do command -v "$t" >/dev/null || die "'$t' not found"; done
-if [ "$python_mode" != none ]; then [ -x "$py" ] || die "$py missing (apt-get install python3.11)"; fi
+for t in cpio dpkg-deb ldd sha256sum sha384sum strip; do command -v "$t" >/dev/null || die "'$t' not found"; done
+[ -x "$py" ] || die "$py missing (apt-get install python3.11): it extracts vmlinux and, unless --python none, goes into the image"
 
 # --- SOURCE_DATE_EPOCH: every timestamp in the image --------------------------
 if [ -z "${SOURCE_DATE_EPOCH:-}" ]; then
@@ -79,8 +81,9 @@ echo "eos: kernel $kpkg $(dpkg-deb -f "$kernel_deb" Version) from $kernel_deb"
 dpkg-deb --fsys-tarfile "$kernel_deb" | tar -x -C "$k" --wildcards './boot/vmlinuz-*' './boot/config-*' './lib/modules/*'
 [ -f "$k/boot/vmlinuz-$kver" ] || die "$kernel_deb has no boot/vmlinuz-$kver"
 # What /init relies on without loading a module: the TPM drivers (tpm_crb for
-# QEMU's tpm-crb, tpm_tis), the serial console, devtmpfs, a gzip'd initramfs.
-for opt in TCG_TPM TCG_CRB TCG_TIS SERIAL_8250_CONSOLE DEVTMPFS BLK_DEV_INITRD RD_GZIP UNIX INET PACKET; do
+# QEMU's tpm-crb, tpm_tis), the serial console, devtmpfs, an initramfs, the PVH
+# entry point (vmlinux).
+for opt in TCG_TPM TCG_CRB TCG_TIS SERIAL_8250_CONSOLE DEVTMPFS BLK_DEV_INITRD PVH UNIX INET PACKET; do
   grep -qx "CONFIG_$opt=y" "$k/boot/config-$kver" || die "$kpkg: CONFIG_$opt is not built in (=y)"
 done
 "$depmod" -b "$k" "$kver"
@@ -270,16 +273,40 @@ find "$r" -exec touch -h -d "@$SOURCE_DATE_EPOCH" {} +
 mkdir -p "$out"
 rm -f "$out/measurement.snp"
 (cd "$r" && find . -mindepth 1 | sort) > "$work/files"
-(cd "$r" && cpio -o -H newc --reproducible -R 0:0 --quiet < "$work/files") | gzip -n -6 > "$work/initrd.img"
+# Uncompressed: under TCG the kernel's gunzip of the initramfs took longer than
+# loading the bigger file (docs/performance.md, launch).
+(cd "$r" && cpio -o -H newc --reproducible -R 0:0 --quiet < "$work/files") > "$work/initrd.img"
 cp "$k/boot/vmlinuz-$kver" "$work/vmlinuz"
-cmdline="console=ttyS0 panic=-1 loglevel=4"
+# vmlinux: the bzImage's xz payload, uncompressed (the bzImage header's
+# payload_offset/payload_length at 0x248/0x24c). An ELF with a PVH entry
+# note, so QEMU boots it without SeaBIOS's linux loader and the kernel's xz
+# decompressor (seconds under TCG). The libvirt backend boots it for tee=none;
+# the measured (SEV/SNP) boot uses vmlinuz.
+"$py" -I - "$work/vmlinuz" "$work/vmlinux" <<'PY' || die "cannot extract vmlinux from vmlinuz"
+import lzma, struct, sys
+data = open(sys.argv[1], "rb").read()
+setup = (data[0x1F1] or 4) + 1
+off, length = struct.unpack_from("<II", data, 0x248)
+payload = data[setup * 512 + off:setup * 512 + off + length]
+if not payload.startswith(b"\xfd7zXZ\x00"):
+    sys.exit("vmlinuz: the payload is not xz")
+# One xz stream, then the 4-byte uncompressed size the kernel build appends.
+dec = lzma.LZMADecompressor(format=lzma.FORMAT_XZ)
+elf = dec.decompress(payload)
+if not dec.eof:
+    sys.exit("vmlinuz: the xz payload is truncated")
+if not elf.startswith(b"\x7fELF"):
+    sys.exit("vmlinuz: the payload is not an ELF")
+open(sys.argv[2], "wb").write(elf)
+PY
+cmdline="console=ttyS0 panic=-1 loglevel=4 no_timer_check"
 echo "$cmdline" > "$work/cmdline"
 sed 's|^\./|/|' "$work/files" > "$work/initrd.files"
-for f in vmlinuz initrd.img cmdline initrd.files agent.sha384; do cp "$work/$f" "$out/$f"; done
-(cd "$out" && sha256sum vmlinuz initrd.img cmdline initrd.files > SHA256SUMS)
+for f in vmlinuz vmlinux initrd.img cmdline initrd.files agent.sha384; do cp "$work/$f" "$out/$f"; done
+(cd "$out" && sha256sum vmlinuz vmlinux initrd.img cmdline initrd.files > SHA256SUMS)
 
 echo "eos: image in $out (SOURCE_DATE_EPOCH=$SOURCE_DATE_EPOCH, python: $python_mode, $(wc -l < "$work/files") initramfs entries)"
-(cd "$out" && for f in vmlinuz initrd.img; do printf '  %-11s %9d bytes  sha256 %s\n' "$f" "$(stat -c %s "$f")" "$(sha256sum "$f" | cut -d' ' -f1)"; done)
+(cd "$out" && for f in vmlinuz vmlinux initrd.img; do printf '  %-11s %9d bytes  sha256 %s\n' "$f" "$(stat -c %s "$f")" "$(sha256sum "$f" | cut -d' ' -f1)"; done)
 echo "eos: kernel command line: $cmdline"
 
 # --- SEV-SNP launch measurement (needs an OVMF image and the cove CLI) ----------

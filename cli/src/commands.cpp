@@ -106,6 +106,7 @@ json info_json(const v1::CvmInfo& i) {
           {"ttl_seconds", i.ttl_seconds()},
           {"detail", i.detail() ? i.detail()->str() : ""},
           {"cocos_grpc_address", i.cocos_grpc_address() ? i.cocos_grpc_address()->str() : ""},
+          {"launch_measurement", i.launch_measurement() ? i.launch_measurement()->str() : ""},
           {"policy", i.policy_json() && i.policy_json()->size()
                          ? json::parse(i.policy_json()->str(), nullptr, false)
                          : json(nullptr)}};
@@ -446,6 +447,10 @@ int run(int argc, char** argv) {
         std::cout << j.dump() << '\n';
       } else {
         print_info(g, *i);
+        if (i->launch_measurement() && i->launch_measurement()->size())
+          std::cout << fmt::format("  launch measurement ({}) {}\n",
+                                   i->tee() == v1::Tee::sev_snp ? "SEV-SNP, expected" : "simulated",
+                                   i->launch_measurement()->str());
         print_stats(g, stats);
       }
     } else if (*set_policy) {

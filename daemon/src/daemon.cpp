@@ -15,6 +15,7 @@
 #include <optional>
 #include <thread>
 
+#include "cove/attest/measure.hpp"
 #include "cove/attest/sim_store.hpp"
 #include "cove/attestation/attestation.hpp"
 #include "cove/bridge/admission.hpp"
@@ -483,6 +484,13 @@ expected<daemon_config> load_config(int argc, char** argv) {
   app.add_option("--vm-vcpus", cfg.vm_vcpus, "vCPUs of each libvirt CVM")
       ->capture_default_str()
       ->check(CLI::Range(1u, 64u));
+  app.add_option("--snp-ovmf", cfg.snp_ovmf,
+                 "OVMF (AmdSev build, with the kernel-hashes table) of SEV-SNP CVMs: the manager computes "
+                 "their expected launch measurement with it; empty: not computed")
+      ->check(CLI::ExistingFile);
+  app.add_option("--snp-vcpu-type", cfg.snp_vcpu_type, "QEMU vCPU model of SEV-SNP CVMs (measured)")
+      ->capture_default_str()
+      ->check(CLI::IsMember(attest::vcpu_type_names()));
   app.add_option("--vm-memory", cfg.vm_memory_mib, "Memory in MiB of each libvirt CVM")
       ->capture_default_str()
       ->check(CLI::Range(uint64_t{256}, uint64_t{1048576}));
@@ -742,6 +750,8 @@ int run(const daemon_config& cfg) {
         lc.state_dir = cfg.state_dir;
         lc.image_dir = cfg.eos_dir;
         lc.vcpus = cfg.vm_vcpus;
+        lc.snp_ovmf = cfg.snp_ovmf;
+        lc.snp_vcpu_type = cfg.snp_vcpu_type;
         lc.memory_mib = cfg.vm_memory_mib;
         lc.guest_vtpm_tcti = cfg.guest_vtpm_tcti;
         vms = std::make_shared<manager::libvirt_backend>(lc, on_exit);

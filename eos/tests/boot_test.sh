@@ -41,11 +41,15 @@ trap cleanup EXIT
 cfg=$tmp/config
 mkdir -p "$cfg"
 initrd=$image/initrd.img
+# vmlinux (PVH entry) is what the libvirt backend boots; the python scenario boots
+# vmlinuz, the bzImage a measured boot uses, so both are covered.
+kernel=$image/vmlinux
+[ -f "$kernel" ] || kernel=$image/vmlinuz
 expect=() forbid=() extra=()
 case "$scenario" in
   help)
     printf '# boot test\nCVM_ID=boot-test\nLOG_LEVEL=info\nCOVE_AGENT_ARGS=--help\n' > "$cfg/agent.conf"
-    expect=("EOS: init start" "EOS: config share mounted at /config" "EOS: eth0 10.0.2.15/24"
+    expect=("EOS: init start" "s: modules loaded" "EOS: config share mounted at /config" "EOS: eth0 10.0.2.15/24"
       "EOS: starting cove-agent --cvm-id boot-test --log-level info --help"
       "cove-agent — the computation agent inside a confidential VM" "--cvm-id TEXT"
       "EOS: agent exited with 0")
@@ -53,6 +57,7 @@ case "$scenario" in
     ;;
   python)
     printf 'CVM_ID=py-test\nNET=static\n' > "$cfg/agent.conf"
+    kernel=$image/vmlinuz
     cp "$examples/linreg/linreg.py" "$cfg/"
     mkdir -p "$cfg/datasets"
     cp "$examples"/linreg/*.csv "$cfg/datasets/"
@@ -102,9 +107,9 @@ esac
 mkfifo "$tmp/console"
 t0=$(date +%s%N)
 qemu-system-x86_64 -accel tcg -m 512 -smp 1 -nographic -no-reboot \
-  -kernel "$image/vmlinuz" -initrd "$initrd" -append "$(cat "$image/cmdline")" \
+  -kernel "$kernel" -initrd "$initrd" -append "$(cat "$image/cmdline")" \
   -virtfs "local,path=$cfg,mount_tag=coveconfig,security_model=none,readonly=on" \
-  -netdev user,id=n0 -device virtio-net-pci,netdev=n0 "${extra[@]}" \
+  -netdev user,id=n0 -device virtio-net-pci,netdev=n0,romfile= "${extra[@]}" \
   < /dev/null > "$tmp/console" 2>&1 &
 qpid=$!
 exec 3< "$tmp/console"

@@ -24,7 +24,7 @@ mkdir "$tmp/ldd"
 ln -s "$here/tests/ldd_sigpipe.sh" "$tmp/ldd/ldd"
 real_ldd=$(command -v ldd)
 (cd "$tmp/t2" && TMPDIR=$tmp/t2 COVE_REAL_LDD=$real_ldd PATH=$tmp/ldd:$PATH "$here/build.sh" --agent "$agent" --out "$tmp/second/image" "${measure[@]}") > /dev/null
-for f in vmlinuz initrd.img cmdline initrd.files agent.sha384; do
+for f in vmlinuz vmlinux initrd.img cmdline initrd.files agent.sha384; do
   [ -s "$tmp/first/$f" ] || { echo "reproducible_test: first build has no $f" >&2; exit 1; }
 done
 echo "--- first build";  cat "$tmp/first/SHA256SUMS"
@@ -34,7 +34,7 @@ if ! cmp -s "$tmp/first/SHA256SUMS" "$tmp/second/image/SHA256SUMS"; then
   diff "$tmp/first/initrd.files" "$tmp/second/image/initrd.files" >&2 || true
   exit 1
 fi
-for f in vmlinuz initrd.img cmdline initrd.files agent.sha384; do cmp "$tmp/first/$f" "$tmp/second/image/$f"; done
+for f in vmlinuz vmlinux initrd.img cmdline initrd.files agent.sha384; do cmp "$tmp/first/$f" "$tmp/second/image/$f"; done
 if [ $# -eq 3 ]; then
   [ -s "$tmp/first/measurement.snp" ] || { echo "reproducible_test: FAIL: no measurement.snp" >&2; exit 1; }
   cmp "$tmp/first/measurement.snp" "$tmp/second/image/measurement.snp"

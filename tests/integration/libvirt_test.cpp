@@ -15,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cli_runner.hpp"
 #include "event_log.hpp"
 #include "fixture.hpp"
 
@@ -22,6 +23,10 @@ using namespace cove;
 using namespace cove::itest;
 
 namespace {
+
+std::string snp_ovmf() {
+  return std::string(COVE_FIXTURES_DIR) + "/snp-measure/ovmf_AmdSev_suffix.bin";
+}
 
 fs::path eos_image() {
   const char* dir = std::getenv("COVE_EOS_IMAGE");
@@ -63,10 +68,13 @@ struct vm_cluster {
   std::unique_ptr<cluster> c;
   vm_cluster() {
     auto image = eos_image();
-    for (const char* f : {"vmlinuz", "initrd.img", "cmdline", "agent.sha384"})
+    for (const char* f : {"vmlinuz", "vmlinux", "initrd.img", "cmdline", "agent.sha384"})
       if (fs::exists(image / f)) fs::copy_file(image / f, private_image.path() / f);
     ::chmod(private_image.path().c_str(), 0700);
-    c = std::make_unique<cluster>(std::vector<std::string>{"--eos-dir", private_image.path().string()});
+    // The monitor samples every 500 ms (the stats checks); the AmdSev OVMF fixture lets
+    // the manager compute the expected SEV-SNP measurement of the image.
+    c = std::make_unique<cluster>(std::vector<std::string>{
+        "--eos-dir", private_image.path().string(), "--stats-interval", "500", "--snp-ovmf", snp_ovmf()});
     ::chmod(c->dir().c_str(), 0711);
   }
 };
@@ -170,6 +178,38 @@ TEST_CASE("libvirt: killing QEMU mid-run gives a crashed event and a clean failu
        "data");
   c.wait_for_state(cvm, "Running", 60s);
 
+  // The monitor's libvirt source (virDomainGetInfo through the manager's backend):
+  // a stats event, the monitor's answer and `cove cvm info` show the running domain.
+  auto sampled = events.wait_for("stats", cvm, "running", 0, 30s);
+  REQUIRE_MESSAGE(sampled.has_value(), "no stats event for " << cvm);
+  CHECK(sampled->message.find("1 vCPUs") != std::string::npos);
+  flatbuffers::FlatBufferBuilder rb(64);
+  auto ref = bus::finish(rb, v1::CreateCvmRef(rb, rb.CreateString(cvm)), {}, "itest");
+  auto stats =
+      must(bus::request_typed<v1::CvmStats>(c.bus(), bus::subjects::monitor_stats, ref, 10s), "stats");
+  CHECK(stats.body->source()->str() == "libvirt");
+  CHECK(stats.body->run_state()->str() == "running");
+  CHECK(stats.body->sampled_at_ns() > 0);
+  CHECK(stats.body->processes() == 1);                            // vCPUs (coved --vm-vcpus 1)
+  CHECK(stats.body->memory_max_bytes() == 512ull * 1024 * 1024);  // --vm-memory 512 MiB
+  CHECK(stats.body->memory_bytes() > 0);
+  CHECK(stats.body->memory_bytes() <= stats.body->memory_max_bytes());
+  CHECK(stats.body->cpu_time_ns() > 1'000'000'000ull);  // booting under TCG alone takes seconds
+  cove_cli cli(c);
+  auto text = cli.ok({"cvm", "info", cvm});
+  CHECK(text.find("stats (libvirt") != std::string::npos);
+  CHECK(text.find("1 vCPUs") != std::string::npos);
+  CHECK(text.find("of 512 MiB") != std::string::npos);
+  auto j = nlohmann::json::parse(cli.ok({"--json", "cvm", "info", cvm}));
+  CHECK(j["monitor"]["source"] == "libvirt");
+  CHECK(j["monitor"]["run_state"] == "running");
+  CHECK(j["monitor"]["processes"] == 1);
+  // The simulated measurement the agent reports: the image's (stripped) agent.
+  auto agent_sha = read_file(eos_image() / "agent.sha384");
+  agent_sha.erase(agent_sha.find_last_not_of('\n') + 1);
+  CHECK(j["launch_measurement"] == agent_sha);
+  CHECK(text.find("launch measurement (simulated) " + agent_sha) != std::string::npos);
+
   REQUIRE(::kill(qemu, SIGKILL) == 0);
   auto crashed = events.wait(cvm, "crashed", {}, 1, 60s);
   CHECK(crashed.find("QEMU failed or was killed") != std::string::npos);
@@ -217,6 +257,20 @@ TEST_CASE("libvirt: tee values this host cannot run are refused") {
   flatbuffers::FlatBufferBuilder b(64);
   auto req = v1::CreateCvmCreate(b, v1::Backend::libvirt, v1::Tee::sev_snp, 0);
   auto r = bus::request_typed<v1::CvmInfo>(v.c->bus(), bus::subjects::manager_create,
-                                           bus::finish(b, req, {}, "itest"), 10s);
+                                           bus::finish(b, req, {}, "itest"), 30s);
   check_error(r, errc::unavailable, "needs SEV-SNP/TDX hardware");
+  // The launch plan needs no hardware: the manager says what an SNP host would
+  // measure, which is what `cove measure` computes for the image, OVMF and vCPUs.
+  auto image = eos_image();
+  auto cmdline = read_file(image / "cmdline");
+  cmdline.erase(cmdline.find_last_not_of('\n') + 1);
+  cove_cli cli(*v.c);
+  auto want = cli.ok({"measure", "--mode", "snp", "--vcpus", "1", "--vcpu-type", "EPYC-v4", "--ovmf",
+                      snp_ovmf(), "--kernel", (image / "vmlinuz").string(), "--initrd",
+                      (image / "initrd.img").string(), "--append", cmdline});
+  want.erase(want.find_last_not_of('\n') + 1);
+  REQUIRE(want.size() == 96);
+  REQUIRE_FALSE(r);
+  CHECK(r.error().message.find("expected launch measurement (SEV-SNP) would be " + want) !=
+        std::string::npos);
 }

@@ -307,7 +307,8 @@ expected<std::vector<std::string>> qemu_passthrough_args(const domain_spec& s) {
     for (const auto& f : s.forwards)
       netdev += ",hostfwd=tcp:" + f.host_address + ":" + std::to_string(f.host_port) +
                 "-:" + std::to_string(f.guest_port);
-    std::string dev = "virtio-net-pci,netdev=covenet0,bus=pcie.0,addr=0x10,disable-legacy=on";
+    // romfile= (none): no iPXE option ROM, whose banner waits ~2 s at every boot.
+    std::string dev = "virtio-net-pci,netdev=covenet0,bus=pcie.0,addr=0x10,disable-legacy=on,romfile=";
     if (s.tee != domain_tee::none) dev += ",iommu_platform=on";
     args.insert(args.end(), {"-netdev", netdev, "-device", dev});
   }
@@ -395,6 +396,7 @@ expected<std::string> to_domain_xml(const domain_spec& s) {
     line(2, "<interface type='user'>");
     line(3, "<model type='virtio'/>");
     if (tee) line(3, "<driver" + iommu + "/>");
+    line(3, "<rom enabled='no'/>");  // no iPXE: its banner waits ~2 s at every boot
     line(2, "</interface>");
   }
   line(2, "<serial type='file'>");

@@ -22,6 +22,7 @@
 
 #include "cove/c_handle.hpp"
 #include "cove/crypto/encoding.hpp"
+#include "cove/manager/launch_measurement.hpp"
 
 namespace cove::manager {
 
@@ -34,6 +35,15 @@ using domain_handle = c_handle<virDomain, virDomainFree>;
 
 virConnectPtr as_conn(void* p) {
   return static_cast<virConnectPtr>(p);
+}
+
+/// A reference to the connection of our own (virConnectRef); take it under the
+/// backend's mu_. The calls made with it after the lock is released survive a
+/// concurrent shutdown(), which closes the backend's reference: libvirt frees the
+/// connection with the last one. Empty when there is no connection.
+conn_handle ref_conn(void* conn) {
+  if (conn == nullptr || virConnectRef(as_conn(conn)) < 0) return {};
+  return conn_handle(as_conn(conn));
 }
 
 std::string last_error() {
@@ -387,7 +397,11 @@ expected<std::pair<fs::path, fs::path>> libvirt_backend::stage_image() {
   fs::create_directories(dir, ec);
   if (ec) return make_error(errc::internal, "cannot create " + dir.string() + ": " + ec.message());
   fs::permissions(dir, fs::perms(0711), ec);
-  for (const char* name : {"vmlinuz", "initrd.img"}) {
+  // vmlinuz, not the image's PVH vmlinux: booted directly by QEMU it is seconds faster
+  // under TCG, but under libvirt with the emulated TPM the kernel looped on "ACPI Error:
+  // Resize of Root Table Array is not allowed" (docs/performance.md, launch).
+  const char* kernel = "vmlinuz";
+  for (const char* name : {kernel, "initrd.img"}) {
     const fs::path from = cfg_.image_dir / name, to = dir / name;
     auto size = fs::file_size(from, ec);
     if (ec) return make_error(errc::invalid_request, "EOS image: " + from.string() + ": " + ec.message());
@@ -404,7 +418,7 @@ expected<std::pair<fs::path, fs::path>> libvirt_backend::stage_image() {
                         "cannot stage " + from.string() + " in " + dir.string() + ": " + ec.message());
     spdlog::info("libvirt: staged {} ({} bytes) in {}", from.string(), size, dir.string());
   }
-  return std::pair{dir / "vmlinuz", dir / "initrd.img"};
+  return std::pair{dir / kernel, dir / "initrd.img"};
 }
 
 expected<pid_t> libvirt_backend::launch(const agent_launch& l) {
@@ -499,9 +513,14 @@ expected<pid_t> libvirt_backend::launch(const agent_launch& l) {
   // Registered first: the domain may stop before virDomainCreateXML returns.
   live_[name] = live_domain{l.cvm_id, spec.console_log};
   endings_.erase(l.cvm_id);
-  auto* conn = as_conn(conn_);
+  conn_handle conn = ref_conn(conn_);  // shutdown() may close the backend's meanwhile
   lock.unlock();
-  domain_handle dom(virDomainCreateXML(conn, xml->c_str(), 0));
+  if (!conn) {
+    std::lock_guard relock(mu_);
+    live_.erase(name);
+    return make_error(errc::internal, "libvirt: " + last_error());
+  }
+  domain_handle dom(virDomainCreateXML(conn.get(), xml->c_str(), 0));
   if (!dom) {
     auto why = last_error();
     std::lock_guard relock(mu_);
@@ -610,10 +629,11 @@ void libvirt_backend::shutdown() {
 expected<std::vector<std::string>> libvirt_backend::reconcile() {
   std::unique_lock lock(mu_);
   if (auto c = connect_locked(); !c) return c.error();
-  auto* conn = as_conn(conn_);
+  conn_handle conn = ref_conn(conn_);
   lock.unlock();
+  if (!conn) return make_error(errc::internal, "libvirt: " + last_error());
   virDomainPtr* doms = nullptr;
-  int n = virConnectListAllDomains(conn, &doms, VIR_CONNECT_LIST_DOMAINS_ACTIVE);
+  int n = virConnectListAllDomains(conn.get(), &doms, VIR_CONNECT_LIST_DOMAINS_ACTIVE);
   if (n < 0) return make_error(errc::internal, "libvirt: cannot list domains: " + last_error());
   std::vector<domain_handle> all;
   for (int i = 0; i < n; ++i) all.emplace_back(doms[i]);
@@ -654,15 +674,31 @@ expected<std::vector<std::string>> libvirt_backend::reconcile() {
   return destroyed;
 }
 
+expected<std::string> libvirt_backend::launch_measurement(bool snp) const {
+  if (snp) {
+    auto plan = snp_plan_of(cfg_);
+    if (!plan) return plan.error();
+    return expected_snp_measurement(*plan);
+  }
+  auto hex = trim(read_text(cfg_.image_dir / "agent.sha384"));
+  if (hex.size() != 96 || hex.find_first_not_of("0123456789abcdef") != std::string::npos)
+    return std::string();
+  return hex;
+}
+
 expected<domain_stats> libvirt_backend::stats(const std::string& cvm_id) {
-  virConnectPtr conn = nullptr;
+  conn_handle conn;
   {
     std::lock_guard lock(mu_);
-    if (live_.count("cove-" + cvm_id) == 0 || conn_ == nullptr)
+    if (live_.count("cove-" + cvm_id) == 0 || conn_ == nullptr || shut_down_)
       return make_error(errc::not_found, "no libvirt domain for CVM '" + cvm_id + "'");
-    conn = as_conn(conn_);
+    // A reference of our own, taken under the lock: shutdown() may close the backend's
+    // while the calls below run (the monitor samples on its own thread); libvirt frees
+    // the connection with its last reference.
+    conn = ref_conn(conn_);
   }
-  domain_handle dom(virDomainLookupByName(conn, ("cove-" + cvm_id).c_str()));
+  if (!conn) return make_error(errc::internal, "libvirt: " + last_error());
+  domain_handle dom(virDomainLookupByName(conn.get(), ("cove-" + cvm_id).c_str()));
   if (!dom) return make_error(errc::not_found, "libvirt: " + last_error());
   virDomainInfo info{};
   if (virDomainGetInfo(dom.get(), &info) < 0) return make_error(errc::internal, "libvirt: " + last_error());

@@ -14,6 +14,7 @@
 #include <spdlog/spdlog.h>
 
 #include "cove/attest/policy.hpp"
+#include "cove/attest/sim_store.hpp"
 #include "cove/bus/envelope.hpp"
 #include "cove/bus/subjects.hpp"
 #include "cove/crypto/encoding.hpp"
@@ -61,7 +62,8 @@ void send_error(self_ptr self, const std::string& subject, errc code, const std:
 flatbuffers::Offset<v1::CvmInfo> build_info(flatbuffers::FlatBufferBuilder& b, const cvm_record& r) {
   return v1::CreateCvmInfo(b, b.CreateString(r.id), r.backend, r.tee, r.state, r.pid, r.created_at_ns,
                            r.ttl_seconds, b.CreateString(r.detail), b.CreateString(r.policy_json),
-                           r.cocos_grpc_address.empty() ? 0 : b.CreateString(r.cocos_grpc_address));
+                           r.cocos_grpc_address.empty() ? 0 : b.CreateString(r.cocos_grpc_address),
+                           r.launch_measurement.empty() ? 0 : b.CreateString(r.launch_measurement));
 }
 
 bytes info_payload(const cvm_record& r) {
@@ -111,6 +113,23 @@ std::string new_cvm_id(const manager_state& st) {
   }
 }
 
+/// CvmInfo.launch_measurement of a new CVM (hex; empty: unknown). The CVMs this host
+/// runs carry the simulated measurement: the libvirt image's agent.sha384, or the
+/// SHA-384 of the process backend's agent binary (hashed once).
+std::string expected_measurement(self_ptr self, v1::Backend kind, v1::Tee tee) {
+  auto& st = self->state;
+  if (kind == v1::Backend::libvirt) {
+    auto m = st.cfg.libvirt->launch_measurement(tee == v1::Tee::sev_snp);
+    if (!m) spdlog::info("manager: launch measurement unknown: {}", m.error().message);
+    return m ? *m : std::string();
+  }
+  if (st.agent_measurement.empty()) {
+    auto d = attest::sha384_file(st.cfg.agent_binary);
+    if (d) st.agent_measurement = crypto::to_hex(*d);
+  }
+  return st.agent_measurement;
+}
+
 void on_create(self_ptr self, const bus::bus_msg& m) {
   auto req = bus::request_as<v1::CvmCreate>(m.data);
   if (!req) return send(self, m.reply, bus::make_error(req.error().code, req.error().message, {}, sender));
@@ -122,13 +141,21 @@ void on_create(self_ptr self, const bus::bus_msg& m) {
       return send_error(self, m.reply, errc::unavailable, "the libvirt backend is not enabled on this host");
     // tee=none VMs (this machine kind has no SEV-SNP/TDX): the agent's evidence is
     // the simulated SEV-SNP one, from the identity on its config share.
-    if (tee != v1::Tee::sim && tee != v1::Tee::none)
+    if (tee != v1::Tee::sim && tee != v1::Tee::none) {
+      // The launch plan needs no hardware: say what an SNP host would measure.
+      std::string expected;
+      if (tee == v1::Tee::sev_snp) {
+        auto d = st.cfg.libvirt->launch_measurement(/*snp=*/true);
+        expected = d ? "; its expected launch measurement (SEV-SNP) would be " + *d
+                     : "; expected launch measurement not computed: " + d.error().message;
+      }
       return send_error(
           self, m.reply, errc::unavailable,
           fmt::format("tee '{}' needs SEV-SNP/TDX hardware, which this host does not offer; the "
                       "libvirt backend runs tee 'none' (simulated evidence), see "
-                      "docs/operations.md §8",
-                      v1::EnumNameTee(tee)));
+                      "docs/operations.md §8{}",
+                      v1::EnumNameTee(tee), expected));
+    }
   } else if (kind != v1::Backend::process) {
     return send_error(self, m.reply, errc::unavailable,
                       fmt::format("backend '{}' is not available in this build; use 'process' or 'libvirt'",
@@ -161,6 +188,7 @@ void on_create(self_ptr self, const bus::bus_msg& m) {
     cocos_port = *port;
     r.cocos_grpc_address = "127.0.0.1:" + std::to_string(cocos_port);
   }
+  r.launch_measurement = expected_measurement(self, kind, tee);
   r.created_at_ns = now_ns();
   r.ttl_seconds = (*req)->ttl_seconds();
   r.dir = st.cfg.state_dir / "cvms" / r.id;

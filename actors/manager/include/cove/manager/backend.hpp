@@ -62,6 +62,14 @@ class cvm_backend {
   virtual void stop(const std::string& cvm_id, pid_t pid, bool force) = 0;
   /// Human-readable end of a CVM that ended with `status`, e.g. "agent exit status 1".
   [[nodiscard]] virtual std::string describe_exit(const std::string& cvm_id, int status) const = 0;
+  /// CvmInfo.launch_measurement of a CVM this backend would launch now, lowercase hex:
+  /// `snp` true, the expected SEV-SNP launch digest of what it boots; false, the
+  /// simulated measurement of its agent. Empty: the backend does not know it. Errors
+  /// say why it cannot be computed (no OVMF configured, …).
+  [[nodiscard]] virtual expected<std::string> launch_measurement(bool snp) const {
+    (void)snp;
+    return std::string();
+  }
   /// The manager forgot the CVM: drop what the backend kept about it.
   virtual void forget(const std::string& cvm_id) { (void)cvm_id; }
   /// Ends every CVM (shutdown of coved) and joins the backend's threads: after it,

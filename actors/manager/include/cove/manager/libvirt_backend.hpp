@@ -44,6 +44,12 @@ struct libvirt_config {
   std::filesystem::path state_dir;  // owner tag in each domain's metadata (made absolute)
   std::filesystem::path image_dir;  // eos/build.sh output: vmlinuz, initrd.img, cmdline
   uint32_t vcpus = 1;
+  // SEV-SNP launches (the expected launch measurement, launch_measurement.hpp): an
+  // OVMF with the kernel-hashes table (empty: not configured), the vCPU model and
+  // the VMSA SEV_FEATURES.
+  std::filesystem::path snp_ovmf;
+  std::string snp_vcpu_type = "EPYC-v4";
+  uint64_t snp_guest_features = 0x1;
   uint64_t memory_mib = 512;
   bool tpm = true;  // emulated TPM 2.0 (swtpm, started by libvirt)
   // The user QEMU runs as (qemu.conf `user`): it needs search permission down to
@@ -108,8 +114,12 @@ class libvirt_backend final : public cvm_backend {
   /// Connects and destroys every running domain whose metadata names this state dir
   /// (left by a coved that died); removes their <state>/cvms/<id>. Returns their ids.
   expected<std::vector<std::string>> reconcile();
-  /// The domain of a live CVM (for the monitor).
+  /// The domain of a live CVM (for the monitor). Safe against a concurrent shutdown():
+  /// it calls libvirt with a connection reference of its own.
   expected<domain_stats> stats(const std::string& cvm_id);
+  /// snp: the SEV-SNP launch digest of the image (vmlinuz, initrd.img, cmdline) with
+  /// `snp_ovmf` and `vcpus`; otherwise the image's agent.sha384 (empty if absent).
+  [[nodiscard]] expected<std::string> launch_measurement(bool snp) const override;
   [[nodiscard]] const libvirt_config& config() const { return cfg_; }
 
  private:

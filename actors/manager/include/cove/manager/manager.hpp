@@ -52,6 +52,7 @@ struct cvm_record {
   std::string detail;
   std::string policy_json;         // what the bridge admits this CVM's agent under
   std::string cocos_grpc_address;  // HOST:PORT of the agent's cocos front door; empty: none
+  std::string launch_measurement;  // CvmInfo.launch_measurement (hex); empty: unknown
   std::filesystem::path dir;
   uint64_t generation = 0;                  // guards stale deadline messages
   std::string create_reply;                 // reply subject of a pending create
@@ -63,6 +64,7 @@ struct manager_state {
   manager_config cfg;
   std::map<std::string, cvm_record> cvms;
   uint64_t generation = 0;
+  std::string agent_measurement;  // SHA-384 (hex) of cfg.agent_binary, once hashed
 };
 
 /// Spawn function: `sys.spawn(cove::manager::manager, cfg)`.
