@@ -31,7 +31,13 @@ if [ "$(id -u)" != 0 ]; then
 fi
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/eos-contents.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
-(cd "$tmp" && gzip -dc "$image/initrd.img" | cpio -id --quiet)
+# build.sh writes an uncompressed newc cpio (it boots faster under TCG); older
+# images were gzip'd.
+if [ "$(head -c 2 "$image/initrd.img" | od -An -tx1 | tr -d ' ')" = 1f8b ]; then
+  (cd "$tmp" && gzip -dc "$image/initrd.img" | cpio -id --quiet)
+else
+  (cd "$tmp" && cpio -id --quiet < "$image/initrd.img")
+fi
 [ ! -e "$tmp/dev/tpmrm0" ] || fail "the image has a /dev/tpmrm0 of its own"
 set +e
 out=$(timeout 60 chroot "$tmp" /usr/bin/cove-agent --grpc-listen 127.0.0.1:0 \

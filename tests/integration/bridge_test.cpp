@@ -330,7 +330,7 @@ std::string policy_requiring_dice(cluster& c, const std::string& cvm, const std:
 
 TEST_CASE("bridge: a policy requiring DICE admits the agent's chain and refuses a wrong agent FWID") {
   cluster c;
-  event_log events(c);
+  event_log events(c.bus());
   auto cvm = c.create_cvm();
   events.wait(cvm, "admitted");
   auto measurement = must(attest::sha384_file(bin_dir() / "cove-agent"), "measurement");
