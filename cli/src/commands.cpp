@@ -355,6 +355,7 @@ int run(int argc, char** argv) {
                    "dice: DICE policy JSON (trusted root, layers' FWIDs); default: the policy's dice section")
       ->check(CLI::ExistingFile);
   add_validate_command(*att, g.json_out);
+  add_collateral_command(app, g.json_out);
 
   // ---- keys ----
   auto* keys = app.add_subcommand("keys", "Participant keys");

@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "cove/attest/collateral.hpp"
 #include "cove/attest/dice.hpp"
 #include "cove/attest/evidence.hpp"
 #include "cove/attest/policy.hpp"
@@ -34,6 +35,7 @@ struct validate_args {
   std::string mode = "snp";
   // snp
   std::string evidence, report, vcek, chain, policy, ark, measurement, report_data;
+  std::string collateral;  // snp, snp-vtpm: KDS-layout cache directory instead of --vcek/--chain
   // vtpm
   std::string quote, signature, ak_public, pcrs, eventlog, log_pcrs, tpm_policy, nonce;
   // snp, snp-vtpm, vtpm --evidence: CRLs of the AMD chain (added to the policy's `crls`)
@@ -269,10 +271,32 @@ attest::snp_report validate_snp(const validate_args& a, const taker& take,
     return std::move(r.report);
   }
   auto report = bytes_of(take(read_file(a.report)));
-  auto vcek_text = take(read_file(a.vcek));
-  bytes vcek = vcek_text.find("-----BEGIN") != std::string::npos ? take(attest::pem_to_der(vcek_text))
-                                                                 : bytes_of(vcek_text);
-  auto chain = take(read_file(a.chain));
+  bytes vcek;
+  std::string chain;
+  if (!a.collateral.empty()) {
+    auto parsed = attest::parse_snp_report(report);
+    if (!parsed)
+      fail(make_error(errc::attestation_failed, "report: " + parsed.error().message), take.json_out);
+    auto c = attest::collateral_store(a.collateral).lookup(*parsed);
+    if (!c) fail(make_error(c.error().code, "--collateral: " + c.error().message), take.json_out);
+    vcek = std::move(c->vcek_der);
+    chain = std::move(c->chain_pem);
+    if (c->crl) {
+      auto pem = attest::crls_to_pem(*c->crl);
+      if (!pem)
+        fail(make_error(
+                 pem.error().code,
+                 "--collateral: " + (fs::path(a.collateral) / attest::kds_crl_path(c->product)).string() +
+                     ": " + pem.error().message),
+             take.json_out);
+      policy.crls.push_back(std::move(*pem));
+    }
+  } else {
+    auto vcek_text = take(read_file(a.vcek));
+    vcek = vcek_text.find("-----BEGIN") != std::string::npos ? take(attest::pem_to_der(vcek_text))
+                                                             : bytes_of(vcek_text);
+    chain = take(read_file(a.chain));
+  }
   auto verified = take(attest::verify_snp_evidence(report, vcek, chain, attest::make_verify_options(policy)));
   // The AK binding is checked by the caller, with a message naming it.
   if (auto p = attest::check_policy(verified, policy, binding ? std::span<const uint8_t>() : report_data); !p)
@@ -439,20 +463,29 @@ void run_validate(const validate_args& a, bool json_out) {
   if (snp) {
     if (a.evidence.empty()) {
       need(a.report, "--report");
-      need(a.vcek, "--vcek");
-      need(a.chain, "--chain (ASK + ARK)");
+      if (!a.collateral.empty()) {
+        if (!a.vcek.empty() || !a.chain.empty())
+          usage(
+              "--collateral and --vcek/--chain are mutually exclusive: take the VCEK and chain from one "
+              "place");
+      } else {
+        need(a.vcek, "--vcek (or --collateral DIR)");
+        need(a.chain, "--chain (ASK + ARK; or --collateral DIR)");
+      }
     } else {
       if (a.mode == "snp-vtpm")
         usage("--evidence holds agent evidence (sim_snp/sev_snp); use --report with --mode snp-vtpm");
       refuse(a.report, "--report (with --evidence)");
       refuse(a.vcek, "--vcek (with --evidence)");
       refuse(a.chain, "--chain (with --evidence)");
+      refuse(a.collateral, "--collateral (with --evidence)");
     }
     if (a.policy.empty() && a.ark.empty()) usage("--policy or --ark: name the AMD root (ARK) you trust");
   } else {
     refuse(a.evidence, "--evidence");
     refuse(a.report, "--report");
     refuse(a.vcek, "--vcek");
+    refuse(a.collateral, "--collateral");
     refuse(a.ark, "--ark");
     refuse(a.measurement, "--measurement");
     refuse(a.report_data, "--report-data");
@@ -567,6 +600,12 @@ void add_validate_command(CLI::App& attestation, const bool& json_out) {
        "DICE --policy and its signature over the report's REPORT_DATA");
   file("--report", a->report, "snp, snp-vtpm: attestation report (1184 bytes)");
   file("--vcek", a->vcek, "snp, snp-vtpm: VCEK certificate (DER or PEM)");
+  v->add_option(
+       "--collateral", a->collateral,
+       "snp, snp-vtpm: collateral directory laid out like AMD KDS (vcek/v1/<Product>/cert_chain, crl, "
+       "<chip_id hex>/bl<N>-tee<N>-snp<N>-ucode<N>[-fmc<N>].der) instead of --vcek/--chain; see "
+       "'cove collateral put'")
+      ->check(CLI::ExistingDirectory);
   file("--chain", a->chain, "snp, snp-vtpm: ASK + ARK bundle (PEM); dice: the DICE chain (PEM or DER)");
   auto* pol = file("--policy", a->policy,
                    "snp, snp-vtpm, vtpm --evidence: SEV-SNP policy JSON; dice: DICE policy JSON");
@@ -588,6 +627,50 @@ void add_validate_command(CLI::App& attestation, const bool& json_out) {
   v->add_option("--nonce", a->nonce,
                 "vtpm, snp-vtpm: the nonce the quote (and the report binding) carries (hex)");
   v->callback([a, &json_out] { run_validate(*a, json_out); });
+}
+
+void add_collateral_command(CLI::App& app, const bool& json_out) {
+  struct put_args {
+    std::string dir, vcek, chain, crl, report;
+  };
+  auto a = std::make_shared<put_args>();
+  auto* col = app.add_subcommand("collateral", "SEV-SNP collateral cache (offline-first; KDS layout)");
+  col->require_subcommand(1);
+  auto* put = col->add_subcommand(
+      "put",
+      "File a VCEK and its ASK+ARK chain (and CRL) into a --collateral directory, named by the VCEK's "
+      "product, chip and TCB");
+  put->add_option("--collateral", a->dir, "Collateral directory (created if missing)")->required();
+  put->add_option("--vcek", a->vcek, "VCEK certificate (DER or PEM)")->required()->check(CLI::ExistingFile);
+  put->add_option("--chain", a->chain, "ASK + ARK bundle (PEM)")->required()->check(CLI::ExistingFile);
+  put->add_option("--crl", a->crl, "CRL of the product (PEM or DER), filed as <Product>/crl")
+      ->check(CLI::ExistingFile);
+  put->add_option("--report", a->report, "Attestation report the VCEK must match (chip and TCB)")
+      ->check(CLI::ExistingFile);
+  put->callback([a, &json_out] {
+    taker take{json_out};
+    auto vcek = bytes_of(take(read_file(a->vcek)));
+    auto chain = take(read_file(a->chain));
+    std::optional<std::string> crl;
+    if (!a->crl.empty()) {
+      crl = take(read_file(a->crl));
+      if (auto pem = attest::crls_to_pem(*crl); !pem)
+        fail(make_error(pem.error().code, "--crl " + a->crl + ": " + pem.error().message), json_out);
+    }
+    std::optional<attest::snp_report> report;
+    if (!a->report.empty()) {
+      auto r = attest::parse_snp_report(bytes_of(take(read_file(a->report))));
+      if (!r) fail(make_error(r.error().code, "--report: " + r.error().message), json_out);
+      report = std::move(*r);
+    }
+    auto path = take(attest::collateral_store(a->dir).put(
+        vcek, chain, crl ? std::optional<std::string_view>(*crl) : std::nullopt,
+        report ? &*report : nullptr));
+    if (json_out)
+      std::cout << json{{"vcek", path.string()}}.dump() << '\n';
+    else
+      std::cout << "filed " << path.string() << '\n';
+  });
 }
 
 }  // namespace cove::cli

@@ -200,6 +200,44 @@ TEST_CASE("cove policy from-measure writes a loadable policy expecting the compu
   CHECK(cove.run({"policy", "show", (dir.path() / "missing.json").string()}).code == 1);
 }
 
+TEST_CASE("cove collateral put, then attestation validate --collateral DIR (no --vcek/--chain)") {
+  test::temp_dir dir("cove-collateral");
+  cove_cli cove(dir.path(), {});
+  auto ark = dir.path() / "ark-genoa.pem";
+  write_ark("genoa", ark);
+  auto cache = dir.path() / "collateral";
+  fs::create_directories(cache);
+  std::vector<std::string> validate = {
+      "attestation", "validate",   "--report",     (snp_dir / "genoa-report.bin").string(),
+      "--ark",       ark.string(), "--collateral", cache.string()};
+
+  // Empty cache: a clear error naming the exact file expected.
+  auto missing = cove.run(validate);
+  CHECK(missing.code == 1);
+  CHECK_MESSAGE(
+      missing.err.find("not_found: --collateral: no VCEK for chip d2421d976f95ce0b") != std::string::npos,
+      missing.err);
+  CHECK_MESSAGE(missing.err.find((cache / "vcek/v1/Genoa/d2421d976f95ce0b").string()) != std::string::npos,
+                missing.err);
+  CHECK(missing.err.find("-ucode84.der") != std::string::npos);
+
+  auto filed =
+      cove.ok({"collateral", "put", "--collateral", cache.string(), "--vcek",
+               (snp_dir / "genoa-vcek.der").string(), "--chain", (snp_dir / "ask_ark_genoa.pem").string(),
+               "--report", (snp_dir / "genoa-report.bin").string()});
+  CHECK(filed.find("vcek/v1/Genoa/") != std::string::npos);
+  CHECK(cove.ok(validate).find("valid: SEV-SNP report v5 (Genoa)") != std::string::npos);
+
+  // --collateral with --vcek is a usage error; a VCEK that is not the report's is not filed.
+  CHECK(cove.run(cat(validate, {"--vcek", (snp_dir / "genoa-vcek.der").string()})).code == 2);
+  auto wrong =
+      cove.run({"collateral", "put", "--collateral", cache.string(), "--vcek",
+                (snp_dir / "milan-vcek.der").string(), "--chain", (snp_dir / "ask_ark_milan.pem").string(),
+                "--report", (snp_dir / "genoa-report.bin").string()});
+  CHECK(wrong.code == 1);
+  CHECK_MESSAGE(wrong.err.find("vcek does not match the report") != std::string::npos, wrong.err);
+}
+
 TEST_CASE("cove attestation validate --mode vtpm / snp-vtpm: a swtpm quote made by tpm2-tools") {
   test::temp_dir dir("cove-vtpm");
   cove_cli cove(dir.path(), {});

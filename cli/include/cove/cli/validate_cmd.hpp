@@ -13,6 +13,8 @@ namespace cove::cli {
 /// Registers `validate` under the `attestation` subcommand. `json_out` is the
 /// global --json flag (read when the command runs).
 void add_validate_command(CLI::App& attestation, const bool& json_out);
+/// `cove collateral put`: seed a KDS-layout collateral directory (see attest/collateral.hpp).
+void add_collateral_command(CLI::App& app, const bool& json_out);
 
 /// The parsed fields `validate --json` prints (also used by `attestation get --json`):
 /// every report field, the quote/AK/PCRs/event log summary, each DICE layer.
