@@ -112,7 +112,7 @@ expected<void> write_whole(const fs::path& p, std::string_view data) {
 
 }  // namespace
 
-expected<std::string> collateral_store::get(const std::string& rel, bool optional_file) const {
+expected<std::string> collateral_store::get(const std::string& rel) const {
   auto path = dir_ / rel;
   if (auto s = read_whole(path)) return std::move(*s);
   if (provider_) {
@@ -126,7 +126,6 @@ expected<std::string> collateral_store::get(const std::string& rel, bool optiona
       return make_error(errc::unavailable,
                         fmt::format("{}: fetch answered HTTP {}", path.string(), r->status));
   }
-  (void)optional_file;
   return make_error(errc::not_found, path.string());
 }
 
@@ -140,7 +139,7 @@ expected<snp_collateral> collateral_store::lookup(const snp_report& report) cons
   for (auto p : candidates) {
     auto tcb = decode_tcb(report.reported_tcb, p);
     auto rel = kds_vcek_path(p, kds_hwid(report, p), tcb);
-    auto vcek = get(rel, false);
+    auto vcek = get(rel);
     if (!vcek) {
       if (vcek.error().code != errc::not_found) return vcek.error();
       expected_paths.push_back((dir_ / rel).string());
@@ -157,7 +156,7 @@ expected<snp_collateral> collateral_store::lookup(const snp_report& report) cons
                           fmt::format("{}: {}", c.vcek_file.string(), der.error().message));
       c.vcek_der = std::move(*der);
     }
-    auto chain = get(kds_chain_path(p), false);
+    auto chain = get(kds_chain_path(p));
     if (!chain) {
       if (chain.error().code != errc::not_found) return chain.error();
       return make_error(errc::not_found,
@@ -165,7 +164,7 @@ expected<snp_collateral> collateral_store::lookup(const snp_report& report) cons
                                     dir_.string(), chain.error().message));
     }
     c.chain_pem = std::move(*chain);
-    if (auto crl = get(kds_crl_path(p), true))
+    if (auto crl = get(kds_crl_path(p)))
       c.crl = std::move(*crl);
     else if (crl.error().code != errc::not_found)
       return crl.error();

@@ -113,7 +113,8 @@ class collateral_store {
                                       const snp_report* report = nullptr) const;
 
  private:
-  expected<std::string> get(const std::string& rel, bool optional_file) const;
+  /// The file at `rel`, else the provider's 200 (filed), else errc::not_found (the path).
+  expected<std::string> get(const std::string& rel) const;
   std::filesystem::path dir_;
   std::shared_ptr<collateral_provider> provider_;
   retry_policy retry_;
