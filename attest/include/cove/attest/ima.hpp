@@ -62,6 +62,7 @@ struct ima_allowlist {
   std::map<std::string, std::vector<std::vector<uint8_t>>> paths;  // path -> sha256 digests
   std::vector<std::vector<uint8_t>> digests;                       // sha256 digests, any path
   bool allow_violations = false;
+  bool operator==(const ima_allowlist&) const = default;
 };
 
 /// Every measured file must be allowed; errc::attestation_failed names the first that is
