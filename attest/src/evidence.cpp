@@ -104,6 +104,18 @@ expected<vtpm_verified> verify_vtpm_section(const agent_vtpm_evidence& v,
   }
   if (auto p = check_tpm_policy(out.quote, out.pcrs, tpm_policy{policy.pcrs}); !p)
     return in("vtpm.pcrs", p.error());
+  if (policy.ima) {
+    // Fail closed: a policy that asks for IMA is never satisfied without a list.
+    if (v.ima_list.empty())
+      return fail("vtpm.ima: the evidence carries no IMA measurement list, but the policy checks one");
+    if (!out.pcrs.contains(policy.ima->pcr))
+      return fail(
+          fmt::format("vtpm.ima: pcr[{}] is not quoted (quoted: {})", policy.ima->pcr, pcr_list(out.quote)));
+    auto list = parse_ima_list(v.ima_list);
+    if (!list) return in("vtpm.ima", list.error());
+    if (auto c = check_ima_pcr(*list, out.pcrs, policy.ima->pcr); !c) return in("vtpm.ima", c.error());
+    if (auto c = check_ima_allowlist(*list, policy.ima->allow); !c) return in("vtpm.ima", c.error());
+  }
   return out;
 }
 

@@ -95,6 +95,45 @@ expected<uint32_t> pcr_index(const std::string& text, const std::string& key) {
   return n;
 }
 
+/// `vtpm.ima`: {pcr, allow{"<path>": ["<64 hex>", ...]}, digests: ["<64 hex>"], allow_violations}.
+expected<vtpm_policy::ima_section> parse_ima(const json& v, const std::string& where) {
+  if (!v.is_object()) return bad(where + " must be an object");
+  vtpm_policy::ima_section out;
+  auto digest_list = [](const json& arr, const std::string& key,
+                        std::vector<std::vector<uint8_t>>& into) -> expected<void> {
+    if (!arr.is_array()) return bad(key + " must be an array of sha256 hex digests");
+    for (const auto& e : arr) {
+      auto b = hex_field(e, key + "[]", 32);
+      if (!b) return std::move(b).error();
+      into.push_back(std::move(*b));
+    }
+    return ok();
+  };
+  for (const auto& [k, val] : v.items()) {
+    const std::string key = where + "." + k;
+    if (k == "pcr") {
+      auto n = uint_field(val, key, tpm_pcr_count - 1);
+      if (!n) return std::move(n).error();
+      out.pcr = static_cast<uint32_t>(*n);
+    } else if (k == "allow") {
+      if (!val.is_object()) return bad(key + " must be an object of \"<path>\": [\"<64 hex>\", ...]");
+      for (const auto& [path, arr] : val.items()) {
+        if (path.empty()) return bad(key + ": empty path");
+        if (auto r = digest_list(arr, key + "." + path, out.allow.paths[path]); !r) return r.error();
+      }
+    } else if (k == "digests") {
+      if (auto r = digest_list(val, key, out.allow.digests); !r) return r.error();
+    } else if (k == "allow_violations") {
+      auto b = bool_field(val, key);
+      if (!b) return std::move(b).error();
+      out.allow.allow_violations = *b;
+    } else {
+      return bad("unknown key " + key);
+    }
+  }
+  return out;
+}
+
 expected<void> parse_vtpm(const json& v, vtpm_policy& out) {
   if (!v.is_object()) return bad("vtpm must be an object");
   for (const auto& [k, val] : v.items()) {
@@ -136,6 +175,10 @@ expected<void> parse_vtpm(const json& v, vtpm_policy& out) {
           out.event_log_pcrs.push_back(i);
       }
       std::sort(out.event_log_pcrs.begin(), out.event_log_pcrs.end());
+    } else if (k == "ima") {
+      auto ima = parse_ima(val, key);
+      if (!ima) return std::move(ima).error();
+      out.ima = std::move(*ima);
     } else {
       return bad("unknown key " + key);
     }
@@ -379,6 +422,20 @@ std::string policy_to_json(const snp_policy& p, int indent) {
                    {"ak_types", p.vtpm.ak_types},
                    {"event_log_pcrs", p.vtpm.event_log_pcrs},
                    {"require_event_log", p.vtpm.require_event_log}};
+    if (p.vtpm.ima) {
+      json allow = json::object();
+      for (const auto& [path, ds] : p.vtpm.ima->allow.paths) {
+        json arr = json::array();
+        for (const auto& d : ds) arr.push_back(to_hex(d));
+        allow[path] = std::move(arr);
+      }
+      json digests = json::array();
+      for (const auto& d : p.vtpm.ima->allow.digests) digests.push_back(to_hex(d));
+      doc["vtpm"]["ima"] = {{"pcr", p.vtpm.ima->pcr},
+                            {"allow", std::move(allow)},
+                            {"digests", std::move(digests)},
+                            {"allow_violations", p.vtpm.ima->allow.allow_violations}};
+    }
   }
   if (p.dice) doc["dice"] = dice_to_json(*p.dice);
   return doc.dump(indent);

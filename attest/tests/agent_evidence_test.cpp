@@ -3,6 +3,7 @@
 // that AK whose extraData derives from REPORT_DATA. Quotes are crafted and signed with
 // OpenSSL keys here; guest/tests and tests/integration/vtpm_test.cpp use a real swtpm.
 #include <doctest/doctest.h>
+#include <openssl/sha.h>
 
 #include <string>
 
@@ -366,6 +367,98 @@ TEST_CASE("policy JSON: the vtpm section loads, round-trips and rejects bad valu
     REQUIRE_FALSE(r);
     INFO(r.error().message);
     CHECK(r.error().code == cove::errc::invalid_request);
+    CHECK(contains(r.error().message, why));
+  }
+}
+
+namespace {
+
+// A one-file ima-ng list: (SHA-1 template digest, template data) for "/usr/bin/cove-agent".
+bytes ima_ng_list(const bytes& file_digest) {
+  auto le = [](bytes& b, uint32_t v) {
+    for (int i = 0; i < 4; ++i) b.push_back(static_cast<uint8_t>(v >> (8 * i)));
+  };
+  std::string d = "sha256:";
+  bytes dng(d.begin(), d.end());
+  dng.push_back(0);
+  dng.insert(dng.end(), file_digest.begin(), file_digest.end());
+  std::string path = "/usr/bin/cove-agent";
+  bytes nng(path.begin(), path.end());
+  nng.push_back(0);
+  bytes data;
+  le(data, static_cast<uint32_t>(dng.size()));
+  data.insert(data.end(), dng.begin(), dng.end());
+  le(data, static_cast<uint32_t>(nng.size()));
+  data.insert(data.end(), nng.begin(), nng.end());
+  bytes out;
+  le(out, 10);
+  bytes sha1(20);
+  SHA1(data.data(), data.size(), sha1.data());
+  out.insert(out.end(), sha1.begin(), sha1.end());
+  le(out, 6);
+  for (char c : std::string("ima-ng")) out.push_back(static_cast<uint8_t>(c));
+  le(out, static_cast<uint32_t>(data.size()));
+  out.insert(out.end(), data.begin(), data.end());
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("agent evidence: the policy's vtpm.ima section checks the IMA list against PCR 10") {
+  bytes good(32, 0x42);
+  auto list_bytes = ima_ng_list(good);
+  auto list = parse_ima_list(list_bytes);
+  REQUIRE(list);
+  agent a;
+  a.pcrs[10] = replay_ima_pcr(*list);
+  a.build();
+  auto p = base_policy();
+  p.vtpm.ima = vtpm_policy::ima_section{};
+  p.vtpm.ima->allow.paths["/usr/bin/cove-agent"] = {good};
+  auto ev = a.evidence();
+  // Fail closed: no list, no pass.
+  CHECK(
+      contains(verify_error(ev, p, a.by_nonce()), "vtpm.ima: the evidence carries no IMA measurement list"));
+  ev.vtpm->ima_list = list_bytes;
+  auto r = verify_agent_evidence(ev, p, a.by_nonce());
+  REQUIRE_MESSAGE(r, r.error().to_string());
+  // A file the allowlist does not admit.
+  p.vtpm.ima->allow.paths["/usr/bin/cove-agent"] = {bytes(32, 0x43)};
+  CHECK(contains(verify_error(ev, p, a.by_nonce()), "vtpm.ima: ima entry 0 (offset 0): /usr/bin/cove-agent"));
+  p.vtpm.ima->allow.paths["/usr/bin/cove-agent"] = {good};
+  // A list that does not replay the quoted PCR 10 (another, self-consistent list).
+  auto other = ima_ng_list(bytes(32, 0x43));
+  ev.vtpm->ima_list = other;
+  CHECK(contains(verify_error(ev, p, a.by_nonce()), "vtpm.ima: ima list does not replay pcr[10]"));
+  // The IMA PCR must be quoted.
+  ev.vtpm->ima_list = list_bytes;
+  p.vtpm.ima->pcr = 11;
+  CHECK(contains(verify_error(ev, p, a.by_nonce()), "vtpm.ima: pcr[11] is not quoted"));
+}
+
+TEST_CASE("policy JSON: vtpm.ima loads, round-trips and rejects bad values") {
+  const std::string h = std::string(64, 'a');
+  auto p =
+      load_policy_json(R"({"vtpm": {"ima": {"pcr": 10, "allow": {"/usr/bin/x": [")" + h +
+                       R"("]}, "digests": [")" + std::string(64, 'b') + R"("], "allow_violations": true}}})");
+  REQUIRE_MESSAGE(p, p.error().to_string());
+  REQUIRE(p->vtpm.ima);
+  CHECK(p->vtpm.ima->pcr == 10);
+  CHECK(p->vtpm.ima->allow.paths.at("/usr/bin/x") == std::vector<bytes>{bytes(32, 0xaa)});
+  CHECK(p->vtpm.ima->allow.digests == std::vector<bytes>{bytes(32, 0xbb)});
+  CHECK(p->vtpm.ima->allow.allow_violations);
+  auto back = load_policy_json(policy_to_json(*p));
+  REQUIRE(back);
+  CHECK(back->vtpm.ima == p->vtpm.ima);
+  for (auto [text, why] :
+       {std::pair{R"({"vtpm": {"ima": []}})", "vtpm.ima must be an object"},
+        {R"({"vtpm": {"ima": {"pcrs": 10}}})", "unknown key vtpm.ima.pcrs"},
+        {R"({"vtpm": {"ima": {"pcr": 24}}})", "vtpm.ima.pcr must be <= 23"},
+        {R"({"vtpm": {"ima": {"allow": {"/x": ["abcd"]}}}})", "vtpm.ima.allow./x[] must be 32"},
+        {R"({"vtpm": {"ima": {"digests": "ab"}}})", "vtpm.ima.digests must be an array"}}) {
+    auto r = load_policy_json(text);
+    REQUIRE_FALSE(r);
+    INFO(r.error().message);
     CHECK(contains(r.error().message, why));
   }
 }

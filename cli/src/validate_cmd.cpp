@@ -38,6 +38,8 @@ struct validate_args {
   std::string collateral;  // snp, snp-vtpm: KDS-layout cache directory instead of --vcek/--chain
   // vtpm
   std::string quote, signature, ak_public, pcrs, eventlog, log_pcrs, tpm_policy, nonce;
+  // vtpm --evidence: IMA binary measurement list checked by the policy's vtpm.ima section
+  std::string ima_log;
   // snp, snp-vtpm, vtpm --evidence: CRLs of the AMD chain (added to the policy's `crls`)
   std::vector<std::string> crls;
 };
@@ -390,6 +392,7 @@ void validate_evidence_file(const validate_args& a, bool json_out) {
     if (!a.ark.empty()) usage("--ark does not apply to --mode dice (the DICE --policy names the root)");
     if (a.policy.empty()) usage("--mode dice needs --policy (DICE policy JSON naming the trusted root)");
     if (!a.measurement.empty()) usage("--measurement does not apply to --mode dice (use the policy's fwids)");
+    if (!a.ima_log.empty()) usage("--ima-log does not apply to --mode dice");
   }
   auto ev = take(evidence_from_json(take(read_file(a.evidence))));
   json out = {{"valid", true}, {"mode", a.mode}, {"cvm", ev.cvm_id}, {"nonce", hex(ev.nonce)}};
@@ -401,8 +404,18 @@ void validate_evidence_file(const validate_args& a, bool json_out) {
            json_out);
     auto policy = snp_policy_of(a, take);
     policy.vtpm.required = true;
-    auto r = take(attest::verify_agent_evidence(agent_evidence_of(ev), policy,
-                                                {attest::evidence_binding::mode::nonce, ev.nonce, {}}));
+    auto agent = agent_evidence_of(ev);
+    bytes ima;
+    if (!a.ima_log.empty()) {
+      if (!policy.vtpm.ima) usage("--ima-log: the policy has no vtpm.ima section to check the list against");
+      ima = bytes_of(take(read_file(a.ima_log)));
+      agent.vtpm->ima_list = ima;
+    }
+    auto r = take(
+        attest::verify_agent_evidence(agent, policy, {attest::evidence_binding::mode::nonce, ev.nonce, {}}));
+    if (policy.vtpm.ima)
+      out["ima"] = {{"pcr", policy.vtpm.ima->pcr},
+                    {"entries", take(attest::parse_ima_list(ima)).entries.size()}};
     out["report"] = report_json(r.report);
     out["vtpm"] = vtpm_json(*r.vtpm);
     if (r.dice) out["dice"] = dice_json(*r.dice);
@@ -450,6 +463,8 @@ void validate_evidence_file(const validate_args& a, bool json_out) {
 void run_validate(const validate_args& a, bool json_out) {
   if (!a.evidence.empty() && (a.mode == "vtpm" || a.mode == "dice"))
     return validate_evidence_file(a, json_out);
+  if (!a.ima_log.empty())
+    usage("--ima-log applies to --mode vtpm with --evidence (the policy's vtpm.ima section)");
   taker take{json_out};
   const bool snp = a.mode == "snp" || a.mode == "snp-vtpm";
   const bool vtpm = a.mode == "vtpm" || a.mode == "snp-vtpm";
@@ -622,6 +637,9 @@ void add_validate_command(CLI::App& attestation, const bool& json_out) {
   file("--ak-public", a->ak_public, "vtpm, snp-vtpm: the AK's TPM2B_PUBLIC (vtpm also: PEM or DER SPKI)");
   file("--pcrs", a->pcrs, "vtpm, snp-vtpm: quoted PCR values, {\"pcrs\": {\"0\": \"<hex>\", ...}}");
   file("--eventlog", a->eventlog, "vtpm, snp-vtpm: TCG crypto-agile event log (binary_bios_measurements)");
+  file("--ima-log", a->ima_log,
+       "vtpm --evidence: IMA binary_runtime_measurements; replayed against the quoted PCR and checked "
+       "against the policy's vtpm.ima allowlist");
   v->add_option("--log-pcrs", a->log_pcrs, "PCRs the event log must replay (default: every quoted PCR)");
   file("--tpm-policy", a->tpm_policy, "vtpm, snp-vtpm: expected PCRs, {\"pcrs\": {\"7\": \"<hex>\"}}");
   v->add_option("--nonce", a->nonce,

@@ -354,6 +354,10 @@ TEST_CASE("cove attestation validate --mode vtpm / snp-vtpm: a swtpm quote made 
   // Usage: vtpm needs its inputs and refuses SNP ones.
   CHECK(cove.run({"attestation", "validate", "--mode", "vtpm", "--quote", f("quote.msg")}).code == 2);
   CHECK(cove.run(cat(vtpm, {})).code == 2);  // neither --pcrs nor --eventlog
+  // --ima-log belongs to --mode vtpm --evidence (the policy's vtpm.ima section).
+  auto ima_usage = cove.run(cat(vtpm, {"--pcrs", f("pcrs.json"), "--ima-log", f("pcrs.json")}));
+  CHECK(ima_usage.code == 2);
+  CHECK(ima_usage.err.find("--ima-log applies to --mode vtpm with --evidence") != std::string::npos);
   CHECK(cove.run(cat(with_pcrs, {"--report", (snp_dir / "genoa-report.bin").string()})).code == 2);
 
   // snp-vtpm: a (simulated) SEV-SNP report whose REPORT_DATA binds this AK and nonce.

@@ -39,6 +39,8 @@ struct agent_vtpm_evidence {
   std::span<const uint8_t> signature;  // TPMT_SIGNATURE
   tpm_pcr_values pcrs;                 // sha256 values of the quoted PCRs
   std::span<const uint8_t> event_log;  // TCG crypto-agile log; empty = none
+  std::span<const uint8_t> ima_list;   // IMA binary measurement list; empty = none (not on the
+                                       // wire yet: `cove attestation validate --ima-log` sets it)
 };
 
 /// The DICE part of an agent's evidence (schemas/attestation.fbs DiceEvidence).

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "cove/attest/dice.hpp"
+#include "cove/attest/ima.hpp"
 #include "cove/attest/snp_report.hpp"
 #include "cove/attest/tpm_quote.hpp"
 #include "cove/attest/verify.hpp"
@@ -29,8 +30,17 @@ struct vtpm_policy {
   std::vector<std::string> ak_types;     // allowed AK types (vtpm_ak_type_names); empty = any
   std::vector<uint32_t> event_log_pcrs;  // PCRs the carried event log must replay; empty = none
   bool require_event_log = false;        // a vTPM section without an event log is refused
+  /// `ima`: the evidence must carry an IMA measurement list that replays the quoted `pcr`
+  /// (sha256 bank) and whose every file `allow` admits (attest/README.md "IMA").
+  struct ima_section {
+    uint32_t pcr = ima_default_pcr;
+    ima_allowlist allow;
+    bool operator==(const ima_section&) const = default;
+  };
+  std::optional<ima_section> ima;
   [[nodiscard]] bool is_default() const noexcept {
-    return !required && pcrs.empty() && ak_types.empty() && event_log_pcrs.empty() && !require_event_log;
+    return !required && pcrs.empty() && ak_types.empty() && event_log_pcrs.empty() && !require_event_log &&
+           !ima;
   }
 };
 
@@ -62,7 +72,8 @@ struct snp_policy {
 /// Parses policy JSON (keys: measurements, host_data, allow_debug, allow_smt,
 /// allow_migration_agent, minimum_tcb{bl,tee,snp,microcode,fmc}, chip_ids, product,
 /// minimum_report_version, minimum_guest_svn, vmpl, trusted_roots, crls, vtpm{required, pcrs,
-/// ak_types, event_log_pcrs, require_event_log}, dice{required, trusted_roots, layers,
+/// ak_types, event_log_pcrs, require_event_log, ima{pcr, allow{"<path>": ["<64 hex>"]}, digests,
+/// allow_violations}}, dice{required, trusted_roots, layers,
 /// allowed_signature_algorithms}). Unknown keys, wrong
 /// types and bad hex lengths are errc::invalid_request. A trusted_roots entry is inline PEM
 /// (starts with "-----BEGIN") or a file path, relative paths resolved against base_dir.
