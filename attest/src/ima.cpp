@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "cove/attest/snp_report.hpp"
+#include "le_reader.hpp"
 
 namespace cove::attest {
 
@@ -26,29 +27,7 @@ constexpr ima_algo known_algos[] = {{"md5", 16},         {"sha1", 20},       {"s
                                     {"sha384", 48},      {"sha512", 64},     {"sm3-256", 32}, {"wp512", 64},
                                     {"streebog256", 32}, {"streebog512", 64}};
 
-class le_reader {
- public:
-  explicit le_reader(std::span<const uint8_t> in) : in_(in) {}
-  [[nodiscard]] bool empty() const noexcept { return pos_ == in_.size(); }
-  [[nodiscard]] std::size_t pos() const noexcept { return pos_; }
-  bool u32(uint32_t& v) {
-    if (in_.size() - pos_ < 4) return false;
-    v = static_cast<uint32_t>(in_[pos_]) | (static_cast<uint32_t>(in_[pos_ + 1]) << 8) |
-        (static_cast<uint32_t>(in_[pos_ + 2]) << 16) | (static_cast<uint32_t>(in_[pos_ + 3]) << 24);
-    pos_ += 4;
-    return true;
-  }
-  bool take(std::size_t n, std::span<const uint8_t>& out) {
-    if (in_.size() - pos_ < n) return false;
-    out = in_.subspan(pos_, n);
-    pos_ += n;
-    return true;
-  }
-
- private:
-  std::span<const uint8_t> in_;
-  std::size_t pos_ = 0;
-};
+using detail::le_reader;
 
 std::string at(std::size_t index, std::size_t offset) {
   return "entry " + std::to_string(index) + " (offset " + std::to_string(offset) + ")";
