@@ -11,6 +11,7 @@
 #include "cove/attest/sim.hpp"
 #include "cove/attest/sim_store.hpp"
 #include "cove/crypto/statements.hpp"
+#include "sim_tee.hpp"
 #include "tpm_test_util.hpp"
 
 using namespace cove::attest;
@@ -19,25 +20,8 @@ namespace crypto = cove::crypto;
 
 namespace {
 
-struct tee {
-  sim_root root;
-  sim_chip chip;
-  std::array<uint8_t, 48> measurement{};
-};
-
-const tee& shared_tee() {
-  static const tee t = [] {
-    tee out;
-    auto root = generate_sim_root();
-    REQUIRE(root);
-    out.root = *root;
-    auto chip = issue_sim_vcek(out.root);
-    REQUIRE(chip);
-    out.chip = *chip;
-    out.measurement.fill(0x5a);
-    return out;
-  }();
-  return t;
+const test::sim_tee& shared_tee() {
+  return test::shared_sim_tee();
 }
 
 snp_policy base_policy() {

@@ -12,6 +12,7 @@
 #include "cove/attest/sim.hpp"
 #include "cove/attest/sim_store.hpp"
 #include "cove/crypto/statements.hpp"
+#include "sim_tee.hpp"
 
 using namespace cove::attest;
 namespace crypto = cove::crypto;
@@ -19,28 +20,8 @@ using bytes = std::vector<uint8_t>;
 
 namespace {
 
-struct tee {
-  sim_root root;
-  sim_chip chip, other_chip;
-  std::array<uint8_t, 48> measurement{};
-};
-
-const tee& shared_tee() {
-  static const tee t = [] {
-    tee out;
-    auto root = generate_sim_root();
-    REQUIRE(root);
-    out.root = *root;
-    auto chip = issue_sim_vcek(out.root);
-    auto other = issue_sim_vcek(out.root);
-    REQUIRE(chip);
-    REQUIRE(other);
-    out.chip = *chip;
-    out.other_chip = *other;
-    out.measurement.fill(0x5a);
-    return out;
-  }();
-  return t;
+const test::sim_tee& shared_tee() {
+  return test::shared_sim_tee();
 }
 
 std::span<const uint8_t> seed_of(const sim_chip& c) {
