@@ -60,9 +60,14 @@ int main(int argc, char** argv) {
   app.add_option("--client-ca", cfg.cocos.client_ca,
                  "With --grpc-tls tls: require client certificates issued by this CA (mTLS)");
   app.add_option("--grpc-port-file", cfg.cocos.port_file, "Write the bound gRPC port here once serving");
-  app.add_option("--vtpm", cfg.vtpm_tcti,
-                 "Also quote this vTPM in every evidence (tpm2-tss TCTI: device:/dev/tpmrm0, "
-                 "swtpm:host=H,port=P); its attestation key is bound into the TEE report");
+  auto* vtpm = app.add_option("--vtpm", cfg.vtpm_tcti,
+                              "Also quote this vTPM in every evidence (tpm2-tss TCTI: device:/dev/tpmrm0, "
+                              "swtpm:host=H,port=P); its attestation key is bound into the TEE report");
+  auto* ima =
+      app.add_option("--ima-list", cfg.ima_list,
+                     "With --vtpm: send this IMA binary measurement list (up to the quote) and "
+                     "quote PCR 10; must exist (default: the kernel's, with a device TCTI, if present)");
+  ima->needs(vtpm);
   app.add_option("--timeout", timeout_s, "Default algorithm time limit in seconds")->capture_default_str();
   app.add_option("--max-upload", cfg.max_upload_bytes, "Largest accepted file in bytes")
       ->capture_default_str();
@@ -76,6 +81,7 @@ int main(int argc, char** argv) {
   app.add_option("--parent-pid", parent_pid,
                  "Exit (SIGTERM) when this process, the launching coved, dies (process backend)");
   CLI11_PARSE(app, argc, argv);
+  cfg.ima_list_explicit = ima->count() > 0;
   if (parent_pid > 0) {
     // A process-backend CVM cannot outlive its coved: nothing could adopt it.
     prctl(PR_SET_PDEATHSIG, SIGTERM);

@@ -148,20 +148,66 @@ expected<ima_list> parse_ima_list(std::span<const uint8_t> in) {
   return list;
 }
 
+namespace {
+
+/// One sha256-bank extend as the kernel does it for `e`: SHA-256 of its template data, or
+/// 32 bytes of 0xff for a violation.
+void extend_sha256(std::vector<uint8_t>& value, const ima_entry& e) {
+  uint8_t buf[2 * SHA256_DIGEST_LENGTH];
+  std::memcpy(buf, value.data(), SHA256_DIGEST_LENGTH);
+  if (e.violation) {
+    std::memset(buf + SHA256_DIGEST_LENGTH, 0xff, SHA256_DIGEST_LENGTH);
+  } else {
+    SHA256(e.hashed.data(), e.hashed.size(), buf + SHA256_DIGEST_LENGTH);
+  }
+  SHA256(buf, sizeof buf, value.data());
+}
+
+}  // namespace
+
 std::vector<uint8_t> replay_ima_pcr(const ima_list& list, uint32_t pcr) {
   std::vector<uint8_t> value(SHA256_DIGEST_LENGTH, 0);
-  for (const auto& e : list.entries) {
-    if (e.pcr != pcr) continue;
-    uint8_t buf[2 * SHA256_DIGEST_LENGTH];
-    std::memcpy(buf, value.data(), SHA256_DIGEST_LENGTH);
-    if (e.violation) {
-      std::memset(buf + SHA256_DIGEST_LENGTH, 0xff, SHA256_DIGEST_LENGTH);
-    } else {
-      SHA256(e.hashed.data(), e.hashed.size(), buf + SHA256_DIGEST_LENGTH);
-    }
-    SHA256(buf, sizeof buf, value.data());
-  }
+  for (const auto& e : list.entries)
+    if (e.pcr == pcr) extend_sha256(value, e);
   return value;
+}
+
+std::optional<std::size_t> ima_replaying_prefix(std::span<const uint8_t> bytes, const ima_list& list,
+                                                std::span<const uint8_t> value, uint32_t pcr) {
+  std::vector<uint8_t> v(SHA256_DIGEST_LENGTH, 0);
+  auto matches = [&] { return std::ranges::equal(v, value); };
+  std::optional<std::size_t> best;
+  if (matches()) best = 0;
+  for (std::size_t n = 0; n < list.entries.size(); ++n) {
+    const auto& e = list.entries[n];
+    if (e.pcr == pcr) extend_sha256(v, e);
+    if (matches()) best = n + 1 < list.entries.size() ? list.entries[n + 1].offset : bytes.size();
+  }
+  return best;
+}
+
+ima_ng_entry make_ima_ng_entry(std::string_view path, std::span<const uint8_t> sha256_digest, uint32_t pcr) {
+  auto u32 = [](std::vector<uint8_t>& b, uint32_t v) {
+    for (int i = 0; i < 4; ++i) b.push_back(static_cast<uint8_t>(v >> (8 * i)));
+  };
+  auto append = [](std::vector<uint8_t>& b, auto&& v) { b.insert(b.end(), v.begin(), v.end()); };
+  ima_ng_entry out;
+  // d-ng: "sha256:" NUL digest; n-ng: path NUL; each a u32 length and its bytes.
+  u32(out.template_data, static_cast<uint32_t>(8 + sha256_digest.size()));
+  append(out.template_data, std::string_view("sha256:\0", 8));
+  append(out.template_data, sha256_digest);
+  u32(out.template_data, static_cast<uint32_t>(path.size() + 1));
+  append(out.template_data, path);
+  out.template_data.push_back(0);
+  u32(out.entry, pcr);
+  uint8_t sha1[SHA_DIGEST_LENGTH];
+  SHA1(out.template_data.data(), out.template_data.size(), sha1);
+  append(out.entry, std::span<const uint8_t>(sha1, sizeof sha1));
+  u32(out.entry, 6);
+  append(out.entry, std::string_view("ima-ng"));
+  u32(out.entry, static_cast<uint32_t>(out.template_data.size()));
+  append(out.entry, out.template_data);
+  return out;
 }
 
 expected<void> check_ima_pcr(const ima_list& list, const tpm_pcr_values& quoted, uint32_t pcr) {

@@ -357,33 +357,9 @@ TEST_CASE("policy JSON: the vtpm section loads, round-trips and rejects bad valu
 
 namespace {
 
-// A one-file ima-ng list: (SHA-1 template digest, template data) for "/usr/bin/cove-agent".
+// A one-file ima-ng list for "/usr/bin/cove-agent".
 bytes ima_ng_list(const bytes& file_digest) {
-  auto le = [](bytes& b, uint32_t v) {
-    for (int i = 0; i < 4; ++i) b.push_back(static_cast<uint8_t>(v >> (8 * i)));
-  };
-  std::string d = "sha256:";
-  bytes dng(d.begin(), d.end());
-  dng.push_back(0);
-  dng.insert(dng.end(), file_digest.begin(), file_digest.end());
-  std::string path = "/usr/bin/cove-agent";
-  bytes nng(path.begin(), path.end());
-  nng.push_back(0);
-  bytes data;
-  le(data, static_cast<uint32_t>(dng.size()));
-  data.insert(data.end(), dng.begin(), dng.end());
-  le(data, static_cast<uint32_t>(nng.size()));
-  data.insert(data.end(), nng.begin(), nng.end());
-  bytes out;
-  le(out, 10);
-  bytes sha1(20);
-  SHA1(data.data(), data.size(), sha1.data());
-  out.insert(out.end(), sha1.begin(), sha1.end());
-  le(out, 6);
-  for (char c : std::string("ima-ng")) out.push_back(static_cast<uint8_t>(c));
-  le(out, static_cast<uint32_t>(data.size()));
-  out.insert(out.end(), data.begin(), data.end());
-  return out;
+  return make_ima_ng_entry("/usr/bin/cove-agent", file_digest).entry;
 }
 
 }  // namespace

@@ -354,3 +354,35 @@ TEST_CASE("ima: the fuzz seeds are valid lists") {
     CHECK(list->entries.size() >= 2);
   }
 }
+
+TEST_CASE("ima: make_ima_ng_entry writes what the parser reads and the kernel extends") {
+  auto e = make_ima_ng_entry("/usr/bin/cove-agent", digest_of("agent"));
+  CHECK(e.template_data == ng_data("sha256", digest_of("agent"), "/usr/bin/cove-agent"));
+  list_builder l;
+  l.ng("/usr/bin/cove-agent", digest_of("agent"));
+  CHECK(e.entry == l.b);
+  auto list = parse_ima_list(e.entry);
+  REQUIRE(list);
+  CHECK(replay_ima_pcr(*list) == extend(bytes(32, 0), sha256(e.template_data)));
+  CHECK(make_ima_ng_entry("/x", digest_of("x"), 11).entry[0] == 11);
+}
+
+TEST_CASE("ima: ima_replaying_prefix finds the part of a list a quote covers") {
+  auto l = good_list();  // 4 entries, all PCR 10
+  auto list = parse_ima_list(l.b);
+  REQUIRE(list);
+  // The whole list replays the final value; the empty prefix the zero PCR.
+  CHECK(ima_replaying_prefix(l.b, *list, l.pcr10) == l.b.size());
+  CHECK(ima_replaying_prefix(l.b, *list, bytes(32, 0)) == 0u);
+  // The value after two entries: the prefix ends where entry 2 starts.
+  auto two = parse_ima_list(std::span<const uint8_t>(l.b).first(list->entries[2].offset));
+  REQUIRE(two);
+  CHECK(ima_replaying_prefix(l.b, *list, replay_ima_pcr(*two)) == list->entries[2].offset);
+  // No prefix: nullopt. Entries of other PCRs after the match stay in the prefix.
+  CHECK(!ima_replaying_prefix(l.b, *list, bytes(32, 0x11)));
+  auto final_value = l.pcr10;
+  l.entry("ima-ng", ng_data("sha256", digest_of("x"), "/x"), false, 11);
+  auto longer = parse_ima_list(l.b);
+  REQUIRE(longer);
+  CHECK(ima_replaying_prefix(l.b, *longer, final_value) == l.b.size());
+}

@@ -31,7 +31,7 @@ flatbuffers::Offset<v1::VtpmEvidence> copy_vtpm(flatbuffers::FlatBufferBuilder& 
   return v1::CreateVtpmEvidence(
       b, b.CreateVector(copy_vec(vt->ak_public())), b.CreateVector(copy_vec(vt->ak_spki())),
       b.CreateVector(copy_vec(vt->quote())), b.CreateVector(copy_vec(vt->signature())), b.CreateVector(pcrs),
-      b.CreateVector(copy_vec(vt->event_log())));
+      b.CreateVector(copy_vec(vt->event_log())), b.CreateVector(copy_vec(vt->ima_list())));
 }
 
 std::vector<uint8_t> verify_request(const hello_info& info, const std::string& policy_json) {

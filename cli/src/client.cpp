@@ -226,7 +226,7 @@ expected<saved_evidence> fetch_evidence(bus::connection& bus, const std::string&
       return v ? std::vector<uint8_t>(v->begin(), v->end()) : std::vector<uint8_t>{};
     };
     saved_vtpm s{copy(vt->ak_public()), copy(vt->ak_spki()), copy(vt->quote()), copy(vt->signature()), {},
-                 copy(vt->event_log())};
+                 copy(vt->event_log()), copy(vt->ima_list())};
     if (vt->pcrs() != nullptr)
       for (const auto* p : *vt->pcrs()) {
         if (p == nullptr || p->index() >= attest::tpm_pcr_count || p->value() == nullptr ||

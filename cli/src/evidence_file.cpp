@@ -30,6 +30,7 @@ std::string evidence_to_json(const saved_evidence& e) {
                    {"signature", crypto::base64_encode(e.vtpm->signature)},
                    {"pcrs", std::move(pcrs)},
                    {"event_log", crypto::base64_encode(e.vtpm->event_log)}};
+    if (!e.vtpm->ima_list.empty()) doc["vtpm"]["ima_list"] = crypto::base64_encode(e.vtpm->ima_list);
   }
   if (e.dice)
     doc["dice"] = {{"chain", e.dice->chain},
@@ -47,7 +48,7 @@ expected<saved_vtpm> parse_vtpm(const json& v) {
   saved_vtpm out;
   for (const auto& [k, val] : v.items())
     if (k != "ak_public" && k != "ak_spki" && k != "quote" && k != "signature" && k != "pcrs" &&
-        k != "event_log")
+        k != "event_log" && k != "ima_list")
       return bad(fmt::format("{}: unknown key", k));
   auto blob = [&](const char* k, std::vector<uint8_t>& dst, bool required) -> expected<void> {
     if (!v.contains(k)) return required ? bad(fmt::format("{}: missing", k)) : ok();
@@ -61,7 +62,7 @@ expected<saved_vtpm> parse_vtpm(const json& v) {
   for (auto [k, dst, req] :
        {std::tuple{"ak_public", &out.ak_public, true}, std::tuple{"ak_spki", &out.ak_spki, false},
         std::tuple{"quote", &out.quote, true}, std::tuple{"signature", &out.signature, true},
-        std::tuple{"event_log", &out.event_log, false}})
+        std::tuple{"event_log", &out.event_log, false}, std::tuple{"ima_list", &out.ima_list, false}})
     if (auto r = blob(k, *dst, req); !r) return r.error();
   if (!v.contains("pcrs") || !v["pcrs"].is_object())
     return bad("pcrs: an object of \"<index>\": \"<hex>\" is required");
@@ -176,8 +177,9 @@ attest::agent_evidence agent_evidence_of(const saved_evidence& e) {
   attest::agent_evidence a{e.report,          e.cert_chain, e.kx_public_key,
                            e.sign_public_key, std::nullopt, std::nullopt};
   if (e.vtpm)
-    a.vtpm = attest::agent_vtpm_evidence{e.vtpm->ak_public, e.vtpm->ak_spki, e.vtpm->quote,
-                                         e.vtpm->signature, e.vtpm->pcrs,    e.vtpm->event_log};
+    a.vtpm =
+        attest::agent_vtpm_evidence{e.vtpm->ak_public, e.vtpm->ak_spki,   e.vtpm->quote,   e.vtpm->signature,
+                                    e.vtpm->pcrs,      e.vtpm->event_log, e.vtpm->ima_list};
   if (e.dice) a.dice = attest::agent_dice_evidence{e.dice->chain, e.dice->binding_signature};
   return a;
 }

@@ -405,7 +405,7 @@ void validate_evidence_file(const validate_args& a, bool json_out) {
     auto policy = snp_policy_of(a, take);
     policy.vtpm.required = true;
     auto agent = agent_evidence_of(ev);
-    bytes ima;
+    bytes ima;  // --ima-log replaces the list the evidence carries (if any)
     if (!a.ima_log.empty()) {
       if (!policy.vtpm.ima) usage("--ima-log: the policy has no vtpm.ima section to check the list against");
       ima = bytes_of(take(read_file(a.ima_log)));
@@ -415,7 +415,7 @@ void validate_evidence_file(const validate_args& a, bool json_out) {
         attest::verify_agent_evidence(agent, policy, {attest::evidence_binding::mode::nonce, ev.nonce, {}}));
     if (policy.vtpm.ima)
       out["ima"] = {{"pcr", policy.vtpm.ima->pcr},
-                    {"entries", take(attest::parse_ima_list(ima)).entries.size()}};
+                    {"entries", take(attest::parse_ima_list(agent.vtpm->ima_list)).entries.size()}};
     out["report"] = report_json(r.report);
     out["vtpm"] = vtpm_json(*r.vtpm);
     if (r.dice) out["dice"] = dice_json(*r.dice);

@@ -475,6 +475,10 @@ expected<daemon_config> load_config(int argc, char** argv) {
       "--agent-vtpm", cfg.agent_vtpm_tcti,
       "Process backend: agents quote this vTPM (cove-agent --vtpm TCTI, e.g. swtpm:host=H,port=P); "
       "one agent at a time can use a swtpm");
+  app.add_option("--agent-ima-list", cfg.agent_ima_list,
+                 "Process backend, with --agent-vtpm: agents send this IMA measurement list and quote "
+                 "PCR 10 (cove-agent --ima-list FILE)")
+      ->needs("--agent-vtpm");
   app.add_option("--log-level", cfg.log_level, "trace|debug|info|warn|error")->capture_default_str();
   app.add_option("--libvirt-uri", cfg.libvirt_uri, "libvirt connection of the libvirt backend")
       ->capture_default_str();
@@ -777,6 +781,7 @@ int run(const daemon_config& cfg) {
         mc.agent_max_upload = cfg.agent_max_upload;
         mc.agent_heartbeat_interval = std::chrono::milliseconds(cfg.heartbeat_interval_ms);
         mc.agent_vtpm_tcti = cfg.agent_vtpm_tcti;
+        mc.agent_ima_list = cfg.agent_ima_list;
         mc.cocos_grpc_tls = cfg.cocos_grpc_tls;
         mc.bus = conn;
         mc.backend = backend;

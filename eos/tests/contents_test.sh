@@ -4,6 +4,7 @@
 #
 #   contents_test.sh IMAGE_DIR
 #
+# /init must mount securityfs (the agent's event log and IMA list live there).
 # initrd.files must list the agent, the loader, tss2-tctildr and the TCTI it
 # dlopen()s (libtss2-tcti-device.so.0, which ldd cannot see) with its library
 # (libtss2-mu). As root the test also unpacks the initramfs and runs the image's
@@ -24,6 +25,17 @@ for f in /init /usr/bin/cove-agent /usr/lib64/ld-linux-x86-64.so.2 $lib/libtss2-
   grep -qxF "$f" "$image/initrd.files" || fail "$f is not in the image ($image/initrd.files)"
   echo "ok: $f in the image"
 done
+
+# /init mounts securityfs, where the agent finds the firmware event log and the IMA list.
+# (cpio extracts one file to stdout without root; older images were gzip'd.)
+if [ "$(head -c 2 "$image/initrd.img" | od -An -tx1 | tr -d ' ')" = 1f8b ]; then
+  init=$(gzip -dc "$image/initrd.img" | cpio -i --quiet --to-stdout ./init init)
+else
+  init=$(cpio -i --quiet --to-stdout ./init init < "$image/initrd.img")
+fi
+grep -qE '^mount -t securityfs securityfs /sys/kernel/security' <<< "$init" ||
+  fail "/init does not mount securityfs at /sys/kernel/security"
+echo "ok: /init mounts securityfs (event log, IMA list)"
 
 if [ "$(id -u)" != 0 ]; then
   echo "not root: the chrooted agent run is skipped (the file list was checked)"

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <csignal>
 #include <fstream>
@@ -25,6 +26,7 @@
 #include "cove/agent/tpm_provider.hpp"
 #include "cove/agent/work_queue.hpp"
 #include "cove/attest/dice.hpp"
+#include "cove/attest/ima.hpp"
 #include "cove/attest/sim_store.hpp"
 #include "cove/bridge/client.hpp"
 #include "cove/bus/connection.hpp"
@@ -358,8 +360,23 @@ class agent final : public cocos_backend {
       else
         event_log_ = std::move(log);
     }
-    spdlog::info("vtpm: AK {} on {}; event log {} bytes", crypto::to_hex(ak_name_).substr(0, 20),
-                 cfg_.vtpm_tcti, event_log_.size());
+    // The IMA list, likewise, is this vTPM's only with the device TCTI; an explicit path is
+    // the operator's word (tests: a list whose entries were extended into a swtpm).
+    if (cfg_.ima_list_explicit) {
+      std::ifstream probe(cfg_.ima_list, std::ios::binary);
+      if (!probe)
+        return make_error(errc::invalid_request, "--ima-list " + cfg_.ima_list.string() + ": cannot be read");
+      ima_path_ = cfg_.ima_list;
+    } else if (device && !cfg_.ima_list.empty() && fs::exists(cfg_.ima_list, ec)) {
+      ima_path_ = cfg_.ima_list;
+    }
+    quote_pcrs_ = default_quote_pcrs();
+    if (!ima_path_.empty()) {
+      quote_pcrs_.push_back(attest::ima_default_pcr);
+      std::sort(quote_pcrs_.begin(), quote_pcrs_.end());
+    }
+    spdlog::info("vtpm: AK {} on {}; event log {} bytes; IMA list {}", crypto::to_hex(ak_name_).substr(0, 20),
+                 cfg_.vtpm_tcti, event_log_.size(), ima_path_.empty() ? "none" : ima_path_.string());
     return ok();
   }
 
@@ -369,7 +386,7 @@ class agent final : public cocos_backend {
     auto nonce = crypto::vtpm_quote_nonce(report_data);
     std::lock_guard lock(tpm_mu_);
     for (int attempt = 0;; ++attempt) {
-      auto q = tpm_->quote(nonce);
+      auto q = tpm_->quote(nonce, quote_pcrs_);
       if (!q) return q.error();
       auto parsed = attest::parse_tpm_attest(q->attest);
       if (!parsed) return parsed.error();
@@ -377,6 +394,40 @@ class agent final : public cocos_backend {
       if (digest && *digest == parsed->pcr_digest) return q;
       if (attempt == 2) return make_error(errc::unavailable, "vtpm: PCRs keep changing under the quote");
     }
+  }
+
+  /// The IMA list to send beside a quote whose PCR values are `quoted`, read after the quote:
+  /// the kernel appends an entry before it extends PCR 10, so the file may run ahead of the
+  /// quote, and the prefix that replays the quoted PCR 10 is sent. A list with no such prefix
+  /// is sent whole (the verifier names the mismatch); an unreadable or oversized one is not
+  /// sent (a policy asking for IMA then fails closed).
+  bytes ima_list_for(const attest::tpm_pcr_values& quoted) const {
+    if (ima_path_.empty()) return {};
+    std::ifstream in(ima_path_, std::ios::binary);
+    if (!in) {
+      spdlog::warn("vtpm: cannot read the IMA list {}; evidence carries none", ima_path_.string());
+      return {};
+    }
+    // securityfs reports size 0: read up to the cap instead of trusting the size.
+    bytes list(max_ima_list + 1);
+    in.read(reinterpret_cast<char*>(list.data()), static_cast<std::streamsize>(list.size()));
+    list.resize(static_cast<size_t>(in.gcount()));
+    if (list.size() > max_ima_list) {
+      spdlog::warn("vtpm: IMA list {} is over {} bytes; evidence carries none", ima_path_.string(),
+                   max_ima_list);
+      return {};
+    }
+    auto parsed = attest::parse_ima_list(list);
+    auto pcr = quoted.find(attest::ima_default_pcr);
+    if (parsed && pcr != quoted.end()) {
+      if (auto n = attest::ima_replaying_prefix(list, *parsed, pcr->second)) {
+        list.resize(*n);
+        return list;
+      }
+    }
+    spdlog::warn("vtpm: IMA list {} {}; sending it whole", ima_path_.string(),
+                 parsed ? "does not replay the quoted pcr[10]" : parsed.error().message);
+    return list;
   }
 
   /// Evidence whose REPORT_DATA is `report_data`: the simulated SEV-SNP report signed by
@@ -396,7 +447,8 @@ class agent final : public cocos_backend {
       const auto& ak = tpm_->ak_public();
       vtpm = v1::CreateVtpmEvidence(b, b.CreateVector(ak.tpm2b_public), b.CreateVector(ak.spki_der),
                                     b.CreateVector(q->attest), b.CreateVector(q->signature),
-                                    b.CreateVector(pcrs), b.CreateVector(event_log_));
+                                    b.CreateVector(pcrs), b.CreateVector(event_log_),
+                                    b.CreateVector(ima_list_for(q->pcrs)));
     }
     auto dice_sig = attest::sign_dice_binding(dice_.leaf_key_pem, report_data);
     if (!dice_sig) return dice_sig.error();
@@ -1222,9 +1274,12 @@ class agent final : public cocos_backend {
   // and the agent's queue both build evidence).
   std::optional<tpm_provider> tpm_;
   std::mutex tpm_mu_;
-  bytes ak_name_;    // the AK's TPM name; empty without a vTPM
-  bytes event_log_;  // the firmware's TCG event log, if the guest exposes one
+  bytes ak_name_;                     // the AK's TPM name; empty without a vTPM
+  bytes event_log_;                   // the firmware's TCG event log, if the guest exposes one
+  fs::path ima_path_;                 // the IMA list sent with every quote; empty = none
+  std::vector<uint32_t> quote_pcrs_;  // default_quote_pcrs(), plus PCR 10 with an IMA list
   static constexpr size_t max_event_log = size_t{256} * 1024;  // evidence must fit a 1 MiB bus message
+  static constexpr size_t max_ima_list = size_t{512} * 1024;   // with the event log: still under 1 MiB
 
   AgentState state_ = AgentState::Idle;
   std::optional<manifest> manifest_;

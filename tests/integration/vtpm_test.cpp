@@ -1,6 +1,7 @@
 // vTPM evidence end to end: a real swtpm, coved --agent-vtpm (process backend: cove-agent
 // --vtpm swtpm:...), the bridge admitting the agent only under a policy whose `vtpm` section
-// the quote satisfies, and `cove attestation get/validate` checking the same evidence.
+// the quote satisfies, and `cove attestation get/validate` checking the same evidence; with
+// coved --agent-ima-list, the agent's IMA list replayed against the quoted PCR 10 (vtpm.ima).
 // `ctest -R vtpm` selects these.
 #include <sys/wait.h>
 
@@ -9,8 +10,12 @@
 #include "cli_runner.hpp"
 #include "fixture.hpp"
 
+#include "cove/agent/tpm_provider.hpp"
+#include "cove/attest/ima.hpp"
 #include "cove/attest/sim_store.hpp"
 #include "cove/cli/evidence_file.hpp"
+#include "cove/crypto/encoding.hpp"
+#include "cove/crypto/hash.hpp"
 #include "cove/test/swtpm.hpp"
 
 using namespace cove;
@@ -45,6 +50,34 @@ bool no_cvms(cluster& c) {
 }
 
 const std::string zero_pcr(64, '0');
+
+using bytes = std::vector<uint8_t>;
+using ima_files = std::vector<std::pair<std::string, bytes>>;
+
+/// A stand-in for a measured file's sha256 (any 32 bytes do: nothing hashes the files).
+bytes file_digest(std::string_view content) {
+  auto d = crypto::sha3_256_of(content);
+  return bytes(d.begin(), d.end());
+}
+
+/// An ima-ng list of (path, sha256) as the kernel writes it.
+bytes ima_list_of(const ima_files& files) {
+  bytes out;
+  for (const auto& [path, digest] : files) {
+    auto e = attest::make_ima_ng_entry(path, digest);
+    out.insert(out.end(), e.entry.begin(), e.entry.end());
+  }
+  return out;
+}
+
+/// What the kernel does when it measures `files`: extends SHA-256 of each template into
+/// the swtpm's PCR 10 (through its one connection, closed again before an agent needs it).
+void extend_ima_pcr(const test::swtpm& tpm, const ima_files& files) {
+  auto t = must(agent::tpm_provider::open(tpm.tcti()), "open swtpm");
+  for (const auto& [path, digest] : files)
+    must(t.extend(attest::ima_default_pcr, attest::make_ima_ng_entry(path, digest).template_data),
+         "extend pcr 10");
+}
 
 }  // namespace
 
@@ -160,5 +193,106 @@ TEST_CASE("vtpm: cove-agent --vtpm with an unreachable TPM exits 1 naming it, be
   auto out = read_file(dir.path() / "agent.stdout") + read_file(dir.path() / "agent.stderr");
   INFO(out);
   CHECK(out.find("vtpm " + tcti + ": ") != std::string::npos);
+  CHECK(out.find("bus:") == std::string::npos);
+}
+
+TEST_CASE(
+    "vtpm: the agent sends its IMA list with a quote of PCR 10; the bridge replays it and applies "
+    "vtpm.ima") {
+  auto tpm = must(test::swtpm::start(), "swtpm");
+  test::temp_dir dir("cove-ima");
+  const ima_files files{{"boot_aggregate", file_digest("aggregate")},
+                        {"/usr/bin/bash", file_digest("bash")},
+                        {"/usr/bin/cove-agent", file_digest("agent")}};
+  extend_ima_pcr(tpm, files);
+  auto list_file = dir.path() / "binary_runtime_measurements";
+  auto list = ima_list_of(files);
+  write_file(list_file, std::string(list.begin(), list.end()));
+  auto ima_policy = [](bool agent_allowed) {
+    json paths = json::object();
+    paths["/usr/bin/bash"] = json::array({crypto::to_hex(file_digest("bash"))});
+    if (agent_allowed) paths["/usr/bin/cove-agent"] = json::array({crypto::to_hex(file_digest("agent"))});
+    return json{{"required", true}, {"ima", {{"allow", paths}}}};
+  };
+  const auto agent_entry_offset =
+      list.size() - attest::make_ima_ng_entry(files[2].first, files[2].second).entry.size();
+  {
+    cluster c({"--agent-vtpm", tpm.tcti(), "--agent-ima-list", list_file.string()});
+    cove_cli cove(c);
+
+    // A measured file the allowlist does not have: refused, naming it.
+    auto refused = create_with_policy(c, policy_with_vtpm(c, ima_policy(false)));
+    check_error(refused, errc::attestation_failed,
+                "vtpm.ima: ima entry 2 (offset " + std::to_string(agent_entry_offset) +
+                    "): /usr/bin/cove-agent sha256:" + crypto::to_hex(file_digest("agent")) +
+                    " is not allowed");
+    CHECK(no_cvms(c));
+
+    // The allowlist has every file: admitted; the quote covers PCR 10 and the list replays it.
+    auto policy_text = policy_with_vtpm(c, ima_policy(true));
+    auto r = must(create_with_policy(c, policy_text), "create with an IMA policy");
+    REQUIRE(r.body->id() != nullptr);
+    CHECK(r.body->state() == v1::CvmState::running);
+    auto cvm = r.body->id()->str();
+    CHECK(read_file(c.state_dir() / "cvms" / cvm / "agent.log").find("IMA list " + list_file.string()) !=
+          std::string::npos);
+    auto policy_file = c.dir() / "ima-policy.json";
+    write_file(policy_file, policy_text);
+    auto ev_file = c.dir() / "evidence.json";
+    auto got = json::parse(cove.ok({"attestation", "get", "--mode", "vtpm", "--cvm", cvm, "--policy",
+                                    policy_file.string(), "-o", ev_file.string(), "--json"}));
+    CHECK(got.at("verified") == true);
+    CHECK(got.at("summary").get<std::string>().find("over PCRs 0,1,2,3,4,5,6,7,8,9,10,16") !=
+          std::string::npos);
+    auto ev = must(cli::evidence_from_json(read_file(ev_file)), "saved evidence");
+    REQUIRE(ev.vtpm);
+    CHECK(ev.vtpm->ima_list == list);
+    auto v = json::parse(cove.ok({"attestation", "validate", "--mode", "vtpm", "--evidence", ev_file.string(),
+                                  "--policy", policy_file.string(), "--json"}));
+    CHECK(v.at("ima").at("entries") == 3);
+    must(c.remove_cvm(cvm), "remove the CVM");
+    CHECK(no_cvms(c));
+
+    // The list no longer matches what was measured (another digest for the agent, the
+    // template digest recomputed so that it still parses): it does not replay PCR 10.
+    auto tampered = files;
+    tampered[2].second = file_digest("another agent");
+    auto bad_list = ima_list_of(tampered);
+    write_file(list_file, std::string(bad_list.begin(), bad_list.end()));
+    auto replay = create_with_policy(c, policy_with_vtpm(c, ima_policy(true)));
+    check_error(replay, errc::attestation_failed, "vtpm.ima: ima list does not replay pcr[10]: list gives ");
+    CHECK(no_cvms(c));
+  }
+  // An agent with a vTPM but no IMA list, under a policy with vtpm.ima: refused. (A fresh
+  // swtpm: a refused agent is killed without flushing its AK, and swtpm holds only three
+  // transient objects, so a fourth agent on the first one would not get its AK loaded.)
+  auto tpm2 = must(test::swtpm::start(), "second swtpm");
+  cluster c({"--agent-vtpm", tpm2.tcti()});
+  auto none = create_with_policy(c, policy_with_vtpm(c, ima_policy(true)));
+  check_error(none, errc::attestation_failed,
+              "vtpm.ima: the evidence carries no IMA measurement list, but the policy checks one");
+  CHECK(no_cvms(c));
+}
+
+TEST_CASE("vtpm: cove-agent --ima-list with a file it cannot read exits 1 naming it") {
+  test::temp_dir dir("cove-ima-agent");
+  auto root = must(attest::generate_sim_root(), "sim root");
+  auto chip = must(attest::issue_sim_vcek(root), "sim vcek");
+  must(attest::save_sim_identity(chip, root, dir.path() / "tee"), "sim identity");
+  auto tpm = must(test::swtpm::start(), "swtpm");
+  auto missing = dir.path() / "no-such-list";
+  auto agent = must(test::child_process::spawn(
+                        {(bin_dir() / "cove-agent").string(), "--cvm-id", "cvm-1", "--work-dir",
+                         (dir.path() / "work").string(), "--sim-dir", (dir.path() / "tee").string(), "--nats",
+                         "nats://127.0.0.1:1", "--vtpm", tpm.tcti(), "--ima-list", missing.string()},
+                        {}, dir.path(), "agent"),
+                    "spawn cove-agent");
+  auto status = agent.wait_for_exit(test::deadline_in(60s));
+  REQUIRE(status);
+  CHECK(WIFEXITED(*status));
+  CHECK(WEXITSTATUS(*status) == 1);
+  auto out = read_file(dir.path() / "agent.stdout") + read_file(dir.path() / "agent.stderr");
+  INFO(out);
+  CHECK(out.find("--ima-list " + missing.string() + ": cannot be read") != std::string::npos);
   CHECK(out.find("bus:") == std::string::npos);
 }

@@ -46,6 +46,7 @@ expected<attest::agent_vtpm_evidence> vtpm_section(const v1::VtpmEvidence& vt) {
   out.quote = span_of(vt.quote());
   out.signature = span_of(vt.signature());
   out.event_log = span_of(vt.event_log());
+  out.ima_list = span_of(vt.ima_list());
   if (vt.pcrs() != nullptr) {
     if (vt.pcrs()->size() > attest::tpm_pcr_count)
       return make_error(errc::attestation_failed, "vtpm.pcrs: more than 24 PCR values");
@@ -234,6 +235,7 @@ std::optional<crypto::sha3_digest> cache_key(std::span<const uint8_t> envelope) 
     lp(span_of(vt->quote()));
     lp(span_of(vt->signature()));
     lp(span_of(vt->event_log()));
+    lp(span_of(vt->ima_list()));  // before the PCR entries, whose number varies
     if (vt->pcrs() != nullptr)
       for (const auto* p : *vt->pcrs()) {
         if (p == nullptr) continue;

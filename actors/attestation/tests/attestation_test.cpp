@@ -135,13 +135,14 @@ namespace {
 
 /// A request whose evidence carries a vTPM section (contents arbitrary: checked by attest).
 bytes vtpm_request(const std::string& policy, const std::vector<std::pair<uint32_t, bytes>>& pcrs,
-                   const bytes& quote = bytes(10, 0xAB)) {
+                   const bytes& quote = bytes(10, 0xAB), const bytes& ima_list = {}) {
   const auto& s = sim();
   flatbuffers::FlatBufferBuilder b(8192);
   std::vector<flatbuffers::Offset<v1::PcrValue>> values;
   for (const auto& [i, v] : pcrs) values.push_back(v1::CreatePcrValueDirect(b, i, &v));
   bytes ak(20, 0x11), sig(8, 0x22);
-  auto vt = v1::CreateVtpmEvidenceDirect(b, &ak, nullptr, &quote, &sig, &values);
+  auto vt = v1::CreateVtpmEvidenceDirect(b, &ak, nullptr, &quote, &sig, &values, nullptr,
+                                         ima_list.empty() ? nullptr : &ima_list);
   bytes chain(s.chain.begin(), s.chain.end());
   auto ev = v1::CreateEvidenceDirect(b, v1::EvidenceKind::sim_snp, &s.report, &chain, &s.kx, &s.sign, vt);
   auto req = v1::CreateVerifyRequestDirect(b, ev, policy.c_str(), &s.nonce);
@@ -187,4 +188,10 @@ TEST_CASE("cache_key: covers the vTPM section") {
   CHECK(*a != *c);
   CHECK(*a != *none);
   CHECK(*a == *cache_key(vtpm_request(good_policy(), {{7, bytes(32, 0)}})));
+  // The IMA list too: a verdict on one list must not answer for another.
+  auto ima1 = cache_key(vtpm_request(good_policy(), {{7, bytes(32, 0)}}, bytes(10, 0xAB), bytes(40, 1)));
+  auto ima2 = cache_key(vtpm_request(good_policy(), {{7, bytes(32, 0)}}, bytes(10, 0xAB), bytes(40, 2)));
+  REQUIRE((ima1 && ima2));
+  CHECK(*ima1 != *a);
+  CHECK(*ima1 != *ima2);
 }

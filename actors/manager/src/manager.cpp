@@ -219,6 +219,7 @@ void on_create(self_ptr self, const bus::bus_msg& m) {
                  .max_upload_bytes = st.cfg.agent_max_upload,
                  .heartbeat_interval_ms = static_cast<uint32_t>(st.cfg.agent_heartbeat_interval.count()),
                  .vtpm_tcti = st.cfg.agent_vtpm_tcti,
+                 .ima_list = st.cfg.agent_ima_list,
                  .cocos_grpc_port = cocos_port,
                  .cocos_grpc_tls = st.cfg.cocos_grpc_tls};
   auto pid = backend.launch(l);

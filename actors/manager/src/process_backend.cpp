@@ -58,6 +58,7 @@ expected<pid_t> process_backend::launch(const agent_launch& l) {
     args.push_back(std::to_string(l.heartbeat_interval_ms));
   }
   if (!l.vtpm_tcti.empty()) args.insert(args.end(), {"--vtpm", l.vtpm_tcti});
+  if (!l.vtpm_tcti.empty() && !l.ima_list.empty()) args.insert(args.end(), {"--ima-list", l.ima_list});
   if (l.cocos_grpc_port != 0)
     args.insert(args.end(), {"--grpc-listen", "127.0.0.1:" + std::to_string(l.cocos_grpc_port), "--grpc-tls",
                              l.cocos_grpc_tls});

@@ -6,8 +6,10 @@
 #include <cstddef>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <span>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "cove/attest/tpm_quote.hpp"
@@ -54,6 +56,24 @@ std::vector<uint8_t> replay_ima_pcr(const ima_list& list, uint32_t pcr = ima_def
 /// "ima list does not replay pcr[10]: list gives …, quote has …" (or "is not quoted").
 expected<void> check_ima_pcr(const ima_list& list, const tpm_pcr_values& quoted,
                              uint32_t pcr = ima_default_pcr);
+
+/// The length in bytes of the longest prefix of `bytes` (whose parse is `list`) that replays
+/// `pcr` to `value` (sha256 bank), or nullopt when no prefix does. The agent reads the list
+/// after quoting: the kernel appends an entry before extending the PCR, so the list it reads
+/// may run ahead of the quote, and the prefix up to the quote is what it sends.
+std::optional<std::size_t> ima_replaying_prefix(std::span<const uint8_t> bytes, const ima_list& list,
+                                                std::span<const uint8_t> value,
+                                                uint32_t pcr = ima_default_pcr);
+
+/// One ima-ng entry with a sha256 file digest, as the kernel writes it: `entry` is its bytes
+/// in the list, `template_data` what the kernel hashes (SHA-256) and extends into `pcr`.
+/// For tests and simulations (a list to extend into a swtpm, evidence to craft).
+struct ima_ng_entry {
+  std::vector<uint8_t> entry;
+  std::vector<uint8_t> template_data;
+};
+ima_ng_entry make_ima_ng_entry(std::string_view path, std::span<const uint8_t> sha256_digest,
+                               uint32_t pcr = ima_default_pcr);
 
 /// What may be measured: a path listed in `paths` must have one of its sha256 digests;
 /// any other path must have a digest in `digests`. The first entry "boot_aggregate" is

@@ -6,7 +6,8 @@
 //    "kx_public_key": "<hex>", "sign_public_key": "<hex>",
 //    "vtpm": {"ak_public": "<base64 TPM2B_PUBLIC>", "ak_spki": "<base64 DER>",
 //             "quote": "<base64 TPM2B_ATTEST>", "signature": "<base64 TPMT_SIGNATURE>",
-//             "pcrs": {"<index>": "<hex>", ...}, "event_log": "<base64>"},   (vtpm optional)
+//             "pcrs": {"<index>": "<hex>", ...}, "event_log": "<base64>",
+//             "ima_list": "<base64 IMA binary measurements>"},   (vtpm optional; ima_list optional)
 //    "dice": {"chain": "<PEM, root first>", "binding_signature": "<base64>"}}   (dice optional)
 // The report's REPORT_DATA must be crypto::evidence_report_data(kx, sign, nonce[, AK name]).
 #include <cstdint>
@@ -28,6 +29,7 @@ struct saved_vtpm {
   std::vector<uint8_t> ak_public, ak_spki, quote, signature;
   attest::tpm_pcr_values pcrs;
   std::vector<uint8_t> event_log;
+  std::vector<uint8_t> ima_list;  // empty: the agent sent none
 };
 
 /// The DICE section (simulated-TEE agents).

@@ -24,6 +24,7 @@ struct daemon_config {
   uint32_t bridge_evidence_ttl = 3600;        // seconds an agent's admission lasts before re-attestation
   uint64_t agent_max_upload = 0;  // per-file upload limit handed to agents; 0: the agent's default
   std::string agent_vtpm_tcti;    // process backend: every agent quotes this vTPM (cove-agent --vtpm)
+  std::string agent_ima_list;     // process backend: ... and sends this IMA list (cove-agent --ima-list)
   std::string log_level = "info";
   // The libvirt backend (CvmCreate.backend = libvirt; connects on first use).
   std::string libvirt_uri = "qemu:///system";

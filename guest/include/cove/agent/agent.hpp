@@ -30,6 +30,11 @@ struct agent_config {
   std::string
       vtpm_tcti;  // --vtpm: TCTI of the vTPM ("device:/dev/tpmrm0", "swtpm:host=..,port=.."); empty = none
   std::filesystem::path vtpm_event_log = "/sys/kernel/security/tpm0/binary_bios_measurements";
+  /// With a vTPM: the IMA measurement list sent in every evidence (and PCR 10 quoted). The
+  /// default is read only with a device TCTI and only if it exists; an explicit path
+  /// (--ima-list, ima_list_explicit) is read whatever the TCTI and must exist.
+  std::filesystem::path ima_list = "/sys/kernel/security/ima/binary_runtime_measurements";
+  bool ima_list_explicit = false;
   std::chrono::seconds default_timeout{600};  // algorithm wall-clock limit when the manifest sets none
   uint64_t max_upload_bytes = 64ull << 30;    // per file
   uint32_t chunk_size = 512 * 1024;           // plaintext bytes per chunk

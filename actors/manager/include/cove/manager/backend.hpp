@@ -30,6 +30,7 @@ struct agent_launch {
   uint64_t max_upload_bytes = 0;       // cove-agent --max-upload; 0: the agent's default
   uint32_t heartbeat_interval_ms = 0;  // cove-agent --heartbeat-interval; 0: the agent's default
   std::string vtpm_tcti;               // cove-agent --vtpm (process backend); empty: none
+  std::string ima_list;                // cove-agent --ima-list (process backend, with vtpm_tcti); empty: none
   // The cocos front door (cove-agent --grpc-listen): reachable on the host at
   // 127.0.0.1:<cocos_grpc_port> (process: the agent listens there; libvirt: QEMU
   // forwards it to the guest's port 7002). 0: no front door.

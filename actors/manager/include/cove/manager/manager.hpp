@@ -28,6 +28,7 @@ struct manager_config {
   uint64_t agent_max_upload = 0;                          // cove-agent --max-upload; 0: the agent's default
   std::chrono::milliseconds agent_heartbeat_interval{0};  // cove-agent --heartbeat-interval; 0: its default
   std::string agent_vtpm_tcti;                            // cove-agent --vtpm; empty: agents quote no vTPM
+  std::string agent_ima_list;  // cove-agent --ima-list (with agent_vtpm_tcti); empty: the agent's default
   std::string cocos_grpc_tls = "atls";  // the cocos front door of CVMs created with cocos_grpc: none | atls
   std::shared_ptr<bus::connection> bus;
   std::shared_ptr<cvm_backend> backend;              // CvmCreate.backend = process
