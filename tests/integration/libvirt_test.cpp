@@ -97,9 +97,11 @@ TEST_CASE("libvirt: a CVM boots EOS, its agent joins through the bridge and runs
   auto& c = *v.c;
   event_log events(c.bus());
   // The bridge admits the agent only with a vTPM quote from the VM's emulated TPM
-  // (libvirt's swtpm), its AK bound into the report (coved's default --guest-vtpm-tcti).
+  // (libvirt's swtpm), its AK bound into the report (coved's default --guest-vtpm-tcti),
+  // and the guest kernel's IMA list replaying the quoted PCR 10 (EOS has no IMA policy:
+  // the list is boot_aggregate, which the empty allowlist lets through).
   auto policy = nlohmann::json::parse(read_file(c.state_dir() / "sim" / "policy.json"));
-  policy["vtpm"] = {{"required", true}};
+  policy["vtpm"] = {{"required", true}, {"ima", nlohmann::json::object()}};
   auto t0 = std::chrono::steady_clock::now();
   auto created = create_vm(c, policy.dump());
   REQUIRE_MESSAGE(created, (created ? "" : created.error().to_string()) << "; coved log in " << c.dir());
