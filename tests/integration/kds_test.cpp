@@ -249,6 +249,21 @@ TEST_CASE("kds: refusals — Retry-After past the deadline, 404, bad bodies, slo
   CHECK_MESSAGE(untrusted.err.find("crypto_failed:") != std::string::npos, untrusted.err);
   CHECK(untrusted.err.find("does not verify against the system CA store") != std::string::npos);
   CHECK(tls.requests() == 0);
-
   CHECK(files_in(cache).empty());
+
+  // The same server trusted (OpenSSL's SSL_CERT_FILE replaces the system store): fetched over
+  // TLS — but only under the name its certificate carries (IP 127.0.0.1, not "localhost").
+  cove_cli trusting(dir.path(), {"SSL_CERT_FILE=" + cert.string()});
+  auto tls_cache = dir.path() / "tls-collateral";
+  auto wrong_name = trusting.run({"collateral", "fetch", "--collateral", tls_cache.string(), "--report",
+                                  (snp_dir / "genoa-report.bin").string(), "--kds-url",
+                                  "https://localhost:" + tls.url("ok").substr(tls.url("ok").rfind(':') + 1),
+                                  "--kds-attempts", "1"});
+  CHECK(wrong_name.code == 1);
+  CHECK_MESSAGE(wrong_name.err.find("crypto_failed:") != std::string::npos, wrong_name.err);
+  CHECK(tls.requests() == 0);
+  trusting.ok({"collateral", "fetch", "--collateral", tls_cache.string(), "--report",
+               (snp_dir / "genoa-report.bin").string(), "--kds-url", tls.url("ok", "https")});
+  CHECK(tls.requests() == 2);
+  CHECK(files_in(tls_cache).size() == 2);
 }
