@@ -37,7 +37,8 @@ expected<snp_report> verify_sim_or_snp_evidence(std::span<const uint8_t> report,
                                                 const snp_policy& policy,
                                                 std::span<const uint8_t> expected_report_data) {
   if (pem_chain.empty())
-    return fail("evidence: no certificate chain (collateral fetching is not implemented yet)");
+    return fail(
+        "evidence: no certificate chain (the verifier does not fetch collateral: the agent sends it)");
   auto certs = split_pem_bundle(pem_chain);
   if (!certs) return fail("evidence: " + certs.error().message);
   if (certs->size() < 3) return fail("evidence: certificate chain must hold VCEK, ASK and ARK");

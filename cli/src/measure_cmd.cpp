@@ -61,7 +61,7 @@ namespace {
 
 /// `--igvm FILE`: the file carries firmware, vCPUs and VMSAs, so the OVMF-path flags
 /// do not apply.
-std::vector<uint8_t> igvm_measurement(const measure_flags& a) {
+std::vector<uint8_t> igvm_measurement(const measure_flags& a, std::optional<uint64_t>* guest_policy) {
   if (!a.mode.empty() && a.mode != "snp") usage("--igvm measures SEV-SNP only: use --mode snp or no --mode");
   const std::pair<const CLI::Option*, const char*> excluded[] = {{a.o_ovmf, "--ovmf"},
                                                                  {a.o_vcpus, "--vcpus"},
@@ -90,13 +90,15 @@ std::vector<uint8_t> igvm_measurement(const measure_flags& a) {
                                                attest::to_hex(*r->id_block_ld) +
                                                " but its directives measure " + attest::to_hex(r->digest) +
                                                " (the PSP would refuse to launch it)"));
+  if (guest_policy != nullptr) *guest_policy = r->policy;
   return std::move(r->digest);
 }
 
 }  // namespace
 
-std::vector<uint8_t> compute_measurement(const measure_flags& a) {
-  if (!a.igvm.empty()) return igvm_measurement(a);
+std::vector<uint8_t> compute_measurement(const measure_flags& a, std::optional<uint64_t>* igvm_guest_policy) {
+  if (igvm_guest_policy != nullptr) igvm_guest_policy->reset();
+  if (!a.igvm.empty()) return igvm_measurement(a, igvm_guest_policy);
   if (a.igvm_native_zero || a.igvm_no_kvm_check)
     usage("--igvm-native-zero / --igvm-no-kvm-check need --igvm");
   if (a.mode.empty()) usage("--mode is required (or --igvm FILE)");

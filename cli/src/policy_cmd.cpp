@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <charconv>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -70,7 +71,8 @@ expected<json> effective_policy(const std::string& raw_text, const fs::path& bas
 
 expected<std::string> policy_from_measurement(std::span<const uint8_t> measurement,
                                               const std::string& base_json, const fs::path& base_dir,
-                                              const std::vector<std::string>& extra_roots) {
+                                              const std::vector<std::string>& extra_roots,
+                                              std::optional<uint64_t> guest_policy) {
   if (measurement.size() != 48)
     return make_error(errc::invalid_request,
                       fmt::format("measurement: {} bytes; an SEV-SNP policy needs a 48-byte launch digest",
@@ -78,6 +80,26 @@ expected<std::string> policy_from_measurement(std::span<const uint8_t> measureme
   auto doc = effective_policy(base_json, base_dir);
   if (!doc) return std::move(doc).error();
   (*doc)["measurements"] = json::array({attest::to_hex(measurement)});
+  if (guest_policy) {
+    json raw = base_json.empty() ? json::object() : json::parse(base_json);
+    struct bit {
+      const char* key;
+      int n;
+      const char* what;
+    };
+    for (const auto& b :
+         {bit{"allow_debug", 19, "debugging"}, bit{"allow_migration_agent", 18, "a migration agent"},
+          bit{"allow_smt", 16, "SMT"}}) {
+      const bool set = ((*guest_policy >> b.n) & 1u) != 0;
+      if (set && raw.contains(b.key) && raw[b.key] == false)
+        return make_error(
+            errc::invalid_request,
+            fmt::format("the base sets {} false, but the guest policy {:#x} allows {} (bit {}): the "
+                        "policy would refuse its own guest",
+                        b.key, *guest_policy, b.what, b.n));
+      (*doc)[b.key] = set;
+    }
+  }
   for (const auto& r : extra_roots)
     (*doc)["trusted_roots"].push_back(fs::absolute(r).lexically_normal().string());
   auto text = doc->dump(2);
@@ -94,7 +116,7 @@ void add_policy_command(CLI::App& app, const bool& json_out) {
       "Compute the launch digest (same flags as 'cove measure') and write a policy expecting it");
   auto flags = add_measure_flags(*fm, {"snp", "snp:svsm"});
   struct fm_args {
-    std::string base, out;
+    std::string base, out, guest_policy;
     std::vector<std::string> roots;
   };
   auto a = std::make_shared<fm_args>();
@@ -103,8 +125,30 @@ void add_policy_command(CLI::App& app, const bool& json_out) {
   fm->add_option("--trusted-root", a->roots, "Trusted ARK PEM file to add to trusted_roots (repeatable)")
       ->check(CLI::ExistingFile);
   fm->add_option("-o,--output", a->out, "Write the policy here (default: stdout)");
+  fm->add_option("--guest-policy", a->guest_policy,
+                 "SNP guest policy the guest launches with (hex or decimal): sets allow_debug, "
+                 "allow_migration_agent and allow_smt from its bits 19, 18, 16. With --igvm it is the file's "
+                 "(IGVM_VHT_GUEST_POLICY); a different value is an error");
   fm->callback([flags, a] {
-    auto digest = compute_measurement(*flags);
+    std::optional<uint64_t> igvm_policy;
+    auto digest = compute_measurement(*flags, &igvm_policy);
+    std::optional<uint64_t> guest_policy = igvm_policy;
+    if (!a->guest_policy.empty()) {
+      const auto& t = a->guest_policy;
+      const bool hex = t.starts_with("0x") || t.starts_with("0X");
+      uint64_t v = 0;
+      auto first = t.data() + (hex ? 2 : 0), last = t.data() + t.size();
+      auto [p, ec] = std::from_chars(first, last, v, hex ? 16 : 10);
+      if (first == last || ec != std::errc() || p != last)
+        throw CLI::ValidationError(fmt::format("--guest-policy: '{}' is not a number", t));
+      if (igvm_policy && *igvm_policy != v)
+        throw CLI::ValidationError(
+            fmt::format("--guest-policy {:#x} conflicts with the IGVM file's guest policy {:#x} "
+                        "(IGVM_VHT_GUEST_POLICY): drop "
+                        "the flag, or rebuild the file with that policy",
+                        v, *igvm_policy));
+      guest_policy = v;
+    }
     std::string base;
     fs::path base_dir;
     if (!a->base.empty()) {
@@ -114,7 +158,7 @@ void add_policy_command(CLI::App& app, const bool& json_out) {
       base_dir = fs::path(a->base).parent_path();
       if (base_dir.empty()) base_dir = ".";
     }
-    auto text = policy_from_measurement(digest, base, base_dir, a->roots);
+    auto text = policy_from_measurement(digest, base, base_dir, a->roots, guest_policy);
     if (!text) {
       auto e = text.error();
       if (!a->base.empty()) e.message = a->base + ": " + e.message;
@@ -133,7 +177,8 @@ void add_policy_command(CLI::App& app, const bool& json_out) {
     std::error_code ec;
     fs::rename(tmp, a->out, ec);
     if (ec) fail(make_error(errc::internal, fmt::format("cannot write {}: {}", a->out, ec.message())));
-    std::cerr << fmt::format("policy expecting measurement {} written to {}\n", attest::to_hex(digest),
+    std::cerr << fmt::format("policy expecting measurement {}{} written to {}\n", attest::to_hex(digest),
+                             guest_policy ? fmt::format(" and guest policy {:#x}", *guest_policy) : "",
                              a->out);
   });
 

@@ -7,8 +7,10 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
 #include "cove/attest/collateral.hpp"
@@ -31,11 +33,56 @@ namespace fs = std::filesystem;
 using json = nlohmann::json;
 using bytes = std::vector<uint8_t>;
 
+/// Opt-in AMD KDS fetching for a --collateral directory.
+struct kds_args {
+  bool enabled = false;
+  std::string url{attest::kds_default_url};
+  int timeout = 30, deadline = 120, attempts = 5;
+};
+
+void add_kds_options(CLI::App& cmd, kds_args& k, bool with_switch) {
+  CLI::Option* sw = nullptr;
+  if (with_switch)
+    sw = cmd.add_flag("--kds", k.enabled,
+                      "With --collateral: fetch a missing VCEK / ASK+ARK chain from AMD KDS (validated, then "
+                      "filed into the directory). Off by default: nothing is fetched without it");
+  auto* url =
+      cmd.add_option("--kds-url", k.url,
+                     "KDS base URL (https; http:// only for a non-default URL such as a local mirror)")
+          ->capture_default_str();
+  auto* t = cmd.add_option("--kds-timeout", k.timeout, "Seconds per KDS request")
+                ->capture_default_str()
+                ->check(CLI::Range(1, 3600));
+  auto* d = cmd.add_option("--kds-deadline", k.deadline,
+                           "Seconds for all attempts of one file, Retry-After and backoff waits included")
+                ->capture_default_str()
+                ->check(CLI::Range(1, 86400));
+  auto* n =
+      cmd.add_option("--kds-attempts", k.attempts, "Attempts per file (429/503/transport errors retried)")
+          ->capture_default_str()
+          ->check(CLI::Range(1, 20));
+  if (sw != nullptr)
+    for (auto* o : {url, t, d, n}) o->needs(sw);
+}
+
+expected<std::shared_ptr<attest::collateral_provider>> make_kds(const kds_args& k,
+                                                                attest::retry_policy& retry) {
+  attest::kds_options o;
+  o.base_url = k.url;
+  o.timeout = std::chrono::seconds(k.timeout);
+  auto p = attest::kds_provider::make(std::move(o));
+  if (!p) return std::move(p).error();
+  retry.max_attempts = k.attempts;
+  retry.deadline = std::chrono::seconds(k.deadline);
+  return std::shared_ptr<attest::collateral_provider>(std::move(*p));
+}
+
 struct validate_args {
   std::string mode = "snp";
   // snp
   std::string evidence, report, vcek, chain, policy, ark, measurement, report_data;
   std::string collateral;  // snp, snp-vtpm: KDS-layout cache directory instead of --vcek/--chain
+  kds_args kds;            // with --collateral: fetch what the cache lacks from AMD KDS (opt-in)
   // vtpm
   std::string quote, signature, ak_public, pcrs, eventlog, log_pcrs, tpm_policy, nonce;
   // vtpm --evidence: IMA binary measurement list checked by the policy's vtpm.ima section
@@ -279,7 +326,13 @@ attest::snp_report validate_snp(const validate_args& a, const taker& take,
     auto parsed = attest::parse_snp_report(report);
     if (!parsed)
       fail(make_error(errc::attestation_failed, "report: " + parsed.error().message), take.json_out);
-    auto c = attest::collateral_store(a.collateral).lookup(*parsed);
+    attest::collateral_store store(a.collateral);
+    if (a.kds.enabled) {
+      attest::retry_policy retry;
+      auto kds = take(make_kds(a.kds, retry));
+      store.set_provider(std::move(kds), retry);
+    }
+    auto c = store.lookup(*parsed);
     if (!c) fail(make_error(c.error().code, "--collateral: " + c.error().message), take.json_out);
     vcek = std::move(c->vcek_der);
     chain = std::move(c->chain_pem);
@@ -478,6 +531,7 @@ void run_validate(const validate_args& a, bool json_out) {
   if (snp) {
     if (a.evidence.empty()) {
       need(a.report, "--report");
+      if (a.kds.enabled && a.collateral.empty()) usage("--kds needs --collateral DIR (the cache it fills)");
       if (!a.collateral.empty()) {
         if (!a.vcek.empty() || !a.chain.empty())
           usage(
@@ -494,6 +548,7 @@ void run_validate(const validate_args& a, bool json_out) {
       refuse(a.vcek, "--vcek (with --evidence)");
       refuse(a.chain, "--chain (with --evidence)");
       refuse(a.collateral, "--collateral (with --evidence)");
+      if (a.kds.enabled) usage("--kds does not apply with --evidence");
     }
     if (a.policy.empty() && a.ark.empty()) usage("--policy or --ark: name the AMD root (ARK) you trust");
   } else {
@@ -501,6 +556,7 @@ void run_validate(const validate_args& a, bool json_out) {
     refuse(a.report, "--report");
     refuse(a.vcek, "--vcek");
     refuse(a.collateral, "--collateral");
+    if (a.kds.enabled) usage("--kds does not apply to --mode " + a.mode);
     refuse(a.ark, "--ark");
     refuse(a.measurement, "--measurement");
     refuse(a.report_data, "--report-data");
@@ -586,6 +642,50 @@ void run_validate(const validate_args& a, bool json_out) {
     std::cout << human << '\n';
 }
 
+/// "bl=N,tee=N,snp=N,ucode=N[,fmc=N]" (',' or ' ' between; "microcode" for "ucode") or
+/// the KDS file name form "bl<N>-tee<N>-snp<N>-ucode<N>[-fmc<N>]".
+expected<attest::tcb_version> parse_tcb_arg(const std::string& text, bool turin) {
+  attest::tcb_version t;
+  std::map<std::string, uint8_t*> fields = {
+      {"bl", &t.bl},  {"tee", &t.tee}, {"snp", &t.snp}, {"ucode", &t.microcode}, {"microcode", &t.microcode},
+      {"fmc", &t.fmc}};
+  std::set<uint8_t*> seen;
+  std::string tok;
+  auto take_token = [&](std::string_view tk) -> expected<void> {
+    if (tk.empty()) return {};
+    auto name_end = tk.find_first_of("=0123456789");
+    if (name_end == std::string_view::npos || name_end == 0)
+      return make_error(errc::invalid_request, fmt::format("'{}' is not <field>=<number>", tk));
+    auto name = std::string(tk.substr(0, name_end));
+    auto num = tk.substr(name_end);
+    if (num.starts_with('=')) num.remove_prefix(1);
+    auto it = fields.find(name);
+    if (it == fields.end() || (name == "fmc" && !turin))
+      return make_error(errc::invalid_request, fmt::format("unknown field '{}' (bl, tee, snp, ucode{})", name,
+                                                           turin ? ", fmc" : ""));
+    unsigned v = 0;
+    auto [p, ec] = std::from_chars(num.data(), num.data() + num.size(), v);
+    if (num.empty() || ec != std::errc() || p != num.data() + num.size() || v > 255)
+      return make_error(errc::invalid_request, fmt::format("{}: '{}' is not 0..255", name, num));
+    if (!seen.insert(it->second).second) return make_error(errc::invalid_request, name + " given twice");
+    *it->second = static_cast<uint8_t>(v);
+    return {};
+  };
+  for (char c : text) {
+    if (c == ',' || c == ' ' || c == '-') {
+      if (auto r = take_token(tok); !r) return r.error();
+      tok.clear();
+    } else {
+      tok += c;
+    }
+  }
+  if (auto r = take_token(tok); !r) return r.error();
+  if (seen.size() != (turin ? 5u : 4u))
+    return make_error(errc::invalid_request,
+                      fmt::format("give each of bl, tee, snp, ucode{} once", turin ? ", fmc" : ""));
+  return t;
+}
+
 }  // namespace
 
 json report_to_json(const attest::snp_report& r) {
@@ -619,8 +719,9 @@ void add_validate_command(CLI::App& attestation, const bool& json_out) {
        "--collateral", a->collateral,
        "snp, snp-vtpm: collateral directory laid out like AMD KDS (vcek/v1/<Product>/cert_chain, crl, "
        "<chip_id hex>/bl<N>-tee<N>-snp<N>-ucode<N>[-fmc<N>].der) instead of --vcek/--chain; see "
-       "'cove collateral put'")
+       "'cove collateral put' and --kds")
       ->check(CLI::ExistingDirectory);
+  add_kds_options(*v, a->kds, true);
   file("--chain", a->chain, "snp, snp-vtpm: ASK + ARK bundle (PEM); dice: the DICE chain (PEM or DER)");
   auto* pol = file("--policy", a->policy,
                    "snp, snp-vtpm, vtpm --evidence: SEV-SNP policy JSON; dice: DICE policy JSON");
@@ -688,6 +789,76 @@ void add_collateral_command(CLI::App& app, const bool& json_out) {
       std::cout << json{{"vcek", path.string()}}.dump() << '\n';
     else
       std::cout << "filed " << path.string() << '\n';
+  });
+
+  struct fetch_args {
+    std::string dir, report, product, chip_id, tcb;
+    kds_args kds;
+  };
+  auto f = std::make_shared<fetch_args>();
+  auto* fetch = col->add_subcommand(
+      "fetch",
+      "Fetch a chip's VCEK (and its product's ASK+ARK chain) from AMD KDS into a --collateral directory; "
+      "both are validated before they are filed");
+  fetch->add_option("--collateral", f->dir, "Collateral directory (created if missing)")->required();
+  auto* rep = fetch->add_option("--report", f->report, "Attestation report: chip id, TCB and product from it")
+                  ->check(CLI::ExistingFile);
+  fetch->add_option("--product", f->product, "Milan | Genoa | Turin (with --report: only for v2 reports)")
+      ->check(CLI::IsMember({"Milan", "Genoa", "Turin"}));
+  auto* chip = fetch->add_option("--chip-id", f->chip_id, "CHIP_ID, hex (64 bytes; Turin: 8)");
+  auto* tcb = fetch->add_option(
+      "--tcb", f->tcb, "Reported TCB: bl=N,tee=N,snp=N,ucode=N[,fmc=N] (or bl<N>-tee<N>-snp<N>-ucode<N>)");
+  rep->excludes(chip)->excludes(tcb);
+  add_kds_options(*fetch, f->kds, false);
+  fetch->callback([f, &json_out] {
+    taker take{json_out};
+    auto product = attest::snp_product::unknown;
+    if (!f->product.empty()) product = attest::product_from_name(f->product);
+    bytes hwid;
+    attest::tcb_version t;
+    if (!f->report.empty()) {
+      auto r = attest::parse_snp_report(bytes_of(take(read_file(f->report))));
+      if (!r) fail(make_error(r.error().code, "--report: " + r.error().message), json_out);
+      if (r->product != attest::snp_product::unknown) {
+        if (product != attest::snp_product::unknown && product != r->product)
+          usage(fmt::format("--product {}: the report's CPUID says {}", f->product,
+                            attest::to_string(r->product)));
+        product = r->product;
+      }
+      if (product == attest::snp_product::unknown)
+        usage("--report: a v2 report does not name its product (no CPUID): add --product Milan or Genoa");
+      auto id = attest::kds_hwid(*r, product);
+      hwid.assign(id.begin(), id.end());
+      t = attest::decode_tcb(r->reported_tcb, product);
+    } else {
+      if (product == attest::snp_product::unknown || f->chip_id.empty() || f->tcb.empty())
+        usage("collateral fetch needs --report FILE, or --product, --chip-id and --tcb");
+      const bool turin = product == attest::snp_product::turin;
+      hwid = parse_hex_arg("--chip-id", f->chip_id, turin ? 8 : 64, 64, take);
+      if (hwid.size() != 64 && hwid.size() != (turin ? 8u : 64u))
+        usage(fmt::format("--chip-id: {} bytes; a {} chip id is {}", hwid.size(), f->product,
+                          turin ? "8 (or 64)" : "64"));
+      if (turin && hwid.size() == 64) {
+        if (std::any_of(hwid.begin() + 8, hwid.end(), [](uint8_t b) { return b != 0; }))
+          usage("--chip-id: a Turin chip id is 8 bytes (64 only when zero-padded)");
+        hwid.resize(8);
+      }
+      auto parsed = parse_tcb_arg(f->tcb, turin);
+      if (!parsed) usage("--tcb: " + parsed.error().message);
+      t = *parsed;
+    }
+    attest::collateral_store store(f->dir);
+    attest::retry_policy retry;
+    auto kds = take(make_kds(f->kds, retry));
+    store.set_provider(std::move(kds), retry);
+    auto c = take(store.fetch(product, hwid, t));
+    if (json_out)
+      std::cout << json{{"vcek", c.vcek_file.string()},
+                        {"chain", (fs::path(f->dir) / attest::kds_chain_path(product)).string()}}
+                       .dump()
+                << '\n';
+    else
+      std::cout << "filed " << c.vcek_file.string() << '\n';
   });
 }
 

@@ -573,6 +573,45 @@ TEST_CASE("cove igvm build -> cove measure --igvm equals cove measure --mode snp
     auto pol = json::parse(cove.ok({"policy", "from-measure", "--igvm", out}));
     CHECK(pol.at("measurements").at(0).get<std::string>() + "\n" == qemu);
   }
+  // policy from-measure carries the file's SNP guest policy (IGVM_VHT_GUEST_POLICY) into
+  // allow_debug / allow_migration_agent / allow_smt; a conflicting --guest-policy is refused.
+  auto fw1 = (dir.path() / "fw1.igvm").string();  // built with the default policy 0x30000
+  auto dflt = json::parse(cove.ok({"policy", "from-measure", "--igvm", fw1}));
+  CHECK(dflt.at("allow_debug") == false);
+  CHECK(dflt.at("allow_migration_agent") == false);
+  CHECK(dflt.at("allow_smt") == true);
+  CHECK(cove.ok({"policy", "from-measure", "--igvm", fw1, "--guest-policy", "0x30000"}) ==
+        cove.ok({"policy", "from-measure", "--igvm", fw1}));
+  auto conflict = cove.run({"policy", "from-measure", "--igvm", fw1, "--guest-policy", "0xb0000"});
+  CHECK(conflict.code == 2);
+  CHECK_MESSAGE(
+      conflict.err.find("--guest-policy 0xb0000 conflicts with the IGVM file's guest policy 0x30000") !=
+          std::string::npos,
+      conflict.err);
+  CHECK(cove.run({"policy", "from-measure", "--igvm", fw1, "--guest-policy", "zz"}).code == 2);
+  auto debug_fw = (dir.path() / "debug.igvm").string();
+  cove.ok({"igvm", "build", "--ovmf", cases[0].ovmf.string(), "--vcpus", cases[0].vcpus, "--vcpu-type",
+           cases[0].type, "--guest-features", cases[0].features, "--policy", "0xa0000", "-o", debug_fw});
+  auto dbg = json::parse(cove.ok({"policy", "from-measure", "--igvm", debug_fw}));
+  CHECK(dbg.at("allow_debug") == true);
+  CHECK(dbg.at("allow_smt") == false);  // bit 16 clear
+  CHECK(dbg.at("allow_migration_agent") == false);
+  // A base that refuses what the guest policy allows would refuse its own guest.
+  write_file(dir.path() / "nodebug.json", R"({"allow_debug": false})");
+  auto refused = cove.run(
+      {"policy", "from-measure", "--igvm", debug_fw, "--base", (dir.path() / "nodebug.json").string()});
+  CHECK(refused.code == 1);
+  CHECK_MESSAGE(
+      refused.err.find("the base sets allow_debug false, but the guest policy 0xa0000 allows debugging") !=
+          std::string::npos,
+      refused.err);
+  // Without --igvm the flag states the policy.
+  auto [measure_args, digest] = vector_args("snp_kernel_cmdline_gf21");
+  auto stated =
+      json::parse(cove.ok(cat(cat({"policy", "from-measure"}, measure_args), {"--guest-policy", "0x20000"})));
+  CHECK(stated.at("allow_smt") == false);
+  CHECK(stated.at("measurements").at(0) == digest);
+
   auto good = read_file(dir.path() / "fw1.igvm");
   auto bad = dir.path() / "bad.igvm";
   write_file(bad, good.substr(0, good.size() - 100));

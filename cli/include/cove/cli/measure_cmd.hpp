@@ -5,6 +5,7 @@
 #include <CLI/CLI.hpp>
 #include <cstdint>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,7 +35,10 @@ std::shared_ptr<measure_flags> add_measure_flags(CLI::App& cmd, const std::vecto
 /// Checks the flag combination as sev-snp-measure does and computes the digest.
 /// Usage errors throw CLI::ValidationError (exit 2); a failed computation prints
 /// "cove: <code>: <message>" on stderr and throws CLI::RuntimeError(1) (exit 1).
-std::vector<uint8_t> compute_measurement(const measure_flags& flags);
+/// With --igvm and `igvm_guest_policy`, the file's SNP guest policy (IGVM_VHT_GUEST_POLICY)
+/// is stored there (nullopt when the file has none).
+std::vector<uint8_t> compute_measurement(const measure_flags& flags,
+                                         std::optional<uint64_t>* igvm_guest_policy = nullptr);
 
 /// Registers the `measure` subcommand on `app`. Its callback prints the digest
 /// (hex, or base64 with --output-format base64) on stdout.
