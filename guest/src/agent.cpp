@@ -169,6 +169,14 @@ struct result_stream {
   std::chrono::steady_clock::time_point last_activity;
 };
 
+/// /proc/uptime's first field (the launch profile's clock), if readable.
+std::optional<double> system_uptime() {
+  std::ifstream up("/proc/uptime");
+  double s = 0;
+  if (up >> s) return s;
+  return std::nullopt;
+}
+
 class agent final : public cocos_backend {
  public:
   explicit agent(agent_config cfg) : cfg_(std::move(cfg)) {}
@@ -180,10 +188,8 @@ class agent final : public cocos_backend {
   int main() {
     // The anchor of the launch profile (docs/performance.md): in a VM, the log's wall
     // clock came from the RTC (whole seconds), eos/init's steps print the uptime.
-    if (std::ifstream up("/proc/uptime"); up) {
-      double s = 0;
-      if (up >> s) spdlog::info("agent {} starting at system uptime {:.2f} s", cfg_.cvm_id, s);
-    }
+    if (auto s = system_uptime())
+      spdlog::info("agent {} starting at system uptime {:.2f} s", cfg_.cvm_id, *s);
     if (sodium_init() < 0) {
       spdlog::critical("libsodium failed to initialise");
       return 1;
@@ -208,6 +214,8 @@ class agent final : public cocos_backend {
       return 1;
     }
     dice_ = std::move(*dice);
+    if (auto s = system_uptime())
+      spdlog::info("identity (sim chip, measurement, DICE) ready at uptime {:.2f} s", *s);
     if (auto t = open_vtpm(); !t) {
       spdlog::critical("vtpm {}: {}", cfg_.vtpm_tcti, t.error().to_string());
       return 1;
@@ -358,8 +366,8 @@ class agent final : public cocos_backend {
       else
         event_log_ = std::move(log);
     }
-    spdlog::info("vtpm: AK {} on {}; event log {} bytes", crypto::to_hex(ak_name_).substr(0, 20),
-                 cfg_.vtpm_tcti, event_log_.size());
+    spdlog::info("vtpm: AK {} on {}; event log {} bytes ({})", crypto::to_hex(ak_name_).substr(0, 20),
+                 cfg_.vtpm_tcti, event_log_.size(), tpm_->open_profile());
     return ok();
   }
 
