@@ -416,6 +416,15 @@ expected<std::string> to_domain_xml(const domain_spec& s) {
     line(3, "<backend type='emulator' version='2.0'/>");
     line(2, "</tpm>");
   }
+  if (!tee) {
+    // Entropy for the guest's CRNG: under TCG (no RDRAND) the kernel otherwise needs
+    // seconds of jitter entropy, and the agent's first getrandom() (libsodium) waits for
+    // it. Not for a TEE guest: host-supplied entropy is not to be trusted there (it has
+    // RDRAND).
+    line(2, "<rng model='virtio'>");
+    line(3, "<backend model='random'>/dev/urandom</backend>");
+    line(2, "</rng>");
+  }
   line(2, "<memballoon model='none'/>");
   line(1, "</devices>");
   if (s.tee == domain_tee::sev) {
