@@ -488,6 +488,11 @@ expected<daemon_config> load_config(int argc, char** argv) {
   app.add_option("--vm-vcpus", cfg.vm_vcpus, "vCPUs of each libvirt CVM")
       ->capture_default_str()
       ->check(CLI::Range(1u, 64u));
+  app.add_option(
+         "--pvh-firmware", cfg.pvh_firmware,
+         "qboot ROM with which libvirt CVMs boot the image's PVH vmlinux (seconds faster under TCG "
+         "than vmlinuz with SeaBIOS); empty, missing or no vmlinux in the image: vmlinuz with SeaBIOS")
+      ->capture_default_str();
   app.add_option("--snp-ovmf", cfg.snp_ovmf,
                  "OVMF (AmdSev build, with the kernel-hashes table) of SEV-SNP CVMs: the manager computes "
                  "their expected launch measurement with it; empty: not computed")
@@ -755,6 +760,7 @@ int run(const daemon_config& cfg) {
         lc.image_dir = cfg.eos_dir;
         lc.vcpus = cfg.vm_vcpus;
         lc.snp_ovmf = cfg.snp_ovmf;
+        lc.pvh_firmware = cfg.pvh_firmware;
         lc.snp_vcpu_type = cfg.snp_vcpu_type;
         lc.memory_mib = cfg.vm_memory_mib;
         lc.guest_vtpm_tcti = cfg.guest_vtpm_tcti;

@@ -41,8 +41,10 @@ trap cleanup EXIT
 cfg=$tmp/config
 mkdir -p "$cfg"
 initrd=$image/initrd.img
-# vmlinux (PVH entry) is what the libvirt backend boots; the python scenario boots
-# vmlinuz, the bzImage a measured boot uses, so both are covered.
+# vmlinux (PVH entry) is what the libvirt backend boots (with qboot); the python
+# scenario boots vmlinuz, the bzImage a measured boot uses, so both are covered.
+# (That scenario has a TPM: SeaBIOS's TPM log makes its ACPI area too big for
+# QEMU's PVH initrd placement, see eos/README.md, Boot time.)
 kernel=$image/vmlinux
 [ -f "$kernel" ] || kernel=$image/vmlinuz
 expect=() forbid=() extra=()

@@ -171,6 +171,14 @@ struct result_stream {
   std::chrono::steady_clock::time_point last_activity;
 };
 
+/// /proc/uptime's first field (the launch profile's clock), if readable.
+std::optional<double> system_uptime() {
+  std::ifstream up("/proc/uptime");
+  double s = 0;
+  if (up >> s) return s;
+  return std::nullopt;
+}
+
 class agent final : public cocos_backend {
  public:
   explicit agent(agent_config cfg) : cfg_(std::move(cfg)) {}
@@ -182,10 +190,8 @@ class agent final : public cocos_backend {
   int main() {
     // The anchor of the launch profile (docs/performance.md): in a VM, the log's wall
     // clock came from the RTC (whole seconds), eos/init's steps print the uptime.
-    if (std::ifstream up("/proc/uptime"); up) {
-      double s = 0;
-      if (up >> s) spdlog::info("agent {} starting at system uptime {:.2f} s", cfg_.cvm_id, s);
-    }
+    if (auto s = system_uptime())
+      spdlog::info("agent {} starting at system uptime {:.2f} s", cfg_.cvm_id, *s);
     if (sodium_init() < 0) {
       spdlog::critical("libsodium failed to initialise");
       return 1;
@@ -210,6 +216,8 @@ class agent final : public cocos_backend {
       return 1;
     }
     dice_ = std::move(*dice);
+    if (auto s = system_uptime())
+      spdlog::info("identity (sim chip, measurement, DICE) ready at uptime {:.2f} s", *s);
     if (auto t = open_vtpm(); !t) {
       spdlog::critical("vtpm {}: {}", cfg_.vtpm_tcti, t.error().to_string());
       return 1;
@@ -375,8 +383,9 @@ class agent final : public cocos_backend {
       quote_pcrs_.push_back(attest::ima_default_pcr);
       std::sort(quote_pcrs_.begin(), quote_pcrs_.end());
     }
-    spdlog::info("vtpm: AK {} on {}; event log {} bytes; IMA list {}", crypto::to_hex(ak_name_).substr(0, 20),
-                 cfg_.vtpm_tcti, event_log_.size(), ima_path_.empty() ? "none" : ima_path_.string());
+    spdlog::info("vtpm: AK {} on {}; event log {} bytes; IMA list {} ({})",
+                 crypto::to_hex(ak_name_).substr(0, 20), cfg_.vtpm_tcti, event_log_.size(),
+                 ima_path_.empty() ? "none" : ima_path_.string(), tpm_->open_profile());
     return ok();
   }
 

@@ -7,6 +7,7 @@
 #include <tss2/tss2_tctildr.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 
 namespace cove::agent {
@@ -102,6 +103,17 @@ struct tpm_provider::impl {
   ESYS_CONTEXT* esys = nullptr;
   ESYS_TR ak = ESYS_TR_NONE;
   tpm_ak_public ak_pub;
+  std::string profile;
+  std::chrono::steady_clock::time_point mark = std::chrono::steady_clock::now();
+
+  void step(std::string_view name) {
+    auto now = std::chrono::steady_clock::now();
+    if (!profile.empty()) profile += ", ";
+    profile += std::string(name) + " " +
+               std::to_string(std::chrono::duration_cast<std::chrono::milliseconds>(now - mark).count()) +
+               " ms";
+    mark = now;
+  }
 
   impl() = default;
   impl(const impl&) = delete;
@@ -122,14 +134,20 @@ const tpm_ak_public& tpm_provider::ak_public() const noexcept {
   return impl_->ak_pub;
 }
 
+const std::string& tpm_provider::open_profile() const noexcept {
+  return impl_->profile;
+}
+
 expected<tpm_provider> tpm_provider::open(const std::string& tcti_conf, tpm_ak_type ak_type) {
   auto d = std::make_unique<impl>();
   TSS2_RC rc = Tss2_TctiLdr_Initialize(tcti_conf.empty() ? nullptr : tcti_conf.c_str(), &d->tcti);
   if (rc != TSS2_RC_SUCCESS) return tss_error("TCTI '" + tcti_conf + "'", rc);
   rc = Esys_Initialize(&d->esys, d->tcti, nullptr);
   if (rc != TSS2_RC_SUCCESS) return tss_error("Esys_Initialize", rc);
+  d->step("tcti+esys");
   rc = Esys_Startup(d->esys, TPM2_SU_CLEAR);
   if (rc != TSS2_RC_SUCCESS && rc != TPM2_RC_INITIALIZE) return tss_error("TPM2_Startup", rc);
+  d->step("startup");
 
   // Storage primary (endorsement hierarchy, empty auth), then the AK under it.
   TPM2B_SENSITIVE_CREATE sensitive{};
@@ -147,6 +165,7 @@ expected<tpm_provider> tpm_provider::open(const std::string& tcti_conf, tpm_ak_t
                             cdata.out(), chash.out(), ticket.out());
     if (rc != TSS2_RC_SUCCESS) return tss_error("CreatePrimary (storage key)", rc);
   }
+  d->step("storage primary");
   auto ak_tpl = ak_template(ak_type);
   esys_ptr<TPM2B_PRIVATE> priv;
   esys_ptr<TPM2B_PUBLIC> pub;
@@ -157,10 +176,13 @@ expected<tpm_provider> tpm_provider::open(const std::string& tcti_conf, tpm_ak_t
     rc = Esys_Create(d->esys, primary, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, &sensitive, &ak_tpl,
                      &outside, &creation_pcrs, priv.out(), pub.out(), cdata.out(), chash.out(), ticket.out());
   }
+  d->step("create AK");
   if (rc == TSS2_RC_SUCCESS) {
     rc = Esys_Load(d->esys, primary, ESYS_TR_PASSWORD, ESYS_TR_NONE, ESYS_TR_NONE, priv.p, pub.p, &d->ak);
   }
+  d->step("load AK");
   Esys_FlushContext(d->esys, primary);
+  d->step("flush");
   if (rc != TSS2_RC_SUCCESS) return tss_error("Create/Load (attestation key)", rc);
 
   auto m = marshal(*pub.p, Tss2_MU_TPM2B_PUBLIC_Marshal, "TPM2B_PUBLIC");

@@ -128,6 +128,14 @@ TEST_CASE("libvirt: a CVM boots EOS, its agent joins through the bridge and runs
   auto console = read_file(c.state_dir() / "cvms" / cvm / "console.log");
   CHECK(console.find("EOS: starting cove-agent --cvm-id " + cvm) != std::string::npos);
   CHECK(conf.find("--vtpm device:/dev/tpmrm0") != std::string::npos);
+  // The fast TCG boot (docs/performance.md, launch): the PVH vmlinux with qboot (the image
+  // has one), entropy from a virtio-rng, and ACPI tables the initrd did not overwrite.
+  auto domain = read_file(c.state_dir() / "cvms" / cvm / "domain.xml");
+  CHECK(domain.find("<loader readonly='yes' type='rom'>/usr/share/qemu/qboot.rom</loader>") !=
+        std::string::npos);
+  CHECK(domain.find("/eos/vmlinux</kernel>") != std::string::npos);
+  CHECK(domain.find("<rng model='virtio'>") != std::string::npos);
+  CHECK(console.find("ACPI BIOS Error") == std::string::npos);
 
   auto owner = c.make_participant("owner");
   auto consumer = c.make_participant("consumer");

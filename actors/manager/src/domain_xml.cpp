@@ -159,6 +159,12 @@ expected<void> validate_firmware(const domain_spec& s) {
       if (!f.path.empty() || !f.vars_template.empty() || !f.nvram.empty())
         return invalid("firmware.path", "seabios takes no files");
       return ok();
+    case firmware_kind::qboot:
+      if (s.tee != domain_tee::none)
+        return invalid("firmware.kind", "qboot cannot boot tee=" + std::string(to_string(s.tee)));
+      if (!f.vars_template.empty() || !f.nvram.empty())
+        return invalid("firmware.nvram", "qboot takes no NVRAM");
+      return check_path("firmware.path", f.path, true);
     case firmware_kind::ovmf:
       if (auto r = check_path("firmware.path", f.path, true); !r) return r;
       if (auto r = check_path("firmware.vars_template", f.vars_template, false); !r) return r;
@@ -357,7 +363,9 @@ expected<std::string> to_domain_xml(const domain_spec& s) {
   }
   line(1, "<os>");
   line(2, "<type arch='x86_64' machine='q35'>hvm</type>");
-  if (s.firmware.kind == firmware_kind::ovmf) {
+  if (s.firmware.kind == firmware_kind::qboot) {
+    line(2, "<loader readonly='yes' type='rom'>" + esc(s.firmware.path) + "</loader>");
+  } else if (s.firmware.kind == firmware_kind::ovmf) {
     if (s.firmware.nvram.empty()) {
       line(2, "<loader readonly='yes' type='rom'>" + esc(s.firmware.path) + "</loader>");
     } else {
@@ -407,6 +415,15 @@ expected<std::string> to_domain_xml(const domain_spec& s) {
     line(2, "<tpm model='tpm-crb'>");
     line(3, "<backend type='emulator' version='2.0'/>");
     line(2, "</tpm>");
+  }
+  if (!tee) {
+    // Entropy for the guest's CRNG: under TCG (no RDRAND) the kernel otherwise needs
+    // seconds of jitter entropy, and the agent's first getrandom() (libsodium) waits for
+    // it. Not for a TEE guest: host-supplied entropy is not to be trusted there (it has
+    // RDRAND).
+    line(2, "<rng model='virtio'>");
+    line(3, "<backend model='random'>/dev/urandom</backend>");
+    line(2, "</rng>");
   }
   line(2, "<memballoon model='none'/>");
   line(1, "</devices>");

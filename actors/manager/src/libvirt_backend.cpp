@@ -390,17 +390,22 @@ expected<void> libvirt_backend::connect_locked() {
   return ok();
 }
 
-expected<std::pair<fs::path, fs::path>> libvirt_backend::stage_image() {
+expected<libvirt_backend::staged_boot> libvirt_backend::stage_image() {
   std::lock_guard lock(image_mu_);
   const fs::path dir = cfg_.state_dir / "eos";
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) return make_error(errc::internal, "cannot create " + dir.string() + ": " + ec.message());
   fs::permissions(dir, fs::perms(0711), ec);
-  // vmlinuz, not the image's PVH vmlinux: booted directly by QEMU it is seconds faster
-  // under TCG, but under libvirt with the emulated TPM the kernel looped on "ACPI Error:
-  // Resize of Root Table Array is not allowed" (docs/performance.md, launch).
-  const char* kernel = "vmlinuz";
+  // The PVH vmlinux with qboot when both are there: under TCG the bzImage's xz
+  // decompressor and SeaBIOS's POST cost seconds. SeaBIOS cannot boot vmlinux here:
+  // QEMU's PVH loader places the initrd 160 KiB below the top of RAM, and with a TPM
+  // SeaBIOS's ACPI tables (and TPM log) reach lower, so the initrd overwrites them
+  // ("ACPI Error: Resize of Root Table Array", dead virtio devices). qboot puts the
+  // tables below 1 MiB. docs/performance.md, launch.
+  const bool pvh = !cfg_.pvh_firmware.empty() && fs::exists(cfg_.image_dir / "vmlinux", ec) &&
+                   fs::exists(cfg_.pvh_firmware, ec);
+  const char* kernel = pvh ? "vmlinux" : "vmlinuz";
   for (const char* name : {kernel, "initrd.img"}) {
     const fs::path from = cfg_.image_dir / name, to = dir / name;
     auto size = fs::file_size(from, ec);
@@ -418,7 +423,7 @@ expected<std::pair<fs::path, fs::path>> libvirt_backend::stage_image() {
                         "cannot stage " + from.string() + " in " + dir.string() + ": " + ec.message());
     spdlog::info("libvirt: staged {} ({} bytes) in {}", from.string(), size, dir.string());
   }
-  return std::pair{dir / kernel, dir / "initrd.img"};
+  return staged_boot{dir / kernel, dir / "initrd.img", pvh};
 }
 
 expected<pid_t> libvirt_backend::launch(const agent_launch& l) {
@@ -489,8 +494,9 @@ expected<pid_t> libvirt_backend::launch(const agent_launch& l) {
   spec.vcpus = cfg_.vcpus;
   spec.memory_mib = cfg_.memory_mib;
   spec.emulator = cfg_.emulator;
-  spec.kernel = fs::absolute(boot->first);
-  spec.initrd = fs::absolute(boot->second);
+  spec.kernel = fs::absolute(boot->kernel);
+  spec.initrd = fs::absolute(boot->initrd);
+  if (boot->pvh) spec.firmware = {firmware_kind::qboot, fs::absolute(cfg_.pvh_firmware), {}, {}};
   spec.cmdline = trim(read_text(cfg_.image_dir / "cmdline"));
   spec.config_dir = fs::absolute(share);
   spec.console_log = fs::absolute(l.log_file);

@@ -73,6 +73,13 @@ std::vector<golden_case> golden_cases() {
          s.metadata = {{"state_dir", "/var/lib/cove"}, {"cvm_id", s.cvm_id}};
          return s;
        }},
+      {"none-qboot",
+       [] {
+         auto s = base_spec();  // what libvirt_backend boots under TCG: PVH vmlinux, qboot
+         s.firmware = {firmware_kind::qboot, "/usr/share/qemu/qboot.rom", {}, {}};
+         s.kernel = "/var/lib/cove/eos/vmlinux";
+         return s;
+       }},
       {"sev",
        [] {
          auto s = base_spec();
@@ -376,6 +383,17 @@ TEST_CASE("validate names the offending field") {
       {"firmware.nvram: vars_template and nvram go together",
        [](domain_spec& s) {
          s.firmware = {firmware_kind::ovmf, "/c.fd", "/v.fd", {}};
+       }},
+      {"firmware.path: empty", [](domain_spec& s) { s.firmware.kind = firmware_kind::qboot; }},
+      {"firmware.nvram: qboot takes no NVRAM",
+       [](domain_spec& s) {
+         s.firmware = {firmware_kind::qboot, "/q.rom", "/v.fd", "/n.fd"};
+       }},
+      {"firmware.kind: qboot cannot boot tee=sev",
+       [](domain_spec& s) {
+         s.tee = domain_tee::sev;
+         s.accel = domain_accel::kvm;
+         s.firmware = {firmware_kind::qboot, "/q.rom", {}, {}};
        }},
       {"firmware.kind: igvm is for tee=sev-snp only",
        [](domain_spec& s) {

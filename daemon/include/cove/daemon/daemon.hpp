@@ -31,6 +31,8 @@ struct daemon_config {
   std::filesystem::path eos_dir;  // EOS image (eos/build.sh output); default: <coved's dir>/../eos
   uint32_t vm_vcpus = 1;
   std::filesystem::path snp_ovmf;  // SEV-SNP: OVMF with the kernel-hashes table; empty: none
+  // libvirt under TCG: the qboot ROM that boots the image's PVH vmlinux; empty: vmlinuz + SeaBIOS
+  std::filesystem::path pvh_firmware = "/usr/share/qemu/qboot.rom";
   std::string snp_vcpu_type = "EPYC-v4";
   uint64_t vm_memory_mib = 512;
   // Guest agents get --vtpm VALUE: every libvirt CVM has an emulated TPM 2.0 (swtpm,

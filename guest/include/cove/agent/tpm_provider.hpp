@@ -44,6 +44,9 @@ class tpm_provider {
   ~tpm_provider();  // flushes the AK, Esys_Finalize, Tss2_TctiLdr_Finalize
 
   [[nodiscard]] const tpm_ak_public& ak_public() const noexcept;
+  /// How long open() took, by step, e.g. "tcti 3 ms, startup 12 ms, primary 410 ms, ..."
+  /// (the launch profile in docs/performance.md).
+  [[nodiscard]] const std::string& open_profile() const noexcept;
 
   /// TPM2_Quote with `nonce` (≤ 64 bytes) as qualifyingData over the sha256 bank `pcrs`
   /// (0..23), plus the PCR values (TPM2_PCR_Read). A PCR extended between the read and the

@@ -5,7 +5,7 @@
 // renders a deterministic libvirt domain XML string (same spec → same bytes), written for
 // Debian 12's libvirt 9.0 and QEMU 7.2 (see docs/operations.md, "Real CVMs"):
 //
-//   tee=none     TCG (this machine kind has no usable KVM), SeaBIOS or OVMF.
+//   tee=none     TCG (this machine kind has no usable KVM), SeaBIOS, qboot or OVMF.
 //   tee=sev      libvirt's native <launchSecurity type='sev' kernelHashes='yes'>.
 //   tee=sev-snp  QEMU command-line passthrough (<qemu:commandline>): libvirt 9.0 rejects
 //                <launchSecurity type='sev-snp'> (it arrived in libvirt 10.5) and QEMU 7.2
@@ -33,7 +33,9 @@ namespace cove::manager {
 enum class domain_tee { none, sev, sev_snp, tdx };
 enum class domain_accel { tcg, kvm };
 enum class firmware_kind {
-  seabios,  // QEMU's default BIOS (no <loader>): fastest under TCG; tee=none only
+  seabios,  // QEMU's default BIOS (no <loader>); tee=none only
+  qboot,    // QEMU's qboot.rom as a ROM <loader>: boots a PVH vmlinux (no xz decompressor
+            // under TCG) with the ACPI tables below 1 MiB, clear of the initrd; tee=none only
   ovmf,     // UEFI: `path` is OVMF_CODE (pflash, with vars) or a single OVMF.fd (ROM)
   igvm,     // an IGVM file (e.g. COCONUT-SVSM + OVMF) for SEV-SNP; needs QEMU >= 10.0
 };

@@ -61,6 +61,12 @@ struct libvirt_config {
   // for one CVM at a time). Empty by default.
   std::vector<port_forward> forwards;
   std::filesystem::path emulator = "/usr/bin/qemu-system-x86_64";
+  // The firmware for the fast TCG boot: when it exists and the image has a vmlinux (PVH
+  // entry), domains boot vmlinux with this qboot ROM instead of vmlinuz with SeaBIOS
+  // (seconds faster under TCG: no xz decompressor, no SeaBIOS POST). Empty: always
+  // vmlinuz + SeaBIOS. SeaBIOS cannot boot vmlinux with a TPM: QEMU's PVH loader puts the
+  // initrd over SeaBIOS's ACPI tables (docs/performance.md, launch).
+  std::filesystem::path pvh_firmware = "/usr/share/qemu/qboot.rom";
   // Where libvirtd keeps <domain>.pid (qemu:///system); the pid shown in CvmInfo.
   std::filesystem::path run_dir = "/run/libvirt/qemu";
 };
@@ -129,10 +135,14 @@ class libvirt_backend final : public cvm_backend {
   };
   expected<void> connect_locked();
   void on_stopped(const std::string& domain_name, int detail);
+  struct staged_boot {
+    std::filesystem::path kernel, initrd;
+    bool pvh = false;  // kernel is vmlinux, booted by cfg_.pvh_firmware
+  };
   /// The kernel and initrd QEMU boots: copies of the image's under <state>/eos, so
   /// QEMU's user needs to reach only the state dir (the image may sit in a private
   /// build tree) and libvirt's ownership changes never touch the originals.
-  expected<std::pair<std::filesystem::path, std::filesystem::path>> stage_image();
+  expected<staged_boot> stage_image();
 
   libvirt_config cfg_;
   exit_callback on_exit_;
