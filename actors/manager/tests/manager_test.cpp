@@ -7,6 +7,7 @@
 
 #include <condition_variable>
 #include <csignal>
+#include <functional>
 #include <mutex>
 #include <set>
 
@@ -156,6 +157,16 @@ TEST_CASE("manager: list, info and remove are answered while a create's launch s
   auto mgr = caf::actor_cast<caf::actor>(sys.spawn(manager::manager, std::move(cfg)));
   *target = mgr;
   std::vector<bus::subscription> subs;
+  // Also on a failed REQUIRE: the system's destructor waits for the manager to quit.
+  struct on_exit_t {
+    std::function<void()> f;
+    ~on_exit_t() { f(); }
+  } teardown{[&] {
+    subs.clear();
+    backend->shutdown();  // opens the gate: a held launch returns
+    *target = caf::actor{};
+    caf::anon_send_exit(mgr, caf::exit_reason::user_shutdown);
+  }};
   for (auto s : {bus::subjects::manager_create, bus::subjects::manager_list, bus::subjects::manager_info,
                  bus::subjects::manager_remove, std::string_view("cove.v1.cvm.*.events")})
     subs.push_back(must(bus::subscribe_actor(*conn, s, mgr), "subscribe"));
@@ -226,9 +237,4 @@ TEST_CASE("manager: list, info and remove are answered while a create's launch s
   auto info_b = must(
       bus::request_typed<v1::CvmInfo>(*client, bus::subjects::manager_info, ref_request(b), 5s), "info B");
   CHECK(info_b.body->pid() == 100002);
-
-  subs.clear();
-  backend->shutdown();
-  *target = caf::actor{};
-  caf::anon_send_exit(mgr, caf::exit_reason::user_shutdown);
 }
