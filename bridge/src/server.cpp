@@ -84,6 +84,18 @@ expected<std::pair<int, std::string>> listen_on(const std::string& address) {
 
 }  // namespace
 
+std::optional<std::string> forged_event(std::span<const uint8_t> data, std::string_view cvm_id) {
+  auto ev = bus::body_as<v1::Event>(data);
+  if (!ev) return "not an Event (" + ev.error().message + ")";
+  std::string_view claimed = (*ev)->cvm_id() ? (*ev)->cvm_id()->string_view() : std::string_view();
+  if (claimed != cvm_id) {
+    // The claimed id is untrusted: shown only when it is a well-formed id.
+    return fmt::format("an Event for CVM '{}' from the agent of {}",
+                       bus::valid_id(claimed) ? claimed : std::string_view("<invalid id>"), cvm_id);
+  }
+  return std::nullopt;
+}
+
 expected<std::unique_ptr<server>> server::start(server_config cfg, admit_fn admit) {
   if (!cfg.bus) return make_error(errc::invalid_request, "bridge: a bus connection is required");
   std::unique_ptr<server> s(new server());
@@ -347,6 +359,15 @@ void server::on_agent_frame(const std::shared_ptr<session>& s, frame&& f) {
       if (!allowed)
         return deny(s, fmt::format("publish to '{}': outside cove.v1.cvm.{}.* and not a pending reply",
                                    f.subject, s->cvm_id));
+      if (bus::cvm_leaf_of(f.subject) == "events") {
+        if (auto why = forged_event(f.data, s->cvm_id)) {
+          {
+            std::lock_guard lock(mu_);
+            ++stats_.forged_events;
+          }
+          return deny(s, fmt::format("publish to '{}': {}", f.subject, *why));
+        }
+      }
       if (auto r = cfg_.bus->publish(f.subject, f.data); !r)
         spdlog::warn("bridge: {} publish {}: {}", s->cvm_id, f.subject, r.error().to_string());
       return;

@@ -10,7 +10,9 @@
 
 #include "cove/bridge/channel.hpp"
 #include "cove/bridge/frame.hpp"
+#include "cove/bridge/server.hpp"
 #include "cove/bridge/tls.hpp"
+#include "cove/bus/envelope.hpp"
 #include "cove/test/process.hpp"
 
 using namespace cove;
@@ -289,4 +291,28 @@ TEST_CASE("a channel closes itself when its admission expires, telling the peer 
   auto cf = closed.get_future();
   REQUIRE(cf.wait_for(10s) == std::future_status::ready);
   CHECK(cf.get() == "expired");
+}
+
+TEST_CASE("an agent's event passes only when it names the agent's own CVM") {
+  auto event = [](const char* cvm) {
+    flatbuffers::FlatBufferBuilder b(256);
+    auto ev = v1::CreateEventDirect(b, "computation", cvm, "run", "Complete", "", 0);
+    return bus::finish(b, ev, {}, "agent");
+  };
+  CHECK_FALSE(forged_event(event("cvm-a"), "cvm-a"));
+  auto other = forged_event(event("cvm-b"), "cvm-a");
+  REQUIRE(other);
+  CHECK(*other == "an Event for CVM 'cvm-b' from the agent of cvm-a");
+  // The claimed id is untrusted text: not echoed unless it is a valid id.
+  auto bad = forged_event(event("cvm-b.>"), "cvm-a");
+  REQUIRE(bad);
+  CHECK(*bad == "an Event for CVM '<invalid id>' from the agent of cvm-a");
+  CHECK(forged_event(event(nullptr), "cvm-a"));  // no cvm_id at all
+  std::vector<uint8_t> junk = {1, 2, 3};
+  auto not_event = forged_event(junk, "cvm-a");
+  REQUIRE(not_event);
+  CHECK(not_event->starts_with("not an Event"));
+  flatbuffers::FlatBufferBuilder b(64);
+  auto wrong_body = bus::finish(b, v1::CreateCvmRef(b, b.CreateString("cvm-a")), {}, "agent");
+  CHECK(forged_event(wrong_body, "cvm-a"));
 }

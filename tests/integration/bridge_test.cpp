@@ -208,7 +208,7 @@ TEST_CASE("bridge: evidence replayed from another TLS session is refused") {
   }
 }
 
-TEST_CASE("bridge: an admitted agent can reach only its own CVM's subjects (authz)") {
+TEST_CASE("bridge: an admitted agent can reach only its own CVM's subjects and speak only for it (authz)") {
   cluster c;
   event_log events(c.bus());
   auto mine = c.create_cvm();
@@ -264,8 +264,37 @@ TEST_CASE("bridge: an admitted agent can reach only its own CVM's subjects (auth
   must(c.bus().publish(*bus::cvm_subject(mine, "status"), junk), "publish own");
   must(c.bus().flush(5s), "flush");
   CHECK(test::wait_until([&] { return got.load() == 1; }, test::deadline_in(10s)));
-  must(link->publish(*bus::cvm_subject(mine, "events"), junk), "own event");
+
+  // Events: the body must name the agent's own CVM. An event for `other`, sent on
+  // the agent's own (allowed) events subject, is refused at the bridge and never
+  // reaches the bus, so `other`'s event stream (cove.v1.events.* filtered by its
+  // cvm_id) sees nothing; junk that is no Event is refused too.
+  auto own_events = *bus::cvm_subject(mine, "events");
+  auto event_for = [](const std::string& cvm, const char* state) {
+    flatbuffers::FlatBufferBuilder b(256);
+    auto ev = v1::CreateEventDirect(b, "computation", cvm.c_str(), "forged-run", state, "from an impostor",
+                                    bus::now_ns());
+    return bus::finish(b, ev, {}, "itest");
+  };
+  must(link->publish(own_events, event_for(other, "Complete")), "forged event");
+  must(link->publish(own_events, junk), "junk event");
+  must(link->publish(own_events, event_for(mine, "Probe")), "own event");
   must(link->flush(5s), "flush");
+  events.wait(mine, "denied", "an Event for CVM '" + other + "' from the agent of " + mine);
+  events.wait(mine, "denied", own_events + "': not an Event");
+  // The agent's frames are relayed in order: once its own event is fanned out, the
+  // forged one (sent before it) would have been too.
+  events.wait(mine, "Probe");
+  CHECK(events.count(other, "Complete") == 0);
+
+  // Around the bridge (a client publishing on the CVM subject itself, as anyone can
+  // on an open bus): the computation service's fan-out drops a body whose cvm_id is
+  // not the subject's.
+  must(c.bus().publish(own_events, event_for(other, "Failed")), "forged on the bus");
+  must(c.bus().publish(own_events, event_for(mine, "Probe2")), "own on the bus");
+  must(c.bus().flush(5s), "flush");
+  events.wait(mine, "Probe2");
+  CHECK(events.count(other, "Failed") == 0);
   std::lock_guard lock(mu);
   CHECK(leaked.empty());
 }

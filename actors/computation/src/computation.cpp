@@ -125,6 +125,18 @@ void on_agent_event(self_ptr self, const bus::bus_msg& m) {
     spdlog::warn("computation: malformed event from {}: {}", *id, ev.error().to_string());
     return;
   }
+  // The subject says whose agent published (the bridge lets an agent publish only
+  // under its own id); the body must say the same, or the fan-out below would put
+  // the event in another CVM's stream. The bridge already refuses such an event;
+  // this catches one published around it (an open bus).
+  std::string_view claimed = (*ev)->cvm_id() ? (*ev)->cvm_id()->string_view() : std::string_view();
+  if (claimed != *id) {
+    ++self->state.forged_events;
+    spdlog::warn("computation: dropped an event from the agent of {} that names CVM '{}' ({} so far)", *id,
+                 bus::valid_id(claimed) ? claimed : std::string_view("<invalid id>"),
+                 self->state.forged_events);
+    return;
+  }
   auto kind = (*ev)->kind() ? (*ev)->kind()->str() : "computation";
   if (reserved_kind(kind)) {
     spdlog::warn("computation: dropped an event of kind '{}' from the agent of {}", kind, *id);

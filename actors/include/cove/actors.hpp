@@ -20,6 +20,7 @@ using hb_check = caf::atom_constant<caf::atom("hb_check")>;    // monitor: deadl
 using sample = caf::atom_constant<caf::atom("sample")>;        // monitor -> its stats sampler: a round
 using sampled = caf::atom_constant<caf::atom("sampled")>;      // stats sampler -> monitor: round done
 using mgr_reply = caf::atom_constant<caf::atom("mgr_reply")>;  // monitor: the manager answered
+using launched = caf::atom_constant<caf::atom("launched")>;    // manager: a backend launch finished
 }  // namespace cove::atom
 
 namespace cove {
@@ -29,10 +30,13 @@ namespace cove {
 ///  - (exited, cvm_id, wait status): the agent process of a CVM ended
 ///  - (deadline, cvm_id, generation): a pending create/remove ran out of time
 ///  - (expire, cvm_id): the CVM's TTL ran out
+///  - (launched, cvm_id, pid, error code, error text): a launch worker (a detached actor
+///    per create: backends block, libvirt for seconds) finished; code 0 = started
 using manager_actor =
     caf::typed_actor<caf::reacts_to<bus::bus_msg>, caf::reacts_to<atom::exited, std::string, int>,
                      caf::reacts_to<atom::deadline, std::string, uint64_t>,
-                     caf::reacts_to<atom::expire, std::string>>;
+                     caf::reacts_to<atom::expire, std::string>,
+                     caf::reacts_to<atom::launched, std::string, int32_t, uint8_t, std::string>>;
 
 /// The COMPUTATION actor: manifests and run state (cove.v1.computation.*).
 ///  - bus_msg: requests on cove.v1.computation.* and agent events

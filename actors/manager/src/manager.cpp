@@ -78,8 +78,32 @@ void publish_event(self_ptr self, const cvm_record& r, const std::string& messag
   send(self, *bus::events_subject("cvm"), bus::finish(b, ev, {}, sender));
 }
 
+const std::shared_ptr<cvm_backend>& backend_ptr(self_ptr self, const cvm_record& r) {
+  return r.backend == v1::Backend::libvirt ? self->state.cfg.libvirt : self->state.cfg.backend;
+}
+
 cvm_backend& backend_of(self_ptr self, const cvm_record& r) {
-  return r.backend == v1::Backend::libvirt ? *self->state.cfg.libvirt : *self->state.cfg.backend;
+  return *backend_ptr(self, r);
+}
+
+/// One create's launch, on a thread of its own (a blocking actor is detached): the
+/// backend may block (libvirt: define and start the domain, swtpm, 1-2 s) and the
+/// manager must keep answering list/info/remove meanwhile. The result comes back as
+/// `launched`; the manager is the only one that touches the CVM's record.
+void launch_worker(caf::blocking_actor*, std::shared_ptr<cvm_backend> backend, agent_launch l,
+                   manager_actor manager) {
+  expected<pid_t> pid = make_error(errc::internal, "launch did not run");
+  try {
+    pid = backend->launch(l);
+  } catch (const std::exception& e) {
+    pid = make_error(errc::internal, std::string("launch: ") + e.what());
+  }
+  if (pid)
+    caf::anon_send(manager, atom::launched::value, l.cvm_id, static_cast<int32_t>(*pid), uint8_t{0},
+                   std::string());
+  else
+    caf::anon_send(manager, atom::launched::value, l.cvm_id, int32_t{0},
+                   static_cast<uint8_t>(pid.error().code), pid.error().message);
 }
 
 std::string log_of(self_ptr self, const cvm_record& r) {
@@ -222,18 +246,12 @@ void on_create(self_ptr self, const bus::bus_msg& m) {
                  .ima_list = st.cfg.agent_ima_list,
                  .cocos_grpc_port = cocos_port,
                  .cocos_grpc_tls = st.cfg.cocos_grpc_tls};
-  auto pid = backend.launch(l);
-  if (!pid) {
-    fs::remove_all(r.dir, ec);
-    return send_error(self, m.reply, pid.error().code, pid.error().message);
-  }
-  r.pid = *pid;
-  spdlog::info("manager: {} starting ({} backend, pid {})", r.id, backend.name(), r.pid);
+  r.launching = true;
+  spdlog::info("manager: {} launching ({} backend)", r.id, backend.name());
+  // The deadline covers the launch too.
   self->delayed_send(self, kind == v1::Backend::libvirt ? st.cfg.vm_create_timeout : st.cfg.create_timeout,
                      atom::deadline::value, r.id, r.generation);
-  publish_event(
-      self, r,
-      kind == v1::Backend::libvirt ? fmt::format("VM booting (QEMU pid {})", r.pid) : "agent starting");
+  self->spawn(launch_worker, backend_ptr(self, r), std::move(l), caf::actor_cast<manager_actor>(self));
   st.cvms.emplace(r.id, std::move(r));
 }
 
@@ -269,6 +287,7 @@ void start_remove(self_ptr self, cvm_record& r, const std::string& reply, v1::Cv
   }
   r.state = final_state;
   r.generation = ++self->state.generation;
+  if (r.launching) return;  // the backend does not know it yet: stopped once `launched` arrives
   backend_of(self, r).stop(r.id, r.pid, /*force=*/false);
   self->delayed_send(self, self->state.cfg.remove_timeout, atom::deadline::value, r.id, r.generation);
 }
@@ -301,8 +320,12 @@ void on_agent_event(self_ptr self, const bus::bus_msg& m) {
   }
   auto& r = it->second;
   // The agent announces readiness by entering ReceivingManifest.
-  if (r.state == v1::CvmState::starting && (*ev)->state() && (*ev)->state()->str() == "ReceivingManifest")
-    finish_create(self, r);
+  if (r.state == v1::CvmState::starting && (*ev)->state() && (*ev)->state()->str() == "ReceivingManifest") {
+    if (r.launching)
+      r.early_ready = true;  // its `starting` event and pid come first
+    else
+      finish_create(self, r);
+  }
 }
 
 /// The bridge refused a starting CVM's agent: the create fails now, with the reason,
@@ -364,6 +387,75 @@ void on_bus(self_ptr self, const bus::bus_msg& m) {
   send_error(self, m.reply, errc::invalid_request, "unknown subject");
 }
 
+/// The CVM's agent (or VM) ended with wait status `status`.
+void on_exited(self_ptr self, const std::string& id, int status) {
+  auto it = self->state.cvms.find(id);
+  if (it == self->state.cvms.end()) return;
+  auto& r = it->second;
+  if (r.launching) {  // overtook its `launched`: handled right after it
+    r.early_exit = status;
+    return;
+  }
+  auto how = backend_of(self, r).describe_exit(r.id, status);
+  std::error_code ec;
+  if (r.state == v1::CvmState::removed || r.state == v1::CvmState::expired) {
+    spdlog::info("manager: {} {} ({})", r.id, v1::EnumNameCvmState(r.state), how);
+    fs::remove_all(r.dir, ec);  // before the reply: "removed" means the files are gone
+    auto payload = info_payload(r);
+    for (const auto& s : r.remove_replies) send(self, s, payload);
+    publish_event(self, r, r.state == v1::CvmState::expired ? "TTL expired; removed" : "removed");
+    backend_of(self, r).forget(r.id);
+    self->state.cvms.erase(it);
+    return;
+  }
+  bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+  r.state = clean ? v1::CvmState::stopped : v1::CvmState::crashed;
+  r.detail = how + "; log: " + log_of(self, r);
+  r.generation = ++self->state.generation;
+  spdlog::warn("manager: {} {}: {}", r.id, v1::EnumNameCvmState(r.state), r.detail);
+  fs::remove_all(r.dir / "work", ec);  // never leave a run's plaintext behind
+  if (!r.create_reply.empty()) {
+    send_error(self, r.create_reply, errc::internal, "the agent exited while starting: " + r.detail);
+    r.create_reply.clear();
+  }
+  publish_event(self, r, r.detail);
+}
+
+/// A launch worker finished: the CVM runs (pid), or its create fails (code != 0).
+void on_launched(self_ptr self, const std::string& id, int32_t pid, uint8_t code, const std::string& text) {
+  auto it = self->state.cvms.find(id);
+  if (it == self->state.cvms.end() || !it->second.launching) return;
+  auto& r = it->second;
+  r.launching = false;
+  if (code != 0) {
+    std::error_code ec;
+    fs::remove_all(r.dir, ec);
+    if (!r.create_reply.empty()) send_error(self, r.create_reply, static_cast<errc>(code), text);
+    spdlog::warn("manager: {} did not launch: {}", r.id, text);
+    // Removed while launching: nothing ran, nothing is left.
+    r.state = r.state == v1::CvmState::expired ? v1::CvmState::expired : v1::CvmState::removed;
+    auto payload = info_payload(r);
+    for (const auto& s : r.remove_replies) send(self, s, payload);
+    self->state.cvms.erase(it);
+    return;
+  }
+  r.pid = pid;
+  auto& backend = backend_of(self, r);
+  if (r.state == v1::CvmState::starting) {
+    spdlog::info("manager: {} starting ({} backend, pid {})", r.id, backend.name(), r.pid);
+    publish_event(self, r,
+                  r.backend == v1::Backend::libvirt ? fmt::format("VM booting (QEMU pid {})", r.pid)
+                                                    : "agent starting");
+  } else if (!r.early_exit) {
+    // Removed (or timed out) while launching: stop it now, as start_remove would have.
+    spdlog::info("manager: {} launched after its remove; stopping it", r.id);
+    backend.stop(r.id, r.pid, /*force=*/false);
+    self->delayed_send(self, self->state.cfg.remove_timeout, atom::deadline::value, r.id, r.generation);
+  }
+  if (r.early_exit) return on_exited(self, id, *r.early_exit);
+  if (r.early_ready && r.state == v1::CvmState::starting) finish_create(self, r);
+}
+
 }  // namespace
 
 manager_actor::behavior_type manager(manager_actor::stateful_pointer<manager_state> self,
@@ -376,33 +468,9 @@ manager_actor::behavior_type manager(manager_actor::stateful_pointer<manager_sta
   self->state.cfg = std::move(cfg);
   return {
       [self](bus::bus_msg& m) { on_bus(self, m); },
-      [self](atom::exited, std::string& id, int status) {
-        auto it = self->state.cvms.find(id);
-        if (it == self->state.cvms.end()) return;
-        auto& r = it->second;
-        auto how = backend_of(self, r).describe_exit(r.id, status);
-        std::error_code ec;
-        if (r.state == v1::CvmState::removed || r.state == v1::CvmState::expired) {
-          spdlog::info("manager: {} {} ({})", r.id, v1::EnumNameCvmState(r.state), how);
-          fs::remove_all(r.dir, ec);  // before the reply: "removed" means the files are gone
-          auto payload = info_payload(r);
-          for (const auto& s : r.remove_replies) send(self, s, payload);
-          publish_event(self, r, r.state == v1::CvmState::expired ? "TTL expired; removed" : "removed");
-          backend_of(self, r).forget(r.id);
-          self->state.cvms.erase(it);
-          return;
-        }
-        bool clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
-        r.state = clean ? v1::CvmState::stopped : v1::CvmState::crashed;
-        r.detail = how + "; log: " + log_of(self, r);
-        r.generation = ++self->state.generation;
-        spdlog::warn("manager: {} {}: {}", r.id, v1::EnumNameCvmState(r.state), r.detail);
-        fs::remove_all(r.dir / "work", ec);  // never leave a run's plaintext behind
-        if (!r.create_reply.empty()) {
-          send_error(self, r.create_reply, errc::internal, "the agent exited while starting: " + r.detail);
-          r.create_reply.clear();
-        }
-        publish_event(self, r, r.detail);
+      [self](atom::exited, std::string& id, int status) { on_exited(self, id, status); },
+      [self](atom::launched, std::string& id, int32_t pid, uint8_t code, std::string& text) {
+        on_launched(self, id, pid, code, text);
       },
       [self](atom::deadline, std::string& id, uint64_t generation) {
         auto it = self->state.cvms.find(id);

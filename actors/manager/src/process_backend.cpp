@@ -22,6 +22,10 @@ process_backend::~process_backend() {
 }
 
 void process_backend::shutdown() {
+  {
+    std::lock_guard lock(mu_);
+    shut_down_ = true;  // a launch still on its worker starts nothing after this
+  }
   kill_all();
   std::vector<std::thread> reapers;
   {
@@ -84,6 +88,11 @@ expected<pid_t> process_backend::launch(const agent_launch& l) {
 
   pid_t pid = 0;
   std::lock_guard lock(mu_);
+  if (shut_down_) {
+    posix_spawn_file_actions_destroy(&fa);
+    posix_spawnattr_destroy(&attr);
+    return make_error(errc::unavailable, "process backend: shutting down");
+  }
   int rc = posix_spawn(&pid, argv[0], &fa, &attr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&fa);
   posix_spawnattr_destroy(&attr);

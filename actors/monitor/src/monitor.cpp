@@ -255,7 +255,8 @@ void on_cvm_event(self_ptr self, const bus::bus_msg& m) {
     auto* c = upsert(self, id);
     if (!c) return;
     if (state == "running") c->health.ready(steady_clock::now());
-    if (!c->known) lookup_info(self, id);
+    // pid 0: listed while its backend was still launching it; ask again now that it runs.
+    if (!c->known || c->pid == 0) lookup_info(self, id);
   } else if (state == "crashed" || state == "stopped") {
     if (auto it = st.cvms.find(id); it != st.cvms.end() && it->second.health.state() != health_state::gone)
       it->second.health.gone((*ev)->message() ? (*ev)->message()->str() : state);

@@ -13,8 +13,11 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
+#include <span>
 #include <string>
+#include <string_view>
 #include <thread>
 #include <vector>
 
@@ -61,9 +64,16 @@ struct server_config {
 struct server_stats {
   uint64_t admitted = 0;
   uint64_t refused = 0;
-  uint64_t denied_ops = 0;  // publish/subscribe outside the CVM's subjects
-  uint64_t dropped = 0;     // messages dropped because an agent did not read in time
+  uint64_t denied_ops = 0;     // publish/subscribe outside the CVM's subjects
+  uint64_t dropped = 0;        // messages dropped because an agent did not read in time
+  uint64_t forged_events = 0;  // events naming another CVM (or not Events) on the agent's events subject
 };
+
+/// Why `data`, published by the agent admitted as `cvm_id` on its
+/// cove.v1.cvm.<cvm_id>.events subject, is refused: it is not a valid Event
+/// envelope, or its cvm_id is not the agent's own (an agent speaking for another
+/// CVM). nullopt: it may pass.
+std::optional<std::string> forged_event(std::span<const uint8_t> data, std::string_view cvm_id);
 
 class server {
  public:

@@ -41,6 +41,9 @@ struct computation_state {
   static inline const char* name = "cove.computation";
   computation_config cfg;
   std::map<std::string, run_record> runs;  // by CVM id
+  /// Agent events dropped because their cvm_id was not the id in their subject
+  /// (an agent, or on an open bus anyone, speaking for another CVM).
+  uint64_t forged_events = 0;
 };
 
 computation_actor::behavior_type computation(computation_actor::stateful_pointer<computation_state> self,

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "cove/actors.hpp"
@@ -58,6 +59,12 @@ struct cvm_record {
   uint64_t generation = 0;                  // guards stale deadline messages
   std::string create_reply;                 // reply subject of a pending create
   std::vector<std::string> remove_replies;  // reply subjects of pending removes
+  // The backend's launch runs on a worker (libvirt blocks for seconds): until its
+  // `launched` message, pid is 0 and a stop is deferred (the backend does not know
+  // the CVM yet); an exit or a ready event that overtakes it waits here.
+  bool launching = false;
+  std::optional<int> early_exit;  // wait status of an exit reported before `launched`
+  bool early_ready = false;       // the agent announced readiness before `launched`
 };
 
 struct manager_state {

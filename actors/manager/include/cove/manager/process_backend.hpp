@@ -47,6 +47,7 @@ class process_backend final : public cvm_backend {
   mutable std::mutex mu_;
   std::map<pid_t, std::string> live_;
   std::vector<std::thread> reapers_;
+  bool shut_down_ = false;  // under mu_: launch() refuses after shutdown()
 };
 
 /// Human-readable wait status: "exit status 1", "killed by signal 9".
