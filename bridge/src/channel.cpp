@@ -147,16 +147,17 @@ expected<void> write_all(SSL* ssl, int fd, std::span<const uint8_t> bytes, clock
 }
 
 expected<frame> read_frame(SSL* ssl, int fd, decoder& dec, clock::time_point deadline) {
-  std::array<uint8_t, 16384> buf{};
+  if (auto f = dec.next(); !f || *f) return f ? std::move(**f) : expected<frame>(f.error());
   for (;;) {
-    auto f = dec.next();
-    if (!f) return f.error();
-    if (*f) return std::move(**f);
+    // Exactly up to the end of this frame: what follows stays in the TLS buffer.
+    auto into = dec.want();
     ERR_clear_error();
     errno = 0;
-    int n = SSL_read(ssl, buf.data(), static_cast<int>(buf.size()));
+    int n = SSL_read(ssl, into.data(), static_cast<int>(std::min<size_t>(into.size(), INT_MAX)));
     if (n > 0) {
-      dec.feed({buf.data(), static_cast<size_t>(n)});
+      auto f = dec.got(static_cast<size_t>(n));
+      if (!f) return f.error();
+      if (*f) return std::move(**f);
       continue;
     }
     int e = SSL_get_error(ssl, n);
@@ -266,7 +267,6 @@ void channel::run() {
   SSL* ssl = ssl_.get();
   std::vector<uint8_t> cur;
   size_t cur_off = 0;
-  std::array<uint8_t, 65536> buf{};
   std::string reason;
   auto flush_deadline = clock::time_point::max();
   bool expired = false;
@@ -274,6 +274,17 @@ void channel::run() {
   auto fail = [&](std::string why) {
     if (reason.empty()) reason = std::move(why);
   };
+
+  // Frames the handshake's decoder completed but nobody took yet.
+  for (;;) {
+    auto f = in_.next();
+    if (!f) {
+      fail(f.error().message);
+      break;
+    }
+    if (!*f) break;
+    if (cb_.on_frame) cb_.on_frame(std::move(**f));
+  }
 
   while (reason.empty()) {
     // ---- write: drain the queue until the socket would block
@@ -313,23 +324,20 @@ void channel::run() {
     }
     if (!reason.empty()) break;
 
-    // ---- read: everything available, frames to the callback
+    // ---- read: everything available, frames to the callback. SSL_read decrypts
+    // straight into the decoder's field (a payload lands in its frame's vector).
     for (;;) {
+      auto into = in_.want();
       ERR_clear_error();
       errno = 0;
-      int n = SSL_read(ssl, buf.data(), static_cast<int>(buf.size()));
+      int n = SSL_read(ssl, into.data(), static_cast<int>(std::min<size_t>(into.size(), INT_MAX)));
       if (n > 0) {
-        in_.feed({buf.data(), static_cast<size_t>(n)});
-        for (;;) {
-          auto f = in_.next();
-          if (!f) {
-            fail(f.error().message);
-            break;
-          }
-          if (!*f) break;
-          if (cb_.on_frame) cb_.on_frame(std::move(**f));
+        auto f = in_.got(static_cast<size_t>(n));
+        if (!f) {
+          fail(f.error().message);
+          break;
         }
-        if (!reason.empty()) break;
+        if (*f && cb_.on_frame) cb_.on_frame(std::move(**f));
         continue;
       }
       int e = SSL_get_error(ssl, n);

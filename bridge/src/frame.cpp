@@ -1,5 +1,6 @@
 #include "cove/bridge/frame.hpp"
 
+#include <algorithm>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -156,29 +157,157 @@ expected<frame> decode(std::span<const uint8_t> body) {
 }
 
 void decoder::feed(std::span<const uint8_t> bytes) {
-  if (pos_ > 0 && pos_ == buf_.size()) {
-    buf_.clear();
-    pos_ = 0;
-  } else if (pos_ > (1u << 20)) {
-    buf_.erase(buf_.begin(), buf_.begin() + static_cast<std::ptrdiff_t>(pos_));
-    pos_ = 0;
+  while (!bytes.empty() && !error_) {
+    auto into = want();
+    size_t n = std::min(into.size(), bytes.size());
+    std::memcpy(into.data(), bytes.data(), n);
+    bytes = bytes.subspan(n);
+    auto f = got(n);
+    if (f && *f) ready_.push_back(std::move(**f));
   }
-  buf_.insert(buf_.end(), bytes.begin(), bytes.end());  // no zero-fill first, unlike resize
 }
 
 expected<std::optional<frame>> decoder::next() {
-  size_t avail = buf_.size() - pos_;
-  if (avail < 4) return std::optional<frame>{};
-  const uint8_t* p = buf_.data() + pos_;
-  uint32_t len = (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
-  if (len == 0 || len > max_frame_body)
+  if (ready_at_ < ready_.size()) {
+    frame f = std::move(ready_[ready_at_++]);
+    if (ready_at_ == ready_.size()) {
+      ready_.clear();
+      ready_at_ = 0;
+    }
+    return std::optional<frame>{std::move(f)};
+  }
+  if (error_) return *error_;
+  return std::optional<frame>{};
+}
+
+std::span<uint8_t> decoder::want() {
+  switch (stage_) {
+    case stage::subject:
+      return {reinterpret_cast<uint8_t*>(cur_.subject.data()) + (cur_.subject.size() - need_), need_};
+    case stage::reply:
+      return {reinterpret_cast<uint8_t*>(cur_.reply.data()) + (cur_.reply.size() - need_), need_};
+    case stage::data:
+      return {cur_.data.data() + (cur_.data.size() - need_), need_};
+    case stage::failed:
+      return {small_, 1};  // got() reports the error
+    default:
+      return {small_ + small_at_, need_};
+  }
+}
+
+expected<std::optional<frame>> decoder::got(size_t n) {
+  if (error_) return *error_;
+  n = std::min(n, need_);
+  need_ -= n;
+  small_at_ += n;
+  if (need_ > 0) return std::optional<frame>{};
+  auto r = advance();
+  if (!r) {
+    stage_ = stage::failed;
+    error_ = r.error();
+  }
+  return r;
+}
+
+void decoder::expect(stage s, size_t n) {
+  stage_ = s;
+  need_ = n;
+  small_at_ = 0;
+}
+
+expected<std::optional<frame>> decoder::advance() {
+  auto be = [this](size_t n) {
+    uint32_t v = 0;
+    for (size_t i = 0; i < n; ++i) v = (v << 8) | small_[i];
+    return v;
+  };
+  auto truncated = [&](std::string_view field) {
     return make_error(errc::invalid_request,
-                      fmt::format("bridge frame: length {} outside 1..{}", len, max_frame_body));
-  if (avail < 4 + size_t{len}) return std::optional<frame>{};
-  auto f = decode({p + 4, len});
-  if (!f) return f.error();
-  pos_ += 4 + size_t{len};
-  return std::optional<frame>{std::move(*f)};
+                      fmt::format("bridge frame {}: truncated {}", to_string(cur_.kind), field));
+  };
+  // Starts reading a field of n bytes out of the body's remaining `left_`.
+  auto field = [&](stage s, size_t n, std::string_view name) -> expected<void> {
+    if (n > left_) return truncated(name);
+    left_ -= n;
+    expect(s, n);
+    return ok();
+  };
+  // One loop turn per completed field; zero-length fields complete at once.
+  for (;;) {
+    switch (stage_) {
+      case stage::length: {
+        uint32_t len = be(4);
+        if (len == 0 || len > max_frame_body)
+          return make_error(errc::invalid_request,
+                            fmt::format("bridge frame: length {} outside 1..{}", len, max_frame_body));
+        left_ = len - 1;
+        expect(stage::kind, 1);
+        return std::optional<frame>{};
+      }
+      case stage::kind: {
+        uint8_t kind = small_[0];
+        if (kind < static_cast<uint8_t>(op::hello) || kind > static_cast<uint8_t>(op::close))
+          return make_error(errc::invalid_request, fmt::format("bridge frame: unknown op {}", kind));
+        cur_ = frame{.kind = static_cast<op>(kind)};
+        if (has_sid(cur_.kind)) {
+          if (auto e = field(stage::sid, 4, "id"); !e) return e.error();
+          return std::optional<frame>{};
+        }
+        stage_ = stage::sid;  // skipped: fall through to what follows it
+        continue;
+      }
+      case stage::sid:
+        if (has_sid(cur_.kind)) cur_.sid = be(4);
+        if (has_subject(cur_.kind)) {
+          if (auto e = field(stage::subject_len, 2, "subject"); !e) return e.error();
+          return std::optional<frame>{};
+        }
+        stage_ = stage::subject;
+        continue;
+      case stage::subject_len: {
+        size_t n = be(2);
+        if (auto e = field(stage::subject, n, "subject"); !e) return e.error();
+        cur_.subject.resize(n);
+        if (n > 0) return std::optional<frame>{};
+        continue;
+      }
+      case stage::subject:
+        if (has_reply(cur_.kind)) {
+          if (auto e = field(stage::reply_len, 2, "reply"); !e) return e.error();
+          return std::optional<frame>{};
+        }
+        stage_ = stage::reply;
+        continue;
+      case stage::reply_len: {
+        size_t n = be(2);
+        if (auto e = field(stage::reply, n, "reply"); !e) return e.error();
+        cur_.reply.resize(n);
+        if (n > 0) return std::optional<frame>{};
+        continue;
+      }
+      case stage::reply:
+        if (has_data(cur_.kind)) {
+          size_t n = left_;
+          left_ = 0;
+          expect(stage::data, n);
+          cur_.data.resize(n);
+          if (n > 0) return std::optional<frame>{};
+          continue;
+        }
+        if (left_ != 0)
+          return make_error(errc::invalid_request,
+                            fmt::format("bridge frame {}: trailing bytes", to_string(cur_.kind)));
+        [[fallthrough]];
+      case stage::data: {
+        frame done = std::move(cur_);
+        cur_ = frame{};
+        expect(stage::length, 4);
+        return std::optional<frame>{std::move(done)};
+      }
+      case stage::failed:
+        return make_error(errc::invalid_request, "bridge frame: the stream already failed");
+    }
+  }
 }
 
 }  // namespace cove::bridge

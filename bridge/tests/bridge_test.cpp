@@ -2,7 +2,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
+#include <cstring>
 #include <fstream>
 #include <future>
 #include <mutex>
@@ -114,6 +116,69 @@ TEST_CASE("every frame kind round-trips through encode and the stream decoder") 
   auto end = dec.next();
   REQUIRE(end);
   CHECK_FALSE(end->has_value());
+}
+
+TEST_CASE("want/got: the decoder takes bytes where they belong, a payload straight into its frame") {
+  std::vector<frame> frames = {
+      {.kind = op::msg,
+       .sid = 2,
+       .subject = "cove.v1.cvm.c.chunk",
+       .reply = "",
+       .data = std::vector<uint8_t>(70000, 7)},
+      {.kind = op::pong, .sid = 4},
+      {.kind = op::pub, .subject = "", .data = {}},
+      {.kind = op::msg, .sid = 3, .subject = "s", .reply = "r", .data = {1, 2, 3}},
+  };
+  std::vector<uint8_t> stream;
+  for (const auto& f : frames) {
+    auto e = enc(f);
+    stream.insert(stream.end(), e.begin(), e.end());
+  }
+  decoder dec;
+  std::vector<frame> got;
+  size_t at = 0, step = 1;
+  while (at < stream.size()) {
+    auto into = dec.want();
+    REQUIRE_FALSE(into.empty());
+    // Never more than the rest of the current frame: a reader using want() cannot
+    // consume bytes of the next one.
+    size_t n = std::min({into.size(), stream.size() - at, step});
+    std::memcpy(into.data(), stream.data() + at, n);
+    at += n;
+    step = step * 3 + 1;
+    auto f = dec.got(n);
+    REQUIRE(f);
+    if (*f) {
+      // A frame completes exactly at its own end.
+      size_t end = 0;
+      for (size_t i = 0; i <= got.size(); ++i) end += enc(frames[i]).size();
+      CHECK(at == end);
+      got.push_back(std::move(**f));
+    }
+  }
+  REQUIRE(got.size() == frames.size());
+  for (size_t i = 0; i < frames.size(); ++i) check_same(got[i], frames[i]);
+
+  SUBCASE("an error comes from got() and sticks") {
+    decoder bad;
+    auto into = bad.want();
+    REQUIRE(into.size() == 4);
+    std::memset(into.data(), 0xff, 4);  // length 4 GiB - 1
+    auto f = bad.got(4);
+    REQUIRE_FALSE(f);
+    CHECK(f.error().message.find("length") != std::string::npos);
+    CHECK_FALSE(bad.got(1));
+    CHECK_FALSE(bad.next());
+  }
+  SUBCASE("a subject longer than the frame is refused before its bytes arrive") {
+    auto b = enc({.kind = op::sub, .sid = 1, .subject = "cove.v1.cvm.a.b"});
+    b[3] -= 3;
+    decoder d;
+    d.feed({b.data(), 4 + 1 + 4 + 2});  // up to the subject's length field
+    auto f = d.next();
+    REQUIRE_FALSE(f);
+    CHECK(f.error().message.find("truncated subject") != std::string::npos);
+  }
 }
 
 TEST_CASE("malformed frames are refused with a reason") {

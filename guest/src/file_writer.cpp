@@ -86,7 +86,8 @@ void file_writer::run() {
     std::lock_guard lock(mu_);
     busy_ = false;
     if (err && !failure_) failure_ = std::move(err);
-    buf.clear();
+    // Recycled with its old size and contents: the next user overwrites it, and a
+    // resize to the same chunk size then neither zero-fills nor reallocates.
     if (free_.size() < depth_ + 1) free_.push_back(std::move(buf));
     cv_.notify_all();
   }

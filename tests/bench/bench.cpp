@@ -75,7 +75,7 @@ using bytes = std::vector<uint8_t>;
 
 constexpr double mb = 1e6;  // rates are in MB/s = 10^6 bytes per second
 constexpr uint64_t mib = 1ull << 20;
-constexpr size_t chunk = 512 * 1024;  // cove's upload chunk (agent_config::chunk_size)
+constexpr size_t chunk = 768 * 1024;  // cove's upload chunk (agent_config::chunk_size)
 constexpr uint32_t window = 16;       // cove's upload window (agent_config::window)
 
 /// A failed step: aborts the current section, which is then reported as an error.
@@ -616,7 +616,7 @@ void section_crypto(results& res) {
   res.ref("secretstream_MBps", best, "MB/s");
 }
 
-/// 64 MiB as 512 KiB requests (cove's sealed chunk size plus envelope) to a responder
+/// 64 MiB as 768 KiB requests (cove's sealed chunk size plus envelope) to a responder
 /// on its own connection that answers at once; at most 16 in flight. Best of three.
 void section_raw_nats(results& res) {
   auto nats = must(test::nats_server::start(), "nats-server");

@@ -207,7 +207,7 @@ TEST_CASE("the host never sees a plaintext byte of algorithm, datasets or result
   auto cvm = c.create_cvm();
   auto owner = c.make_participant("owner");
   auto consumer = c.make_participant("consumer", crypto::key_type::ecdsa_p256);
-  // The dataset (~900 KiB) and the result (~1.2 MB) span several 512 KiB chunks.
+  // The dataset (~900 KiB) and the result (~1.7 MB) span several 768 KiB chunks.
   auto dataset = c.make_file("secret.txt", repeat(dataset_marker, 30000));
   auto algo =
       c.make_file("reveal.py", "# " + std::string(algo_marker) +
@@ -215,7 +215,7 @@ TEST_CASE("the host never sees a plaintext byte of algorithm, datasets or result
                                    "data = open('datasets/secret.txt').read()\n"
                                    "n = data.count('PLAINTEXT-DATASET-' + 'MARKER-7f3a')\n"
                                    "line = 'PLAINTEXT-' + 'RESULT-MARKER-91c2\\n'\n"
-                                   "open('results/out.txt', 'w').write('count=%d\\n' % n + line * 42000)\n");
+                                   "open('results/out.txt', 'w').write('count=%d\\n' % n + line * 60000)\n");
   auto m = make_manifest("secrecy-1", algo, algo_type::python, owner, {{dataset, &owner}}, {&consumer});
   CHECK(must(c.start_computation(cvm, m), "start") == "ReceivingAlgorithm");
   auto up_algo =
@@ -234,7 +234,7 @@ TEST_CASE("the host never sees a plaintext byte of algorithm, datasets or result
   must(extract_zip(out, extracted), "unzip");
   auto text = read_file(extracted / "out.txt");
   CHECK(text.starts_with("count=30000\n"));
-  CHECK(text.size() == std::string("count=30000\n").size() + 42000 * result_marker.size());
+  CHECK(text.size() == std::string("count=30000\n").size() + 60000 * result_marker.size());
   CHECK(text.find(result_marker) != std::string::npos);
 
   // ...and the host saw none of it, although it carried every chunk.

@@ -61,17 +61,41 @@ expected<void> encode_header(const frame& f, std::vector<uint8_t>& out);
 /// trailing fields are errc::invalid_request naming what is wrong.
 expected<frame> decode(std::span<const uint8_t> body);
 
-/// Splits a byte stream into frames.
+/// Splits a byte stream into frames. A state machine over the frame's fields: the
+/// header fields are collected in a small buffer, and a frame's data is written
+/// straight into the frame's own vector, so a payload is copied once from wherever
+/// the bytes come from (see want()/got(): the TLS link decrypts into it directly).
 class decoder {
  public:
+  /// Decodes `bytes` (any split); next() hands out the frames.
   void feed(std::span<const uint8_t> bytes);
   /// The next complete frame, nullopt when more bytes are needed, or an error (bad
   /// length or body); after an error the stream is unusable.
   expected<std::optional<frame>> next();
 
+  /// Zero-copy input: where the next bytes of the stream belong (never empty; at most
+  /// the rest of the field being read, so nothing past the current frame). Write up
+  /// to its size there, then call got() with the count. Only when next() holds no
+  /// frame (i.e. after next() returned nullopt or before any feed()).
+  std::span<uint8_t> want();
+  /// Accounts for `n` bytes written into want(): a complete frame, nullopt, or an
+  /// error (the same as next() would give).
+  expected<std::optional<frame>> got(size_t n);
+
  private:
-  std::vector<uint8_t> buf_;
-  size_t pos_ = 0;
+  enum class stage : uint8_t { length, kind, sid, subject_len, subject, reply_len, reply, data, failed };
+  expected<std::optional<frame>> advance();  // after the field in progress is complete
+  void expect(stage s, size_t n);
+
+  stage stage_ = stage::length;
+  size_t need_ = 4;     // bytes of the current field still missing
+  size_t left_ = 0;     // bytes of the frame body not yet consumed (after the length)
+  uint8_t small_[4]{};  // length, sid and string-length fields
+  size_t small_at_ = 0;
+  frame cur_;
+  std::optional<error> error_;
+  std::vector<frame> ready_;  // decoded by feed(), handed out by next()
+  size_t ready_at_ = 0;
 };
 
 std::string_view to_string(op o) noexcept;

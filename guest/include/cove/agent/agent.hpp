@@ -37,8 +37,8 @@ struct agent_config {
   bool ima_list_explicit = false;
   std::chrono::seconds default_timeout{600};  // algorithm wall-clock limit when the manifest sets none
   uint64_t max_upload_bytes = 64ull << 30;    // per file
-  uint32_t chunk_size = 512 * 1024;           // plaintext bytes per chunk
-  uint32_t window = 16;                       // chunks in flight per stream
+  uint32_t chunk_size = 768 * 1024;  // plaintext bytes per chunk (at most 768 KiB: NATS max_payload 1 MiB)
+  uint32_t window = 16;              // chunks in flight per stream
   std::string log_level = "info";
   std::filesystem::path manifest_file;  // a manifest (cocos JSON form) to load at start
   cocos_front_config cocos;             // cocos.listen set: serve agent.AgentService (gRPC)

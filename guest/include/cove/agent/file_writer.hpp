@@ -29,7 +29,8 @@ class file_writer {
   /// `sha3`, the thread also hashes every byte before it writes it (see digest()).
   expected<void> open(const std::filesystem::path& path, size_t depth = 4, bool sha3 = false);
 
-  /// A buffer to fill (recycled from earlier writes when possible).
+  /// A buffer to fill (recycled from earlier writes when possible). Its size and
+  /// contents are whatever the previous write left: resize or assign it.
   std::vector<uint8_t> take_buffer();
 
   /// Queues `buf` for writing; blocks while `depth` buffers are waiting.
