@@ -10,6 +10,7 @@
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <utility>
 
 #include "cove/attest/collateral.hpp"
 #include "cove/attest/dice.hpp"
@@ -43,6 +44,14 @@ struct validate_args {
   // snp, snp-vtpm, vtpm --evidence: CRLs of the AMD chain (added to the policy's `crls`)
   std::vector<std::string> crls;
 };
+
+/// The raw vTPM inputs of --mode vtpm / snp-vtpm. Other modes refuse them, and so does --evidence,
+/// whose file carries the vTPM section itself.
+constexpr std::pair<std::string validate_args::*, const char*> vtpm_flags[] = {
+    {&validate_args::quote, "--quote"},           {&validate_args::signature, "--signature"},
+    {&validate_args::ak_public, "--ak-public"},   {&validate_args::pcrs, "--pcrs"},
+    {&validate_args::eventlog, "--eventlog"},     {&validate_args::log_pcrs, "--log-pcrs"},
+    {&validate_args::tpm_policy, "--tpm-policy"}, {&validate_args::nonce, "--nonce"}};
 
 /// Exit 1: with --json, {"valid": false, "error", "message"} on stdout; else stderr.
 [[noreturn]] void fail(const error& e, bool json_out) {
@@ -372,19 +381,14 @@ std::string quoted_pcrs(const attest::tpm_attest& q) {
 ///        the saved agent keys and nonce (and AK name). The SEV-SNP report is not verified.
 void validate_evidence_file(const validate_args& a, bool json_out) {
   taker take{json_out};
-  for (auto [v, f] : {std::pair{&a.report, "--report"},
-                      {&a.vcek, "--vcek"},
-                      {&a.chain, "--chain"},
-                      {&a.quote, "--quote"},
-                      {&a.signature, "--signature"},
-                      {&a.ak_public, "--ak-public"},
-                      {&a.pcrs, "--pcrs"},
-                      {&a.eventlog, "--eventlog"},
-                      {&a.log_pcrs, "--log-pcrs"},
-                      {&a.tpm_policy, "--tpm-policy"},
-                      {&a.nonce, "--nonce"},
-                      {&a.report_data, "--report-data"}})
-    if (!v->empty()) usage(fmt::format("{} does not apply with --evidence", f));
+  auto refuse = [](const std::string& v, const char* flag) {
+    if (!v.empty()) usage(fmt::format("{} does not apply with --evidence", flag));
+  };
+  refuse(a.report, "--report");
+  refuse(a.vcek, "--vcek");
+  refuse(a.chain, "--chain");
+  for (auto [m, f] : vtpm_flags) refuse(a.*m, f);
+  refuse(a.report_data, "--report-data");
   if (a.mode == "vtpm" && a.policy.empty() && a.ark.empty())
     usage("--policy or --ark: name the AMD root (ARK) you trust");
   if (a.mode == "dice") {
@@ -513,15 +517,7 @@ void run_validate(const validate_args& a, bool json_out) {
     if (a.pcrs.empty() && a.eventlog.empty()) usage("--mode " + a.mode + " needs --pcrs or --eventlog");
     if (a.mode == "snp-vtpm") refuse(a.report_data, "--report-data (the AK binding defines it)");
   } else {
-    for (auto [v, f] : {std::pair{&a.quote, "--quote"},
-                        {&a.signature, "--signature"},
-                        {&a.ak_public, "--ak-public"},
-                        {&a.pcrs, "--pcrs"},
-                        {&a.eventlog, "--eventlog"},
-                        {&a.log_pcrs, "--log-pcrs"},
-                        {&a.tpm_policy, "--tpm-policy"},
-                        {&a.nonce, "--nonce"}})
-      refuse(*v, f);
+    for (auto [m, f] : vtpm_flags) refuse(a.*m, f);
   }
   if (a.mode == "vtpm") refuse(a.policy, "--policy (use --tpm-policy)");
   if (!snp && !a.crls.empty()) usage(fmt::format("--crl does not apply to --mode {}", a.mode));
