@@ -26,6 +26,14 @@ error bad(const std::string& path, std::string_view what) {
   return make_error(errc::invalid_request, path + ": " + std::string(what));
 }
 
+// "path.key": where a member sits, for error messages.
+std::string member_path(const std::string& path, std::string_view key) {
+  std::string p = path;
+  p += '.';
+  p += key;
+  return p;
+}
+
 // ---- small private encoders (OpenSSL EVP; cove::crypto has the public ones)
 
 std::string base64_encode(std::span<const uint8_t> in) {
@@ -165,7 +173,7 @@ expected<void> check_ignored_object(const json& j, const std::string& path,
   if (j.is_null()) return ok();
   if (!j.is_object()) return bad(path, "expected an object");
   for (const auto& [k, v] : j.items()) {
-    const std::string p = path + "." + k;
+    const std::string p = member_path(path, k);
     auto f =
         std::find_if(fields.begin(), fields.end(), [&k = k](const ignored_field& x) { return x.key == k; });
     if (f == fields.end()) return bad(p, "unknown key");
@@ -196,7 +204,7 @@ expected<dataset_spec> parse_dataset(const json& j, const std::string& path) {
   dataset_spec d;
   bool have_hash = false, have_key = false, have_name = false;
   for (const auto& [k, v] : j.items()) {
-    const std::string p = path + "." + k;
+    const std::string p = member_path(path, k);
     if (k == "filename") {
       auto s = parse_string(v, p);
       if (!s) return std::move(s).error();
@@ -231,7 +239,7 @@ expected<algorithm_spec> parse_algorithm(const json& j, const std::string& path)
   algorithm_spec a;
   bool have_hash = false, have_key = false;
   for (const auto& [k, v] : j.items()) {
-    const std::string p = path + "." + k;
+    const std::string p = member_path(path, k);
     if (k == "hash") {
       auto h = parse_hash(v, p);
       if (!h) return std::move(h).error();
@@ -276,7 +284,7 @@ expected<std::vector<uint8_t>> parse_consumer(const json& j, const std::string& 
   if (!j.is_object()) return bad(path, "expected an object with \"user_key\"");
   std::optional<std::vector<uint8_t>> key;
   for (const auto& [k, v] : j.items()) {
-    const std::string p = path + "." + k;
+    const std::string p = member_path(path, k);
     if (k != "user_key") return bad(p, "unknown key");
     auto r = parse_key(v, p);
     if (!r) return std::move(r).error();
