@@ -186,6 +186,16 @@ json vtpm_json(const attest::vtpm_verified& v) {
   return out;
 }
 
+/// "root -> ... -> leaf": the layer names of a DICE chain.
+std::string layer_names(const std::vector<attest::dice_layer>& chain) {
+  std::string out;
+  for (size_t i = 0; i < chain.size(); ++i) {
+    if (i > 0) out += " -> ";
+    out += chain[i].name;
+  }
+  return out;
+}
+
 json dice_json(const std::vector<attest::dice_layer>& chain) {
   json layers = json::array();
   for (const auto& l : chain) {
@@ -220,7 +230,7 @@ struct taker {
     if (!r) fail(r.error(), json_out);
     return std::move(*r);
   }
-  void operator()(expected<void> r) const {
+  void operator()(const expected<void>& r) const {
     if (!r) fail(r.error(), json_out);
   }
 };
@@ -279,7 +289,7 @@ attest::snp_report validate_snp(const validate_args& a, const taker& take,
                                                 {attest::evidence_binding::mode::nonce, ev.nonce, {}}));
     if (evidence_vtpm != nullptr) *evidence_vtpm = std::move(r.vtpm);
     if (evidence_dice != nullptr) *evidence_dice = std::move(r.dice);
-    return std::move(r.report);
+    return r.report;
   }
   auto report = bytes_of(take(read_file(a.report)));
   bytes vcek;
@@ -451,12 +461,10 @@ void validate_evidence_file(const validate_args& a, bool json_out) {
                                                   report.report_data, {true, std::move(dp)}));
     out["report_data"] = hex(report.report_data);
     out["dice"] = dice_json(chain);
-    std::vector<std::string> names;
-    for (const auto& l : chain) names.push_back(l.name);
     human = fmt::format(
         "valid: DICE chain of {} layers ({}); the {} layer's key signed this evidence's REPORT_DATA, which "
         "binds the agent keys and the nonce (the SEV-SNP report itself is not verified in this mode)",
-        chain.size(), fmt::join(names, " -> "), names.back());
+        chain.size(), layer_names(chain), chain.back().name);
   }
   if (json_out)
     std::cout << out.dump() << '\n';
@@ -535,9 +543,7 @@ void run_validate(const validate_args& a, bool json_out) {
         take(attest::load_dice_policy_json(take(read_file(a.policy)), dir.empty() ? "." : dir.string()));
     take(attest::verify_dice_chain(chain, policy));
     out["dice"] = dice_json(chain);
-    std::vector<std::string> names;
-    for (const auto& l : chain) names.push_back(l.name);
-    human = fmt::format("valid: DICE chain of {} layers ({})", chain.size(), fmt::join(names, " -> "));
+    human = fmt::format("valid: DICE chain of {} layers ({})", chain.size(), layer_names(chain));
   } else {
     bytes nonce;
     if (vtpm) nonce = parse_hex_arg("--nonce", a.nonce, 1, 64, take);
@@ -570,10 +576,8 @@ void run_validate(const validate_args& a, bool json_out) {
     }
     if (dice) {
       out["dice"] = dice_json(*dice);
-      std::vector<std::string> names;
-      for (const auto& l : *dice) names.push_back(l.name);
       human += fmt::format("\nvalid: DICE chain of {} layers ({}), bound to the report", dice->size(),
-                           fmt::join(names, " -> "));
+                           layer_names(*dice));
     }
   }
   if (json_out)
@@ -675,7 +679,7 @@ void add_collateral_command(CLI::App& app, const bool& json_out) {
     if (!a->report.empty()) {
       auto r = attest::parse_snp_report(bytes_of(take(read_file(a->report))));
       if (!r) fail(make_error(r.error().code, "--report: " + r.error().message), json_out);
-      report = std::move(*r);
+      report = *r;
     }
     auto path = take(attest::collateral_store(a->dir).put(
         vcek, chain, crl ? std::optional<std::string_view>(*crl) : std::nullopt,
