@@ -29,11 +29,16 @@ packages=(
   libvirt-dev libvirt-daemon libvirt-daemon-driver-qemu libvirt-daemon-system
 )
 
+# One dpkg-query for all packages, its output read whole: a `dpkg-query | grep -q`
+# under pipefail fails when grep exits first and dpkg-query dies of SIGPIPE.
+# dpkg-query exits 1 when some package is unknown; those have no line.
+declare -A status=()
+while read -r name state; do
+  status[$name]=$state
+done < <(dpkg-query -W -f='${Package} ${Status}\n' "${packages[@]}" 2>/dev/null || true)
 missing=()
 for p in "${packages[@]}"; do
-  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
-    missing+=("$p")
-  fi
+  [ "${status[$p]:-}" = 'install ok installed' ] || missing+=("$p")
 done
 
 SUDO=""
@@ -53,7 +58,13 @@ fi
 # linux-image-amd64 metapackage points at (linux-image-6.1.0-N-amd64), fetched
 # into the cache eos/build.sh reads. It is never installed on the host.
 eos_cache=${COVE_EOS_CACHE:-/var/cache/cove/eos}
-kernel_pkg() { apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-amd64\)$/\1/p' | head -1; }
+# Empty when apt does not know linux-image-amd64 yet (apt-cache exits 100; under
+# pipefail that would end the script before the apt-get update below). awk reads
+# all of its input: no `| head -1`, whose early exit is the SIGPIPE trap again.
+kernel_pkg() {
+  { apt-cache depends linux-image-amd64 2>/dev/null || true; } |
+    awk 'NF == 2 && $1 == "Depends:" && $2 ~ /^linux-image-[0-9][^ ]*-amd64$/ && !n++ { print $2 }'
+}
 kpkg=$(kernel_pkg)
 if [ -z "$kpkg" ] && [ "$updated" = 0 ]; then
   $SUDO apt-get update -q

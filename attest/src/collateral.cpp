@@ -20,16 +20,7 @@ namespace cove::attest {
 namespace fs = std::filesystem;
 
 std::string_view kds_product_dir(snp_product p) noexcept {
-  switch (p) {
-    case snp_product::milan:
-      return "Milan";
-    case snp_product::genoa:
-      return "Genoa";
-    case snp_product::turin:
-      return "Turin";
-    default:
-      return "";
-  }
+  return p == snp_product::unknown ? std::string_view() : to_string(p);
 }
 
 std::span<const uint8_t> kds_hwid(const snp_report& r, snp_product p) noexcept {

@@ -90,15 +90,10 @@ struct agent {
 };
 
 std::string verify_error(const agent_evidence& e, const snp_policy& p, const evidence_binding& b) {
-  auto r = verify_agent_evidence(e, p, b);
-  REQUIRE_FALSE(r);
-  CHECK(r.error().code == cove::errc::attestation_failed);
-  return r.error().message;
+  return test::attestation_error(verify_agent_evidence(e, p, b));
 }
 
-bool contains(const std::string& s, std::string_view part) {
-  return s.find(part) != std::string::npos;
-}
+using test::contains;
 
 }  // namespace
 

@@ -91,15 +91,10 @@ snp_policy dice_policy_ok() {
 }
 
 std::string verify_error(const agent_evidence& e, const snp_policy& p, const evidence_binding& b) {
-  auto r = verify_agent_evidence(e, p, b);
-  REQUIRE_FALSE(r);
-  CHECK(r.error().code == cove::errc::attestation_failed);
-  return r.error().message;
+  return test::attestation_error(verify_agent_evidence(e, p, b));
 }
 
-bool contains(const std::string& s, std::string_view part) {
-  return s.find(part) != std::string::npos;
-}
+using test::contains;
 
 std::vector<std::string> pem_certs(const std::string& pem) {
   std::vector<std::string> out;

@@ -2,12 +2,16 @@
 // A simulated TEE shared by the evidence tests: one root, two chips issued by it
 // (the second for "evidence from another chip" cases) and a fixed measurement.
 // Generated once per test binary: RSA/ECDSA key generation is the slow part.
+// Also the two checks every evidence test makes of a failure.
 #include <doctest/doctest.h>
 
 #include <array>
 #include <cstdint>
+#include <string>
+#include <string_view>
 
 #include "cove/attest/sim.hpp"
+#include "cove/expected.hpp"
 
 namespace cove::attest::test {
 
@@ -33,6 +37,18 @@ inline const sim_tee& shared_sim_tee() {
     return out;
   }();
   return t;
+}
+
+/// The message of `r`, which must be an attestation_failed error.
+template <class T>
+std::string attestation_error(const cove::expected<T>& r) {
+  REQUIRE_FALSE(r);
+  CHECK(r.error().code == cove::errc::attestation_failed);
+  return r.error().message;
+}
+
+inline bool contains(const std::string& s, std::string_view part) {
+  return s.find(part) != std::string::npos;
 }
 
 }  // namespace cove::attest::test

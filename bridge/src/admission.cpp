@@ -55,8 +55,8 @@ std::vector<uint8_t> verify_request(const hello_info& info, const std::string& p
 
 }  // namespace
 
-admit_fn make_admission(admission_config cfg) {
-  return [cfg](const hello_info& info, std::function<void(admission)> decide) {
+admit_fn make_admission(const admission_config& cfg) {
+  return [cfg](const hello_info& info, const std::function<void(admission)>& decide) {
     auto refuse = [decide](std::string why) {
       decide(admission{.admitted = false, .reason = std::move(why)});
     };

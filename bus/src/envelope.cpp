@@ -8,6 +8,22 @@ int64_t now_ns() noexcept {
       .count();
 }
 
+std::vector<uint8_t> finish_envelope(flatbuffers::FlatBufferBuilder& fbb, v1::Body type,
+                                     flatbuffers::Offset<void> body, std::string_view correlation_id,
+                                     std::string_view sender) {
+  auto cid = fbb.CreateString(correlation_id.data(), correlation_id.size());
+  auto snd = fbb.CreateString(sender.data(), sender.size());
+  v1::EnvelopeBuilder eb(fbb);
+  eb.add_schema_version(1);
+  eb.add_correlation_id(cid);
+  eb.add_sender(snd);
+  eb.add_sent_at_ns(now_ns());
+  eb.add_body_type(type);
+  eb.add_body(body);
+  v1::FinishEnvelopeBuffer(fbb, eb.Finish());
+  return {fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize()};
+}
+
 std::vector<uint8_t> make_error(cove::errc code, std::string_view message, std::string_view correlation_id,
                                 std::string_view sender) {
   flatbuffers::FlatBufferBuilder fbb(256);
@@ -19,7 +35,10 @@ std::vector<uint8_t> make_error(cove::errc code, std::string_view message, std::
 std::vector<uint8_t> make_ok(std::string_view correlation_id, std::string_view sender) {
   flatbuffers::FlatBufferBuilder fbb(128);
   auto body = v1::CreateOk(fbb);
-  return finish(fbb, body, correlation_id, sender);
+  // clang-analyzer false positive: it follows the builder's buffer growth into flatbuffers'
+  // vector_downward::reallocate (vector_downward.h:266) and misses that the allocator frees the
+  // old buffer there. The report lands in that system header, so the NOLINT sits at our call.
+  return finish(fbb, body, correlation_id, sender);  // NOLINT(clang-analyzer-cplusplus.NewDeleteLeaks)
 }
 
 const v1::Envelope* verified_envelope(std::span<const uint8_t> buf) noexcept {

@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <utility>
 
 #include "cove/attest/collateral.hpp"
 #include "cove/attest/dice.hpp"
@@ -90,6 +91,14 @@ struct validate_args {
   // snp, snp-vtpm, vtpm --evidence: CRLs of the AMD chain (added to the policy's `crls`)
   std::vector<std::string> crls;
 };
+
+/// The raw vTPM inputs of --mode vtpm / snp-vtpm. Other modes refuse them, and so does --evidence,
+/// whose file carries the vTPM section itself.
+constexpr std::pair<std::string validate_args::*, const char*> vtpm_flags[] = {
+    {&validate_args::quote, "--quote"},           {&validate_args::signature, "--signature"},
+    {&validate_args::ak_public, "--ak-public"},   {&validate_args::pcrs, "--pcrs"},
+    {&validate_args::eventlog, "--eventlog"},     {&validate_args::log_pcrs, "--log-pcrs"},
+    {&validate_args::tpm_policy, "--tpm-policy"}, {&validate_args::nonce, "--nonce"}};
 
 /// Exit 1: with --json, {"valid": false, "error", "message"} on stdout; else stderr.
 [[noreturn]] void fail(const error& e, bool json_out) {
@@ -224,6 +233,16 @@ json vtpm_json(const attest::vtpm_verified& v) {
   return out;
 }
 
+/// "root -> ... -> leaf": the layer names of a DICE chain.
+std::string layer_names(const std::vector<attest::dice_layer>& chain) {
+  std::string out;
+  for (size_t i = 0; i < chain.size(); ++i) {
+    if (i > 0) out += " -> ";
+    out += chain[i].name;
+  }
+  return out;
+}
+
 json dice_json(const std::vector<attest::dice_layer>& chain) {
   json layers = json::array();
   for (const auto& l : chain) {
@@ -258,7 +277,7 @@ struct taker {
     if (!r) fail(r.error(), json_out);
     return std::move(*r);
   }
-  void operator()(expected<void> r) const {
+  void operator()(const expected<void>& r) const {
     if (!r) fail(r.error(), json_out);
   }
 };
@@ -317,7 +336,7 @@ attest::snp_report validate_snp(const validate_args& a, const taker& take,
                                                 {attest::evidence_binding::mode::nonce, ev.nonce, {}}));
     if (evidence_vtpm != nullptr) *evidence_vtpm = std::move(r.vtpm);
     if (evidence_dice != nullptr) *evidence_dice = std::move(r.dice);
-    return std::move(r.report);
+    return r.report;
   }
   auto report = bytes_of(take(read_file(a.report)));
   bytes vcek;
@@ -425,19 +444,14 @@ std::string quoted_pcrs(const attest::tpm_attest& q) {
 ///        the saved agent keys and nonce (and AK name). The SEV-SNP report is not verified.
 void validate_evidence_file(const validate_args& a, bool json_out) {
   taker take{json_out};
-  for (auto [v, f] : {std::pair{&a.report, "--report"},
-                      {&a.vcek, "--vcek"},
-                      {&a.chain, "--chain"},
-                      {&a.quote, "--quote"},
-                      {&a.signature, "--signature"},
-                      {&a.ak_public, "--ak-public"},
-                      {&a.pcrs, "--pcrs"},
-                      {&a.eventlog, "--eventlog"},
-                      {&a.log_pcrs, "--log-pcrs"},
-                      {&a.tpm_policy, "--tpm-policy"},
-                      {&a.nonce, "--nonce"},
-                      {&a.report_data, "--report-data"}})
-    if (!v->empty()) usage(fmt::format("{} does not apply with --evidence", f));
+  auto refuse = [](const std::string& v, const char* flag) {
+    if (!v.empty()) usage(fmt::format("{} does not apply with --evidence", flag));
+  };
+  refuse(a.report, "--report");
+  refuse(a.vcek, "--vcek");
+  refuse(a.chain, "--chain");
+  for (auto [m, f] : vtpm_flags) refuse(a.*m, f);
+  refuse(a.report_data, "--report-data");
   if (a.mode == "vtpm" && a.policy.empty() && a.ark.empty())
     usage("--policy or --ark: name the AMD root (ARK) you trust");
   if (a.mode == "dice") {
@@ -500,12 +514,10 @@ void validate_evidence_file(const validate_args& a, bool json_out) {
                                                   report.report_data, {true, std::move(dp)}));
     out["report_data"] = hex(report.report_data);
     out["dice"] = dice_json(chain);
-    std::vector<std::string> names;
-    for (const auto& l : chain) names.push_back(l.name);
     human = fmt::format(
         "valid: DICE chain of {} layers ({}); the {} layer's key signed this evidence's REPORT_DATA, which "
         "binds the agent keys and the nonce (the SEV-SNP report itself is not verified in this mode)",
-        chain.size(), fmt::join(names, " -> "), names.back());
+        chain.size(), layer_names(chain), chain.back().name);
   }
   if (json_out)
     std::cout << out.dump() << '\n';
@@ -569,15 +581,7 @@ void run_validate(const validate_args& a, bool json_out) {
     if (a.pcrs.empty() && a.eventlog.empty()) usage("--mode " + a.mode + " needs --pcrs or --eventlog");
     if (a.mode == "snp-vtpm") refuse(a.report_data, "--report-data (the AK binding defines it)");
   } else {
-    for (auto [v, f] : {std::pair{&a.quote, "--quote"},
-                        {&a.signature, "--signature"},
-                        {&a.ak_public, "--ak-public"},
-                        {&a.pcrs, "--pcrs"},
-                        {&a.eventlog, "--eventlog"},
-                        {&a.log_pcrs, "--log-pcrs"},
-                        {&a.tpm_policy, "--tpm-policy"},
-                        {&a.nonce, "--nonce"}})
-      refuse(*v, f);
+    for (auto [m, f] : vtpm_flags) refuse(a.*m, f);
   }
   if (a.mode == "vtpm") refuse(a.policy, "--policy (use --tpm-policy)");
   if (!snp && !a.crls.empty()) usage(fmt::format("--crl does not apply to --mode {}", a.mode));
@@ -595,9 +599,7 @@ void run_validate(const validate_args& a, bool json_out) {
         take(attest::load_dice_policy_json(take(read_file(a.policy)), dir.empty() ? "." : dir.string()));
     take(attest::verify_dice_chain(chain, policy));
     out["dice"] = dice_json(chain);
-    std::vector<std::string> names;
-    for (const auto& l : chain) names.push_back(l.name);
-    human = fmt::format("valid: DICE chain of {} layers ({})", chain.size(), fmt::join(names, " -> "));
+    human = fmt::format("valid: DICE chain of {} layers ({})", chain.size(), layer_names(chain));
   } else {
     bytes nonce;
     if (vtpm) nonce = parse_hex_arg("--nonce", a.nonce, 1, 64, take);
@@ -630,10 +632,8 @@ void run_validate(const validate_args& a, bool json_out) {
     }
     if (dice) {
       out["dice"] = dice_json(*dice);
-      std::vector<std::string> names;
-      for (const auto& l : *dice) names.push_back(l.name);
       human += fmt::format("\nvalid: DICE chain of {} layers ({}), bound to the report", dice->size(),
-                           fmt::join(names, " -> "));
+                           layer_names(*dice));
     }
   }
   if (json_out)
@@ -780,7 +780,7 @@ void add_collateral_command(CLI::App& app, const bool& json_out) {
     if (!a->report.empty()) {
       auto r = attest::parse_snp_report(bytes_of(take(read_file(a->report))));
       if (!r) fail(make_error(r.error().code, "--report: " + r.error().message), json_out);
-      report = std::move(*r);
+      report = *r;
     }
     auto path = take(attest::collateral_store(a->dir).put(
         vcek, chain, crl ? std::optional<std::string_view>(*crl) : std::nullopt,

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <initializer_list>
 #include <optional>
 #include <set>
 
@@ -23,6 +24,14 @@ using bio = c_handle<BIO, BIO_free>;
 
 error bad(const std::string& path, std::string_view what) {
   return make_error(errc::invalid_request, path + ": " + std::string(what));
+}
+
+// "path.key": where a member sits, for error messages.
+std::string member_path(const std::string& path, std::string_view key) {
+  std::string p = path;
+  p += '.';
+  p += key;
+  return p;
 }
 
 // ---- small private encoders (OpenSSL EVP; cove::crypto has the public ones)
@@ -141,42 +150,53 @@ expected<std::string> parse_string(const json& j, const std::string& path) {
   return j.get<std::string>();
 }
 
-// cocos's `source` object: only an empty/absent url is accepted (local upload).
-expected<void> check_source(const json& j, const std::string& path) {
+// ---- cocos fields cove accepts but does not act on; cocos sends each as null when unset
+
+enum class field_type { string, boolean };
+
+expected<void> check_null_or(const json& v, field_type t, const std::string& path) {
+  if (v.is_null()) return ok();
+  if (t == field_type::string && !v.is_string()) return bad(path, "expected a string");
+  if (t == field_type::boolean && !v.is_boolean()) return bad(path, "expected a boolean");
+  return ok();
+}
+
+struct ignored_field {
+  std::string_view key;
+  field_type type;
+  const char* if_non_empty = nullptr;  // a non-empty string is refused with this message
+};
+
+// null, or an object of the given keys only, each null or of its type.
+expected<void> check_ignored_object(const json& j, const std::string& path,
+                                    std::initializer_list<ignored_field> fields) {
   if (j.is_null()) return ok();
   if (!j.is_object()) return bad(path, "expected an object");
   for (const auto& [k, v] : j.items()) {
-    const std::string p = path + "." + k;
-    if (k == "url") {
-      if (!v.is_string() && !v.is_null()) return bad(p, "expected a string");
-      if (v.is_string() && !v.get_ref<const std::string&>().empty())
-        return bad(p, "remote sources are not supported");
-    } else if (k == "type" || k == "kbs_resource_path") {
-      if (!v.is_string() && !v.is_null()) return bad(p, "expected a string");
-    } else if (k == "encrypted") {
-      if (!v.is_boolean() && !v.is_null()) return bad(p, "expected a boolean");
-    } else {
-      return bad(p, "unknown key");
-    }
+    const std::string p = member_path(path, k);
+    auto f =
+        std::find_if(fields.begin(), fields.end(), [&k = k](const ignored_field& x) { return x.key == k; });
+    if (f == fields.end()) return bad(p, "unknown key");
+    if (auto r = check_null_or(v, f->type, p); !r) return r;
+    if (f->if_non_empty && v.is_string() && !v.get_ref<const std::string&>().empty())
+      return bad(p, f->if_non_empty);
   }
   return ok();
 }
 
-// cocos's `kbs` object: accepted and ignored (only meaningful for remote sources).
-expected<void> check_kbs(const json& j, const std::string& path) {
-  if (j.is_null()) return ok();
-  if (!j.is_object()) return bad(path, "expected an object");
-  for (const auto& [k, v] : j.items()) {
-    const std::string p = path + "." + k;
-    if (k == "url") {
-      if (!v.is_string() && !v.is_null()) return bad(p, "expected a string");
-    } else if (k == "enabled") {
-      if (!v.is_boolean() && !v.is_null()) return bad(p, "expected a boolean");
-    } else {
-      return bad(p, "unknown key");
-    }
-  }
-  return ok();
+// The `source` and `kbs` objects of a dataset or the algorithm; nullopt if `key` is neither. `source`:
+// only an empty/absent url is accepted (local upload); `kbs` only matters for remote sources.
+std::optional<expected<void>> check_source_or_kbs(const std::string& key, const json& v,
+                                                  const std::string& path) {
+  if (key == "source")
+    return check_ignored_object(v, path,
+                                {{"url", field_type::string, "remote sources are not supported"},
+                                 {"type", field_type::string},
+                                 {"kbs_resource_path", field_type::string},
+                                 {"encrypted", field_type::boolean}});
+  if (key == "kbs")
+    return check_ignored_object(v, path, {{"url", field_type::string}, {"enabled", field_type::boolean}});
+  return std::nullopt;
 }
 
 expected<dataset_spec> parse_dataset(const json& j, const std::string& path) {
@@ -184,7 +204,7 @@ expected<dataset_spec> parse_dataset(const json& j, const std::string& path) {
   dataset_spec d;
   bool have_hash = false, have_key = false, have_name = false;
   for (const auto& [k, v] : j.items()) {
-    const std::string p = path + "." + k;
+    const std::string p = member_path(path, k);
     if (k == "filename") {
       auto s = parse_string(v, p);
       if (!s) return std::move(s).error();
@@ -200,12 +220,10 @@ expected<dataset_spec> parse_dataset(const json& j, const std::string& path) {
       if (!key) return std::move(key).error();
       d.user_key = std::move(*key);
       have_key = true;
-    } else if (k == "source") {
-      if (auto r = check_source(v, p); !r) return std::move(r).error();
-    } else if (k == "kbs") {
-      if (auto r = check_kbs(v, p); !r) return std::move(r).error();
+    } else if (auto r = check_source_or_kbs(k, v, p)) {
+      if (!*r) return std::move(*r).error();
     } else if (k == "decompress") {
-      if (!v.is_boolean() && !v.is_null()) return bad(p, "expected a boolean");
+      if (auto r = check_null_or(v, field_type::boolean, p); !r) return std::move(r).error();
     } else {
       return bad(p, "unknown key");
     }
@@ -221,7 +239,7 @@ expected<algorithm_spec> parse_algorithm(const json& j, const std::string& path)
   algorithm_spec a;
   bool have_hash = false, have_key = false;
   for (const auto& [k, v] : j.items()) {
-    const std::string p = path + "." + k;
+    const std::string p = member_path(path, k);
     if (k == "hash") {
       auto h = parse_hash(v, p);
       if (!h) return std::move(h).error();
@@ -251,10 +269,8 @@ expected<algorithm_spec> parse_algorithm(const json& j, const std::string& path)
         if (!v[i].is_string()) return bad(p + "[" + std::to_string(i) + "]", "expected a string");
         a.algo_args.push_back(v[i].get<std::string>());
       }
-    } else if (k == "source") {
-      if (auto r = check_source(v, p); !r) return std::move(r).error();
-    } else if (k == "kbs") {
-      if (auto r = check_kbs(v, p); !r) return std::move(r).error();
+    } else if (auto r = check_source_or_kbs(k, v, p)) {
+      if (!*r) return std::move(*r).error();
     } else {
       return bad(p, "unknown key");
     }
@@ -268,7 +284,7 @@ expected<std::vector<uint8_t>> parse_consumer(const json& j, const std::string& 
   if (!j.is_object()) return bad(path, "expected an object with \"user_key\"");
   std::optional<std::vector<uint8_t>> key;
   for (const auto& [k, v] : j.items()) {
-    const std::string p = path + "." + k;
+    const std::string p = member_path(path, k);
     if (k != "user_key") return bad(p, "unknown key");
     auto r = parse_key(v, p);
     if (!r) return std::move(r).error();

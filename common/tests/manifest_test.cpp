@@ -183,6 +183,25 @@ TEST_CASE("invalid manifests are rejected with the JSON path in the message") {
     j["algorithm"]["source"] = {{"url", "https://example.invalid/algo"}};
     CHECK(parse_error(j) == "algorithm.source.url: remote sources are not supported");
   }
+  SUBCASE("source, kbs and decompress: wrong types and unknown keys are named") {
+    j["datasets"][0]["source"] = {{"encrypted", "yes"}};
+    CHECK(parse_error(j) == "datasets[0].source.encrypted: expected a boolean");
+    j["datasets"][0]["source"] = {{"url", 1}};
+    CHECK(parse_error(j) == "datasets[0].source.url: expected a string");
+    j["datasets"][0]["source"] = {{"mirror", ""}};
+    CHECK(parse_error(j) == "datasets[0].source.mirror: unknown key");
+    j["datasets"][0]["source"] = "local";
+    CHECK(parse_error(j) == "datasets[0].source: expected an object");
+    j["datasets"][0]["source"] = nullptr;
+    j["datasets"][0]["kbs"] = {{"url", "https://kbs.invalid"}, {"enabled", 1}};
+    CHECK(parse_error(j) == "datasets[0].kbs.enabled: expected a boolean");
+    j["datasets"][0]["kbs"] = {{"url", "https://kbs.invalid"}};
+    j["datasets"][0]["decompress"] = "no";
+    CHECK(parse_error(j) == "datasets[0].decompress: expected a boolean");
+    j["datasets"][0].erase("decompress");
+    j["algorithm"]["kbs"] = {{"token", ""}};
+    CHECK(parse_error(j) == "algorithm.kbs.token: unknown key");
+  }
   SUBCASE("bad algo_type and args") {
     j["algorithm"]["algo_type"] = "docker";
     CHECK(parse_error(j).starts_with("algorithm.algo_type: "));

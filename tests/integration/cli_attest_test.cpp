@@ -743,6 +743,15 @@ TEST_CASE(
   CHECK(cove.run({"attestation", "validate", "--mode", "dice", "--evidence", ev_file.string(), "--policy",
                   good.string(), "--chain", good.string()})
             .code == 2);
+  // The raw vTPM flags: refused with --evidence, and by modes without a vTPM part.
+  auto raw_nonce = cove.run({"attestation", "validate", "--mode", "vtpm", "--evidence", ev_file.string(),
+                             "--policy", good.string(), "--nonce", "00"});
+  CHECK(raw_nonce.code == 2);
+  CHECK(raw_nonce.err.find("--nonce does not apply with --evidence") != std::string::npos);
+  auto raw_tpm_policy = cove.run({"attestation", "validate", "--mode", "dice", "--chain", good.string(),
+                                  "--policy", good.string(), "--tpm-policy", good.string()});
+  CHECK(raw_tpm_policy.code == 2);
+  CHECK(raw_tpm_policy.err.find("--tpm-policy does not apply to --mode dice") != std::string::npos);
   auto no_vtpm = cove.run({"attestation", "validate", "--mode", "vtpm", "--evidence", ev_file.string(),
                            "--policy", (c.dir() / "full-policy.json").string()});
   CHECK(no_vtpm.code == 1);

@@ -1,9 +1,7 @@
 #include "cove/test/process.hpp"
 
-#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -13,6 +11,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <thread>
+
+#include "cove/spawn.hpp"
 
 extern char** environ;
 
@@ -82,35 +82,18 @@ expected<child_process> child_process::spawn(const std::vector<std::string>& arg
     if (!overridden) envs.emplace_back(kv);
   }
   envs.insert(envs.end(), env.begin(), env.end());
-  std::vector<char*> cargv, cenv;
-  for (const auto& a : argv) cargv.push_back(const_cast<char*>(a.c_str()));
-  cargv.push_back(nullptr);
+  std::vector<char*> cenv;
+  cenv.reserve(envs.size() + 1);
   for (const auto& e : envs) cenv.push_back(const_cast<char*>(e.c_str()));
   cenv.push_back(nullptr);
-
-  std::string out = (log_dir / (std::string(name) + ".stdout")).string();
-  std::string err = (log_dir / (std::string(name) + ".stderr")).string();
-  posix_spawn_file_actions_t fa;
-  posix_spawnattr_t attr;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawnattr_init(&attr);
-  posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawn_file_actions_addopen(&fa, STDERR_FILENO, err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  posix_spawnattr_setpgroup(&attr, 0);
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
-  pid_t pid = -1;
-  int rc = posix_spawn(&pid, cargv[0], &fa, &attr, cargv.data(), cenv.data());
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
-  if (rc != 0) return make_error(errc::internal, "spawn " + argv[0] + ": " + std::strerror(rc));
+  auto pid = spawn_in_process_group(argv,
+                                    {.out = log_dir / (std::string(name) + ".stdout"),
+                                     .err = log_dir / (std::string(name) + ".stderr"),
+                                     .mode = 0644},
+                                    cenv.data());
+  if (!pid) return std::move(pid).error();
   child_process p;
-  p.pid_ = pid;
+  p.pid_ = *pid;
   return p;
 }
 

@@ -139,6 +139,7 @@ bytes vtpm_request(const std::string& policy, const std::vector<std::pair<uint32
   const auto& s = sim();
   flatbuffers::FlatBufferBuilder b(8192);
   std::vector<flatbuffers::Offset<v1::PcrValue>> values;
+  values.reserve(pcrs.size());
   for (const auto& [i, v] : pcrs) values.push_back(v1::CreatePcrValueDirect(b, i, &v));
   bytes ak(20, 0x11), sig(8, 0x22);
   auto vt = v1::CreateVtpmEvidenceDirect(b, &ak, nullptr, &quote, &sig, &values, nullptr,

@@ -1,16 +1,15 @@
 #include "cove/manager/process_backend.hpp"
 
-#include <fcntl.h>
-#include <spawn.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <csignal>
 #include <cstring>
 
 #include <fmt/format.h>
 
-extern char** environ;
+#include "cove/spawn.hpp"
 
 namespace cove::manager {
 
@@ -66,39 +65,12 @@ expected<pid_t> process_backend::launch(const agent_launch& l) {
   if (l.cocos_grpc_port != 0)
     args.insert(args.end(), {"--grpc-listen", "127.0.0.1:" + std::to_string(l.cocos_grpc_port), "--grpc-tls",
                              l.cocos_grpc_tls});
-  std::vector<char*> argv;
-  for (auto& a : args) argv.push_back(a.data());
-  argv.push_back(nullptr);
-
-  posix_spawn_file_actions_t fa;
-  posix_spawnattr_t attr;
-  posix_spawn_file_actions_init(&fa);
-  posix_spawnattr_init(&attr);
-  posix_spawn_file_actions_addopen(&fa, STDIN_FILENO, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&fa, STDOUT_FILENO, l.log_file.c_str(), O_WRONLY | O_CREAT | O_APPEND,
-                                   0600);
-  posix_spawn_file_actions_adddup2(&fa, STDOUT_FILENO, STDERR_FILENO);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
-  posix_spawnattr_setpgroup(&attr, 0);
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);
-
-  pid_t pid = 0;
+  // Under the lock: the reaper below must find the pid in live_.
   std::lock_guard lock(mu_);
-  if (shut_down_) {
-    posix_spawn_file_actions_destroy(&fa);
-    posix_spawnattr_destroy(&attr);
-    return make_error(errc::unavailable, "process backend: shutting down");
-  }
-  int rc = posix_spawn(&pid, argv[0], &fa, &attr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&fa);
-  posix_spawnattr_destroy(&attr);
-  if (rc != 0)
-    return make_error(errc::internal,
-                      fmt::format("cannot start {}: {}", l.agent_binary.string(), std::strerror(rc)));
+  if (shut_down_) return make_error(errc::unavailable, "process backend: shutting down");
+  auto spawned = spawn_in_process_group(args, {.out = l.log_file, .append = true});
+  if (!spawned) return std::move(spawned).error();
+  pid_t pid = *spawned;
   live_.emplace(pid, l.cvm_id);
   reapers_.emplace_back([this, pid, id = l.cvm_id] {
     int status = 0;

@@ -18,6 +18,6 @@ struct admission_config {
   std::chrono::milliseconds request_timeout{10000};
 };
 
-admit_fn make_admission(admission_config cfg);
+admit_fn make_admission(const admission_config& cfg);
 
 }  // namespace cove::bridge

@@ -27,20 +27,17 @@ int64_t now_ns() noexcept;
 
 /// Finishes `fbb` with an Envelope around `body` (schema_version 1, sent_at_ns
 /// now, identifier "COV1") and returns a copy of the bytes.
+std::vector<uint8_t> finish_envelope(flatbuffers::FlatBufferBuilder& fbb, v1::Body type,
+                                     flatbuffers::Offset<void> body, std::string_view correlation_id,
+                                     std::string_view sender);
+
+/// finish_envelope() for a typed body. The builder work stays out of line: inlined into every
+/// caller, clang-analyzer followed it into flatbuffers' buffer growth and reported a false leak
+/// (vector_downward.h:266) in each of them.
 template <class Body>
 std::vector<uint8_t> finish(flatbuffers::FlatBufferBuilder& fbb, flatbuffers::Offset<Body> body,
                             std::string_view correlation_id, std::string_view sender) {
-  auto cid = fbb.CreateString(correlation_id.data(), correlation_id.size());
-  auto snd = fbb.CreateString(sender.data(), sender.size());
-  v1::EnvelopeBuilder eb(fbb);
-  eb.add_schema_version(1);
-  eb.add_correlation_id(cid);
-  eb.add_sender(snd);
-  eb.add_sent_at_ns(now_ns());
-  eb.add_body_type(v1::BodyTraits<Body>::enum_value);
-  eb.add_body(body.Union());
-  v1::FinishEnvelopeBuffer(fbb, eb.Finish());
-  return {fbb.GetBufferPointer(), fbb.GetBufferPointer() + fbb.GetSize()};
+  return finish_envelope(fbb, v1::BodyTraits<Body>::enum_value, body.Union(), correlation_id, sender);
 }
 
 /// An Envelope carrying v1::Error{code, message}.
