@@ -79,6 +79,33 @@ void extend_ima_pcr(const test::swtpm& tpm, const ima_files& files) {
          "extend pcr 10");
 }
 
+// Runs cove-agent (a simulated TEE under dir/tee, a bus it never reaches) with `extra`
+// arguments, expects it to exit 1 before joining the bus and returns what it printed.
+std::string output_of_agent_exiting_1(const test::temp_dir& dir, const std::vector<std::string>& extra) {
+  auto root = must(attest::generate_sim_root(), "sim root");
+  auto chip = must(attest::issue_sim_vcek(root), "sim vcek");
+  must(attest::save_sim_identity(chip, root, dir.path() / "tee"), "sim identity");
+  std::vector<std::string> args{(bin_dir() / "cove-agent").string(),
+                                "--cvm-id",
+                                "cvm-1",
+                                "--work-dir",
+                                (dir.path() / "work").string(),
+                                "--sim-dir",
+                                (dir.path() / "tee").string(),
+                                "--nats",
+                                "nats://127.0.0.1:1"};
+  args.insert(args.end(), extra.begin(), extra.end());
+  auto agent = must(test::child_process::spawn(args, {}, dir.path(), "agent"), "spawn cove-agent");
+  auto status = agent.wait_for_exit(test::deadline_in(60s));
+  REQUIRE(status);
+  CHECK(WIFEXITED(*status));
+  CHECK(WEXITSTATUS(*status) == 1);
+  auto out = read_file(dir.path() / "agent.stdout") + read_file(dir.path() / "agent.stderr");
+  INFO(out);
+  CHECK(out.find("bus:") == std::string::npos);
+  return out;
+}
+
 }  // namespace
 
 TEST_CASE(
@@ -171,29 +198,15 @@ TEST_CASE("vtpm: an agent without --vtpm is refused by a policy requiring vTPM e
 
 TEST_CASE("vtpm: cove-agent --vtpm with an unreachable TPM exits 1 naming it, before joining the bus") {
   test::temp_dir dir("cove-vtpm-agent");
-  auto root = must(attest::generate_sim_root(), "sim root");
-  auto chip = must(attest::issue_sim_vcek(root), "sim vcek");
-  must(attest::save_sim_identity(chip, root, dir.path() / "tee"), "sim identity");
   // A swtpm that was started and stopped: its port is closed now.
   std::string tcti;
   {
     auto tpm = must(test::swtpm::start(), "swtpm");
     tcti = tpm.tcti();
   }
-  auto agent = must(
-      test::child_process::spawn({(bin_dir() / "cove-agent").string(), "--cvm-id", "cvm-1", "--work-dir",
-                                  (dir.path() / "work").string(), "--sim-dir", (dir.path() / "tee").string(),
-                                  "--nats", "nats://127.0.0.1:1", "--vtpm", tcti},
-                                 {}, dir.path(), "agent"),
-      "spawn cove-agent");
-  auto status = agent.wait_for_exit(test::deadline_in(60s));
-  REQUIRE(status);
-  CHECK(WIFEXITED(*status));
-  CHECK(WEXITSTATUS(*status) == 1);
-  auto out = read_file(dir.path() / "agent.stdout") + read_file(dir.path() / "agent.stderr");
+  auto out = output_of_agent_exiting_1(dir, {"--vtpm", tcti});
   INFO(out);
   CHECK(out.find("vtpm " + tcti + ": ") != std::string::npos);
-  CHECK(out.find("bus:") == std::string::npos);
 }
 
 TEST_CASE(
@@ -276,23 +289,9 @@ TEST_CASE(
 
 TEST_CASE("vtpm: cove-agent --ima-list with a file it cannot read exits 1 naming it") {
   test::temp_dir dir("cove-ima-agent");
-  auto root = must(attest::generate_sim_root(), "sim root");
-  auto chip = must(attest::issue_sim_vcek(root), "sim vcek");
-  must(attest::save_sim_identity(chip, root, dir.path() / "tee"), "sim identity");
   auto tpm = must(test::swtpm::start(), "swtpm");
   auto missing = dir.path() / "no-such-list";
-  auto agent = must(test::child_process::spawn(
-                        {(bin_dir() / "cove-agent").string(), "--cvm-id", "cvm-1", "--work-dir",
-                         (dir.path() / "work").string(), "--sim-dir", (dir.path() / "tee").string(), "--nats",
-                         "nats://127.0.0.1:1", "--vtpm", tpm.tcti(), "--ima-list", missing.string()},
-                        {}, dir.path(), "agent"),
-                    "spawn cove-agent");
-  auto status = agent.wait_for_exit(test::deadline_in(60s));
-  REQUIRE(status);
-  CHECK(WIFEXITED(*status));
-  CHECK(WEXITSTATUS(*status) == 1);
-  auto out = read_file(dir.path() / "agent.stdout") + read_file(dir.path() / "agent.stderr");
+  auto out = output_of_agent_exiting_1(dir, {"--vtpm", tpm.tcti(), "--ima-list", missing.string()});
   INFO(out);
   CHECK(out.find("--ima-list " + missing.string() + ": cannot be read") != std::string::npos);
-  CHECK(out.find("bus:") == std::string::npos);
 }
